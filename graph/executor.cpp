@@ -1,0 +1,267 @@
+#include "graph/executor.hpp"
+
+#include <algorithm>
+#include <iterator>
+#include <limits>
+#include <map>
+
+#include "graph/op.hpp"
+#include "graph/parallel.hpp"
+
+namespace tbgrad {
+namespace {
+
+std::size_t aligned_size(std::size_t bytes) {
+  return (bytes + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment;
+}
+
+// Offsets in a virtual arena: best-fit from freed blocks, else grow at the end. Freed neighbours
+// merge, so the arena stays close to the peak of simultaneously live bytes.
+class OffsetAllocator {
+ public:
+  std::size_t allocate(std::size_t bytes) {
+    bytes = aligned_size(std::max<std::size_t>(bytes, 1));
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->second >= bytes && (best == free_.end() || it->second < best->second)) best = it;
+    }
+    if (best != free_.end()) {
+      std::size_t offset = best->first;
+      std::size_t remaining = best->second - bytes;
+      free_.erase(best);
+      if (remaining) free_[offset + bytes] = remaining;
+      return offset;
+    }
+    // Extend: if the last free block touches the end, grow from its start.
+    if (!free_.empty()) {
+      auto last = std::prev(free_.end());
+      if (last->first + last->second == end_) {
+        std::size_t offset = last->first;
+        free_.erase(last);
+        end_ = offset + bytes;
+        return offset;
+      }
+    }
+    std::size_t offset = end_;
+    end_ += bytes;
+    return offset;
+  }
+
+  void release(std::size_t offset, std::size_t bytes) {
+    bytes = aligned_size(std::max<std::size_t>(bytes, 1));
+    auto it = free_.emplace(offset, bytes).first;
+    auto next = std::next(it);
+    if (next != free_.end() && it->first + it->second == next->first) {
+      it->second += next->second;
+      free_.erase(next);
+    }
+    if (it != free_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->first + prev->second == it->first) {
+        prev->second += it->second;
+        free_.erase(it);
+      }
+    }
+  }
+
+  std::size_t size() const { return end_; }
+
+ private:
+  std::map<std::size_t, std::size_t> free_;  // offset -> size
+  std::size_t end_ = 0;
+};
+
+std::vector<Value> flatten(std::initializer_list<ValueList> lists) {
+  std::vector<Value> out;
+  for (const ValueList& l : lists) out.insert(out.end(), l.values().begin(), l.values().end());
+  return out;
+}
+
+}  // namespace
+
+Executor::Executor(Graph& graph, std::initializer_list<ValueList> outputs)
+    : Executor(graph, std::span<const Value>(flatten(outputs))) {}
+
+Executor::Executor(Graph& graph, std::span<const Value> outputs)
+    : graph_(graph), outputs_(outputs.begin(), outputs.end()) {
+  for (const Value& v : outputs_) {
+    if (!v.valid() || &v.graph() != &graph_) {
+      throw Error("Executor: output " + v.describe() + " is not a value of this graph");
+    }
+  }
+  plan();
+}
+
+void Executor::plan() {
+  const int n = graph_.size();
+  needed_.assign(static_cast<std::size_t>(n), 0);
+  bound_.assign(static_cast<std::size_t>(n), 0);
+  values_.assign(static_cast<std::size_t>(n), Tensor());
+  uses_.assign(static_cast<std::size_t>(n), {});
+
+  for (const Value& v : outputs_) needed_[static_cast<std::size_t>(v.id())] = 1;
+  for (int id = n - 1; id >= 0; --id) {
+    if (!needed_[static_cast<std::size_t>(id)]) continue;
+    for (int in : graph_.node(id).inputs) needed_[static_cast<std::size_t>(in)] = 1;
+  }
+
+  // Last step that reads each node; outputs live forever.
+  std::vector<int> op_ids;
+  for (int id = 0; id < n; ++id) {
+    if (needed_[static_cast<std::size_t>(id)] && graph_.node(id).kind == NodeKind::kOp) {
+      op_ids.push_back(id);
+    }
+  }
+  constexpr int kForever = std::numeric_limits<int>::max();
+  std::vector<int> last_use(static_cast<std::size_t>(n), -1);
+  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
+    for (int in : graph_.node(op_ids[static_cast<std::size_t>(s)]).inputs) {
+      last_use[static_cast<std::size_t>(in)] = s;
+    }
+  }
+  for (const Value& v : outputs_) last_use[static_cast<std::size_t>(v.id())] = kForever;
+
+  // Assign offsets.
+  OffsetAllocator alloc;
+  std::vector<std::size_t> out_offset(static_cast<std::size_t>(n), 0);
+  std::vector<std::size_t> ws_offset(op_ids.size(), 0), ws_size(op_ids.size(), 0);
+  std::vector<std::vector<int>> release_after(op_ids.size());
+  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
+    const int id = op_ids[static_cast<std::size_t>(s)];
+    const Node& node = graph_.node(id);
+    std::vector<Value> ins;
+    for (int in : node.inputs) ins.emplace_back(&graph_, in);
+    const std::size_t out_bytes =
+        static_cast<std::size_t>(node.shape.numel()) * dtype_size(node.dtype);
+    const std::size_t ws_bytes = node.op->workspace_bytes(ins, Value(&graph_, id));
+    out_offset[static_cast<std::size_t>(id)] = alloc.allocate(out_bytes);
+    unplanned_bytes_ += aligned_size(std::max<std::size_t>(out_bytes, 1));
+    if (ws_bytes) {
+      ws_offset[static_cast<std::size_t>(s)] = alloc.allocate(ws_bytes);
+      ws_size[static_cast<std::size_t>(s)] = ws_bytes;
+      unplanned_bytes_ += aligned_size(ws_bytes);
+      alloc.release(ws_offset[static_cast<std::size_t>(s)], ws_bytes);
+    }
+    // A value nobody reads (and that is not an output) is released right away.
+    if (last_use[static_cast<std::size_t>(id)] < 0) last_use[static_cast<std::size_t>(id)] = s;
+    for (int in : node.inputs) {
+      if (graph_.node(in).kind == NodeKind::kOp && last_use[static_cast<std::size_t>(in)] == s) {
+        release_after[static_cast<std::size_t>(s)].push_back(in);
+      }
+    }
+    if (last_use[static_cast<std::size_t>(id)] == s) {
+      release_after[static_cast<std::size_t>(s)].push_back(id);
+    }
+    // Release after the step: a step's inputs and output are live together.
+    std::sort(release_after[static_cast<std::size_t>(s)].begin(),
+              release_after[static_cast<std::size_t>(s)].end());
+    release_after[static_cast<std::size_t>(s)].erase(
+        std::unique(release_after[static_cast<std::size_t>(s)].begin(),
+                    release_after[static_cast<std::size_t>(s)].end()),
+        release_after[static_cast<std::size_t>(s)].end());
+    for (int r : release_after[static_cast<std::size_t>(s)]) {
+      const Node& rn = graph_.node(r);
+      alloc.release(out_offset[static_cast<std::size_t>(r)],
+                    static_cast<std::size_t>(rn.shape.numel()) * dtype_size(rn.dtype));
+    }
+  }
+  // Note: the workspace is released before the step's other buffers in the plan above, which is
+  // fine because the workspace is only live during its own step and is allocated after the
+  // output, so they never overlap.
+
+  arena_bytes_ = alloc.size();
+  arena_ = allocate_aligned(arena_bytes_);
+  auto* base = static_cast<std::byte*>(arena_.get());
+
+  // Tensors for every needed node.
+  for (int id = 0; id < n; ++id) {
+    if (!needed_[static_cast<std::size_t>(id)]) continue;
+    const Node& node = graph_.node(id);
+    switch (node.kind) {
+      case NodeKind::kParam:
+      case NodeKind::kConstant:
+        values_[static_cast<std::size_t>(id)] = node.value;
+        break;
+      case NodeKind::kInput:
+      case NodeKind::kLabels:
+        break;  // set by bind()
+      case NodeKind::kOp:
+        values_[static_cast<std::size_t>(id)] =
+            Tensor::view(node.shape, node.dtype, base + out_offset[static_cast<std::size_t>(id)]);
+        break;
+    }
+  }
+  steps_.reserve(op_ids.size());
+  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
+    const int id = op_ids[static_cast<std::size_t>(s)];
+    const Node& node = graph_.node(id);
+    Step step{node.op.get(), id, {}, values_[static_cast<std::size_t>(id)],
+              ws_size[static_cast<std::size_t>(s)] ? base + ws_offset[static_cast<std::size_t>(s)]
+                                                   : nullptr};
+    for (int slot = 0; slot < static_cast<int>(node.inputs.size()); ++slot) {
+      const int in = node.inputs[static_cast<std::size_t>(slot)];
+      step.inputs.push_back(values_[static_cast<std::size_t>(in)]);
+      const NodeKind k = graph_.node(in).kind;
+      if (k == NodeKind::kInput || k == NodeKind::kLabels) {
+        uses_[static_cast<std::size_t>(in)].push_back({s, slot});
+      }
+    }
+    steps_.push_back(std::move(step));
+  }
+}
+
+Executor& Executor::bind(Value input, const Tensor& t) {
+  if (!input.valid() || &input.graph() != &graph_) {
+    throw Error("Executor::bind: " + input.describe() + " is not a value of this graph");
+  }
+  const Node& node = graph_.node(input.id());
+  if (node.kind != NodeKind::kInput && node.kind != NodeKind::kLabels) {
+    throw Error("Executor::bind: " + input.describe() + " is not an input");
+  }
+  if (!(t.shape() == node.shape) || t.dtype() != node.dtype) {
+    throw ShapeError("Executor::bind: input " + node.name + " expects " + node.shape.str() + " " +
+                     dtype_name(node.dtype) + ", got " + t.shape().str() + " " +
+                     dtype_name(t.dtype()));
+  }
+  const auto id = static_cast<std::size_t>(input.id());
+  if (id >= needed_.size()) return *this;  // created after this executor: not read by it
+  values_[id] = t;
+  bound_[id] = 1;
+  for (const InputUse& use : uses_[id]) {
+    steps_[static_cast<std::size_t>(use.step)].inputs[static_cast<std::size_t>(use.slot)] = t;
+  }
+  return *this;
+}
+
+void Executor::run() {
+  for (const Value& in : graph_.inputs()) {
+    const auto id = static_cast<std::size_t>(in.id());
+    if (id < needed_.size() && needed_[id] && !bound_[id]) {
+      throw Error("Executor::run: input " + in.describe() + " is not bound");
+    }
+  }
+  auto body = [this] { run_steps(); };
+  run_in_arena(body);
+}
+
+void Executor::run_steps() {
+  for (const Step& step : steps_) {
+    KernelContext ctx{step.inputs, step.output, step.workspace};
+    step.op->forward(ctx);
+  }
+}
+
+const Tensor& Executor::get(Value v) const {
+  if (!v.valid() || &v.graph() != &graph_) {
+    throw Error("Executor::get: " + v.describe() + " is not a value of this graph");
+  }
+  const auto id = static_cast<std::size_t>(v.id());
+  const bool is_output = std::find(outputs_.begin(), outputs_.end(), v) != outputs_.end();
+  const bool is_leaf = id < needed_.size() && graph_.node(v.id()).kind != NodeKind::kOp;
+  if (!is_output && !(is_leaf && needed_[id])) {
+    throw Error("Executor::get: " + v.describe() + " is not an output of this executor");
+  }
+  return values_[id];
+}
+
+}  // namespace tbgrad

@@ -1,0 +1,81 @@
+// Runs a chosen set of graph outputs. Made once; run many times.
+//
+// Note [Buffer plan]: the constructor finds the nodes the outputs need, orders them by creation
+// (a valid schedule, since the graph is append-only), and gives every op output and op workspace
+// an offset in one arena. A buffer is released after its last consumer ran, so later nodes reuse
+// it; outputs are never released. After construction, bind() and run() never allocate.
+#pragma once
+
+#include <cstddef>
+#include <initializer_list>
+#include <span>
+#include <vector>
+
+#include "graph/graph.hpp"
+#include "graph/tensor.hpp"
+
+namespace tbgrad {
+
+class Op;
+
+// Lets the constructor take a mix of single values and lists: Executor ex(g, {loss, grads}).
+class ValueList {
+ public:
+  ValueList(Value v) : values_{v} {}  // NOLINT(google-explicit-constructor)
+  ValueList(const std::vector<Value>& vs) : values_(vs) {}  // NOLINT(google-explicit-constructor)
+  const std::vector<Value>& values() const { return values_; }
+
+ private:
+  std::vector<Value> values_;
+};
+
+class Executor {
+ public:
+  Executor(Graph& graph, std::initializer_list<ValueList> outputs);
+  Executor(Graph& graph, std::span<const Value> outputs);
+
+  // Makes `input` read `t` on following runs (no copy: `t` must stay alive and unchanged while
+  // running). Shape and dtype must match the input exactly.
+  Executor& bind(Value input, const Tensor& t);
+  void run();
+
+  // The value of an output (or of any leaf) after run(). Op results other than the requested
+  // outputs may have been overwritten and are not available.
+  const Tensor& get(Value v) const;
+  const Tensor& operator[](Value v) const { return get(v); }
+
+  std::size_t arena_bytes() const { return arena_bytes_; }
+  // Bytes the op outputs and workspaces would need without reuse; compare with arena_bytes().
+  std::size_t unplanned_bytes() const { return unplanned_bytes_; }
+  int num_steps() const { return static_cast<int>(steps_.size()); }
+  const std::vector<Value>& outputs() const { return outputs_; }
+
+ private:
+  struct Step {
+    const Op* op;
+    int node;
+    std::vector<Tensor> inputs;  // views; input-node entries are replaced by bind()
+    Tensor output;
+    void* workspace;
+  };
+  struct InputUse {
+    int step;
+    int slot;
+  };
+
+  void plan();
+  void run_steps();
+
+  Graph& graph_;
+  std::vector<Value> outputs_;
+  std::vector<Step> steps_;
+  std::vector<Tensor> values_;                 // by node id: what get() returns
+  std::vector<std::vector<InputUse>> uses_;    // by node id: where an input node is read
+  std::vector<char> needed_;                   // by node id
+  std::vector<char> bound_;                    // by node id
+  std::shared_ptr<void> arena_;
+  std::size_t arena_bytes_ = 0;
+  std::size_t unplanned_bytes_ = 0;
+};
+
+}  // namespace tbgrad

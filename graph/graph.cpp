@@ -1,0 +1,128 @@
+#include "graph/graph.hpp"
+
+#include <utility>
+
+#include "graph/op.hpp"
+
+namespace tbgrad {
+
+Graph& Value::graph() const {
+  if (!graph_) throw Error("use of an invalid (default-constructed) Value");
+  return *graph_;
+}
+const Shape& Value::shape() const { return graph().node(id_).shape; }
+DType Value::dtype() const { return graph().node(id_).dtype; }
+const std::string& Value::name() const { return graph().node(id_).name; }
+
+std::string Value::describe() const {
+  if (!graph_) return "<invalid value>";
+  const Node& n = graph_->node(id_);
+  return n.name + " (" + n.shape.str() + (n.dtype == graph_->dtype() ? "" : std::string(" ") +
+                                                                            dtype_name(n.dtype)) +
+         ")";
+}
+
+Graph::Graph(DType dtype) : dtype_(dtype) {
+  if (dtype == DType::kI32) throw Error("Graph: the default dtype must be f32 or f64");
+}
+
+Value Graph::add_node(Node node) {
+  nodes_.push_back(std::move(node));
+  return Value(this, static_cast<int>(nodes_.size()) - 1);
+}
+
+Value Graph::input(std::string name, Shape shape) { return input(std::move(name), shape, dtype_); }
+
+Value Graph::input(std::string name, Shape shape, DType dtype) {
+  Node n;
+  n.kind = dtype == DType::kI32 ? NodeKind::kLabels : NodeKind::kInput;
+  n.shape = shape;
+  n.dtype = dtype;
+  n.name = std::move(name);
+  Value v = add_node(std::move(n));
+  inputs_.push_back(v);
+  return v;
+}
+
+Value Graph::input_labels(std::string name, Shape shape) {
+  return input(std::move(name), shape, DType::kI32);
+}
+
+Value Graph::param(std::string name, Shape shape) {
+  return param(std::move(name), Tensor(shape, dtype_));
+}
+
+Value Graph::param(std::string name, const Tensor& storage) {
+  if (storage.dtype() == DType::kI32) {
+    throw Error("param " + name + ": parameters must be floating point");
+  }
+  Node n;
+  n.kind = NodeKind::kParam;
+  n.shape = storage.shape();
+  n.dtype = storage.dtype();
+  n.name = std::move(name);
+  n.value = storage;
+  Value v = add_node(std::move(n));
+  params_.push_back(v);
+  return v;
+}
+
+Value Graph::constant(const Tensor& value, std::string name) {
+  Node n;
+  n.kind = NodeKind::kConstant;
+  n.shape = value.shape();
+  n.dtype = value.dtype();
+  n.name = std::move(name);
+  n.value = value;
+  return add_node(std::move(n));
+}
+
+Value Graph::scalar(double v) {
+  Tensor t(Shape{}, dtype_);
+  t.set(0, v);
+  return constant(t, "scalar");
+}
+
+Value Graph::find(std::string_view name) const {
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    if (nodes_[i].kind != NodeKind::kOp && nodes_[i].name == name) {
+      return Value(const_cast<Graph*>(this), static_cast<int>(i));
+    }
+  }
+  return {};
+}
+
+void Graph::check_owned(Value v, std::string_view who) const {
+  if (!v.valid()) throw Error(std::string(who) + ": invalid (default-constructed) Value");
+  if (&v.graph() != this) throw Error(std::string(who) + ": value belongs to another graph");
+}
+
+const Node& Graph::node(Value v) const {
+  check_owned(v, "Graph::node");
+  return node(v.id());
+}
+
+const Tensor& Graph::value(Value v) const {
+  const Node& n = node(v);
+  if (n.kind != NodeKind::kParam && n.kind != NodeKind::kConstant) {
+    throw Error("Graph::value: " + v.describe() + " is not a parameter or constant");
+  }
+  return n.value;
+}
+
+Value Graph::add_op(std::shared_ptr<const Op> op, std::span<const Value> inputs, Shape shape,
+                    DType dtype) {
+  Node n;
+  n.kind = NodeKind::kOp;
+  n.name = op->name();
+  for (const Value& v : inputs) {
+    check_owned(v, op->name());
+    n.inputs.push_back(v.id());
+  }
+  n.op = std::move(op);
+  n.shape = shape;
+  n.dtype = dtype;
+  return add_node(std::move(n));
+}
+
+}  // namespace tbgrad

@@ -1,0 +1,65 @@
+// The one place kernels reach oneTBB: how work is split and how many threads run it.
+//
+// Note [Determinism]: results never depend on the thread count. parallel_for bodies write
+// disjoint outputs, each output element computed by one task in a fixed order. Reductions whose
+// result users see (weight gradients summed over a batch, loss sums) are split into chunks whose
+// boundaries depend only on the problem size (fixed_chunks), each chunk reduced into its own slot
+// of a workspace, and the slots combined serially in chunk order.
+#pragma once
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace tbgrad {
+
+// Sets the number of threads kernels may use (1 = serial). 0 restores the default (all cores).
+// Honoured exactly, also above the core count: it sizes both a tbb::global_control and the
+// tbb::task_arena that executors run in.
+void set_num_threads(int n);
+int num_threads();
+int configured_num_threads();  // what set_num_threads last received (0 = default)
+
+// RAII form, for tests and tools: restores the previous count on destruction.
+class ThreadScope {
+ public:
+  explicit ThreadScope(int n) : previous_(configured_num_threads()) { set_num_threads(n); }
+  ~ThreadScope() { set_num_threads(previous_); }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  int previous_;
+};
+
+// Runs fn() inside the arena sized by set_num_threads. Executors wrap each run in it. Takes a
+// plain function pointer and context so that no std::function (which may allocate) is built.
+void run_in_arena_raw(void (*fn)(void*), void* context);
+template <typename Fn>
+void run_in_arena(Fn& fn) {
+  run_in_arena_raw([](void* f) { (*static_cast<Fn*>(f))(); }, &fn);
+}
+
+// Calls body(begin, end) over [0, n) in blocks. `grain` is the smallest block worth a task: pick
+// it so one block is at least a few microseconds of work. A range of one block runs inline.
+template <typename Body>
+void parallel_for(std::int64_t n, std::int64_t grain, const Body& body) {
+  if (n <= 0) return;
+  grain = std::max<std::int64_t>(grain, 1);
+  if (n <= grain) {
+    body(std::int64_t{0}, n);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, grain),
+                    [&body](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
+}
+
+// Number of chunks of at most `chunk` items covering n items: depends on n only (Note
+// [Determinism]).
+constexpr std::int64_t fixed_chunks(std::int64_t n, std::int64_t chunk) {
+  return n <= 0 ? 0 : (n + chunk - 1) / chunk;
+}
+
+}  // namespace tbgrad

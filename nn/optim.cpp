@@ -1,0 +1,141 @@
+#include "nn/optim.hpp"
+
+#include <cmath>
+
+#include "graph/parallel.hpp"
+#include "ops/kernel_util.hpp"
+
+namespace tbgrad::nn {
+namespace {
+
+constexpr std::int64_t kUpdateGrain = 16384;
+
+std::vector<Tensor> zeros_like(const std::vector<Tensor>& ts) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : ts) out.emplace_back(t.shape(), t.dtype());
+  return out;
+}
+
+// Calls fn(lo, hi, i) for blocks of parameter i's elements, in the executor's thread arena.
+template <typename Fn>
+void for_each_block(const std::vector<Tensor>& params, const Fn& fn) {
+  auto body = [&] {
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      parallel_for(params[i].numel(), kUpdateGrain,
+                   [&](std::int64_t lo, std::int64_t hi) { fn(lo, hi, i); });
+    }
+  };
+  run_in_arena(body);
+}
+
+}  // namespace
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
+  if (!std::isfinite(lr) || lr <= 0)
+    throw Error("optimizer: learning rate must be positive and finite");
+}
+
+void Optimizer::check(std::span<const Tensor> grads) const {
+  if (grads.size() != params_.size()) {
+    throw Error(std::string(name()) + ": got " + std::to_string(grads.size()) + " gradients for " +
+                std::to_string(params_.size()) + " parameters");
+  }
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!(grads[i].shape() == params_[i].shape()) || grads[i].dtype() != params_[i].dtype()) {
+      throw Error(std::string(name()) + ": gradient " + std::to_string(i) + " " +
+                  grads[i].shape().str() + " does not match parameter " + params_[i].shape().str());
+    }
+  }
+}
+
+SGD::SGD(std::vector<Tensor> params, double lr) : Optimizer(std::move(params), lr) {}
+
+void SGD::step(std::span<const Tensor> grads) {
+  check(grads);
+  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
+    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+      T* p = params_[i].data<T>();
+      const T* g = grads[i].data<T>();
+      const T lr = static_cast<T>(lr_);
+      for (std::int64_t j = lo; j < hi; ++j) p[j] -= lr * g[j];
+    });
+  });
+  ++steps_;
+}
+
+Momentum::Momentum(std::vector<Tensor> params, double lr, double momentum)
+    : Optimizer(std::move(params), lr), momentum_(momentum), velocity_(zeros_like(params_)) {}
+
+void Momentum::step(std::span<const Tensor> grads) {
+  check(grads);
+  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
+    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+      T* p = params_[i].data<T>();
+      T* v = velocity_[i].data<T>();
+      const T* g = grads[i].data<T>();
+      const T lr = static_cast<T>(lr_), mu = static_cast<T>(momentum_);
+      for (std::int64_t j = lo; j < hi; ++j) {
+        v[j] = mu * v[j] + g[j];
+        p[j] -= lr * v[j];
+      }
+    });
+  });
+  ++steps_;
+}
+
+std::vector<std::pair<std::string, Tensor>> Momentum::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (std::size_t i = 0; i < velocity_.size(); ++i) {
+    s.emplace_back("velocity." + std::to_string(i), velocity_[i]);
+  }
+  return s;
+}
+
+Adam::Adam(std::vector<Tensor> params, double lr, double beta1, double beta2, double eps)
+    : Optimizer(std::move(params), lr),
+      beta1_(beta1),
+      beta2_(beta2),
+      eps_(eps),
+      m_(zeros_like(params_)),
+      v_(zeros_like(params_)) {}
+
+void Adam::step(std::span<const Tensor> grads) {
+  check(grads);
+  const double t = static_cast<double>(steps_ + 1);
+  const double c1 = 1.0 - std::pow(beta1_, t);
+  const double c2 = 1.0 - std::pow(beta2_, t);
+  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
+    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+      T* p = params_[i].data<T>();
+      T* m = m_[i].data<T>();
+      T* v = v_[i].data<T>();
+      const T* g = grads[i].data<T>();
+      const T b1 = static_cast<T>(beta1_), b2 = static_cast<T>(beta2_);
+      const T step = static_cast<T>(lr_ / c1), inv_c2 = static_cast<T>(1.0 / c2);
+      const T eps = static_cast<T>(eps_);
+      for (std::int64_t j = lo; j < hi; ++j) {
+        m[j] = b1 * m[j] + (T(1) - b1) * g[j];
+        v[j] = b2 * v[j] + (T(1) - b2) * g[j] * g[j];
+        p[j] -= step * m[j] / (std::sqrt(v[j] * inv_c2) + eps);
+      }
+    });
+  });
+  ++steps_;
+}
+
+std::vector<std::pair<std::string, Tensor>> Adam::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (std::size_t i = 0; i < m_.size(); ++i) s.emplace_back("adam_m." + std::to_string(i), m_[i]);
+  for (std::size_t i = 0; i < v_.size(); ++i) s.emplace_back("adam_v." + std::to_string(i), v_[i]);
+  return s;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<Tensor> params,
+                                          double lr) {
+  if (kind == "sgd") return std::make_unique<SGD>(std::move(params), lr);
+  if (kind == "momentum") return std::make_unique<Momentum>(std::move(params), lr);
+  if (kind == "adam") return std::make_unique<Adam>(std::move(params), lr);
+  throw Error("unknown optimizer '" + kind + "' (expected sgd, momentum or adam)");
+}
+
+}  // namespace tbgrad::nn

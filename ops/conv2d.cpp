@@ -1,0 +1,372 @@
+#include "ops/conv2d.hpp"
+
+#include <algorithm>
+#include <memory>
+
+#include "graph/parallel.hpp"
+#include "ops/kernel_util.hpp"
+#include "ops/reduce.hpp"
+#include "ops/shape.hpp"
+
+namespace tbgrad {
+namespace {
+
+using detail::dispatch_float;
+using detail::Window2d;
+
+// Images per chunk of the weight-gradient reduction over the batch (Note [Determinism]).
+constexpr std::int64_t kBatchChunk = 4;
+
+struct ConvGeometry {
+  std::int64_t n, ic, h, w;  // input  [N, IC, H, W]
+  std::int64_t oc, oh, ow;   // output [N, OC, OH, OW]
+  Window2d win;              // kernel [OC, IC, KH, KW]
+
+  ConvGeometry(const Shape& x, const Shape& weight, const Conv2dOptions& o)
+      : n(x[0]),
+        ic(x[1]),
+        h(x[2]),
+        w(x[3]),
+        oc(weight[0]),
+        oh(Window2d::out_size(x[2], static_cast<int>(weight[2]), o.stride.h, o.padding.h)),
+        ow(Window2d::out_size(x[3], static_cast<int>(weight[3]), o.stride.w, o.padding.w)),
+        win{static_cast<int>(weight[2]), static_cast<int>(weight[3]), o.stride.h, o.stride.w,
+            o.padding.h, o.padding.w} {}
+  std::int64_t kernel_size() const { return static_cast<std::int64_t>(win.kh) * win.kw; }
+};
+
+// y_plane[OH, OW] += conv(x_plane[H, W], k[KH, KW]).
+template <typename T>
+void correlate_plane(const ConvGeometry& g, const T* x, const T* k, T* y) {
+  const Window2d& wn = g.win;
+  for (int ky = 0; ky < wn.kh; ++ky) {
+    std::int64_t oy_lo, oy_hi;
+    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
+    for (int kx = 0; kx < wn.kw; ++kx) {
+      std::int64_t ox_lo, ox_hi;
+      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+      const T kv = k[ky * wn.kw + kx];
+      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
+        T* yr = y + oy * g.ow;
+        if (wn.sw == 1) {
+          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += kv * x[xoff + ox];
+        } else {
+          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += kv * x[xoff + ox * wn.sw];
+        }
+      }
+    }
+  }
+}
+
+// gx_plane[H, W] += transpose-conv(gy_plane[OH, OW], k[KH, KW]): scatter through the window.
+template <typename T>
+void scatter_plane(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
+  const Window2d& wn = g.win;
+  for (int ky = 0; ky < wn.kh; ++ky) {
+    std::int64_t oy_lo, oy_hi;
+    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
+    for (int kx = 0; kx < wn.kw; ++kx) {
+      std::int64_t ox_lo, ox_hi;
+      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+      const T kv = k[ky * wn.kw + kx];
+      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
+        const T* gr = gy + oy * g.ow;
+        if (wn.sw == 1) {
+          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox] += kv * gr[ox];
+        } else {
+          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox * wn.sw] += kv * gr[ox];
+        }
+      }
+    }
+  }
+}
+
+// gk[KH, KW] += sum over the window positions of gy_plane * x_plane.
+template <typename T>
+void weight_grad_plane(const ConvGeometry& g, const T* x, const T* gy, T* gk) {
+  const Window2d& wn = g.win;
+  for (int ky = 0; ky < wn.kh; ++ky) {
+    std::int64_t oy_lo, oy_hi;
+    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
+    for (int kx = 0; kx < wn.kw; ++kx) {
+      std::int64_t ox_lo, ox_hi;
+      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+      T acc = 0;
+      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
+        const T* gr = gy + oy * g.ow;
+        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) acc += gr[ox] * x[xoff + ox * wn.sw];
+      }
+      gk[ky * wn.kw + kx] += acc;
+    }
+  }
+}
+
+Conv2dOptions options_of(const Window2d& w) {
+  return Conv2dOptions{Pair2(w.sh, w.sw), Pair2(w.ph, w.pw)};
+}
+
+class Conv2dOp final : public Op {
+ public:
+  Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
+  const char* name() const override { return "conv2d"; }
+
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();   // [N, IC, H, W]
+      const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
+      const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
+      T* y = ctx.output.data<T>();            // [N, OC, OH, OW]
+      const std::int64_t plane = g_.oh * g_.ow;
+      parallel_for(g_.n * g_.oc, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t t = lo; t < hi; ++t) {
+          const std::int64_t n = t / g_.oc, oc = t % g_.oc;
+          T* yp = y + t * plane;
+          std::fill(yp, yp + plane, b ? b[oc] : T(0));
+          for (std::int64_t c = 0; c < g_.ic; ++c) {
+            correlate_plane(g_, x + (n * g_.ic + c) * g_.h * g_.w,
+                            k + (oc * g_.ic + c) * g_.kernel_size(), yp);
+          }
+        }
+      });
+    });
+  }
+
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value gy) const override {
+    const Conv2dOptions o = options_of(g_.win);
+    std::vector<Value> grads = {conv2d_backward_input(gy, in[1], in[0].shape(), o),
+                                conv2d_backward_weight(in[0], gy, in[1].shape(), o)};
+    if (has_bias_) grads.push_back(conv2d_backward_bias(gy));
+    return grads;
+  }
+
+ private:
+  ConvGeometry g_;
+  bool has_bias_;
+};
+TBGRAD_REGISTER_OP("conv2d", true);
+
+class Conv2dBackwardInputOp final : public Op {
+ public:
+  explicit Conv2dBackwardInputOp(ConvGeometry geom) : g_(geom) {}
+  const char* name() const override { return "conv2d_backward_input"; }
+
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* gy = ctx.inputs[0].data<T>();  // [N, OC, OH, OW]
+      const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
+      T* gx = ctx.output.data<T>();           // [N, IC, H, W]
+      const std::int64_t plane = g_.h * g_.w;
+      parallel_for(g_.n * g_.ic, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t t = lo; t < hi; ++t) {
+          const std::int64_t n = t / g_.ic, c = t % g_.ic;
+          T* gp = gx + t * plane;
+          std::fill(gp, gp + plane, T(0));
+          for (std::int64_t oc = 0; oc < g_.oc; ++oc) {
+            scatter_plane(g_, gy + (n * g_.oc + oc) * g_.oh * g_.ow,
+                          k + (oc * g_.ic + c) * g_.kernel_size(), gp);
+          }
+        }
+      });
+    });
+  }
+
+  // gx is linear in gy and in k: its adjoints are the forward conv and the weight gradient.
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    const Conv2dOptions o = options_of(g_.win);
+    return {conv2d(g, in[1], o), conv2d_backward_weight(g, in[0], in[1].shape(), o)};
+  }
+
+ private:
+  ConvGeometry g_;
+};
+TBGRAD_REGISTER_OP("conv2d_backward_input", true);
+
+class Conv2dBackwardWeightOp final : public Op {
+ public:
+  explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
+  const char* name() const override { return "conv2d_backward_weight"; }
+
+  std::size_t workspace_bytes(std::span<const Value>, Value out) const override {
+    return static_cast<std::size_t>(fixed_chunks(g_.n, kBatchChunk) * out.shape().numel()) *
+           dtype_size(out.dtype());
+  }
+
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();   // [N, IC, H, W]
+      const T* gy = ctx.inputs[1].data<T>();  // [N, OC, OH, OW]
+      T* gk = ctx.output.data<T>();           // [OC, IC, KH, KW]
+      T* partial = static_cast<T*>(ctx.workspace);  // [chunks, OC, IC, KH, KW]
+      const std::int64_t ks = g_.kernel_size();
+      const std::int64_t per_oc = g_.ic * ks;
+      const std::int64_t wsize = g_.oc * per_oc;
+      const std::int64_t chunks = fixed_chunks(g_.n, kBatchChunk);
+      parallel_for(chunks * g_.oc, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t t = lo; t < hi; ++t) {
+          const std::int64_t chunk = t / g_.oc, oc = t % g_.oc;
+          T* pk = partial + chunk * wsize + oc * per_oc;
+          std::fill(pk, pk + per_oc, T(0));
+          const std::int64_t n_end = std::min(g_.n, (chunk + 1) * kBatchChunk);
+          for (std::int64_t n = chunk * kBatchChunk; n < n_end; ++n) {
+            for (std::int64_t c = 0; c < g_.ic; ++c) {
+              weight_grad_plane(g_, x + (n * g_.ic + c) * g_.h * g_.w,
+                                gy + (n * g_.oc + oc) * g_.oh * g_.ow, pk + c * ks);
+            }
+          }
+        }
+      });
+      // Combine the chunks in order.
+      parallel_for(wsize, 4096, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          T s = 0;
+          for (std::int64_t c = 0; c < chunks; ++c) s += partial[c * wsize + i];
+          gk[i] = s;
+        }
+      });
+    });
+  }
+
+  // gk is linear in x and in gy.
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    const Conv2dOptions o = options_of(g_.win);
+    return {conv2d_backward_input(in[1], g, in[0].shape(), o), conv2d(in[0], g, o)};
+  }
+
+ private:
+  ConvGeometry g_;
+};
+TBGRAD_REGISTER_OP("conv2d_backward_weight", true);
+
+class Conv2dBackwardBiasOp final : public Op {
+ public:
+  const char* name() const override { return "conv2d_backward_bias"; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const Shape& s = ctx.inputs[0].shape();  // [N, OC, OH, OW]
+      const T* gy = ctx.inputs[0].data<T>();
+      T* gb = ctx.output.data<T>();  // [OC]
+      const std::int64_t n = s[0], oc = s[1], plane = s[2] * s[3];
+      // One task per channel, summing in a fixed order: deterministic without a workspace.
+      parallel_for(oc, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t c = lo; c < hi; ++c) {
+          T acc = 0;
+          for (std::int64_t i = 0; i < n; ++i) {
+            const T* p = gy + (i * oc + c) * plane;
+            for (std::int64_t j = 0; j < plane; ++j) acc += p[j];
+          }
+          gb[c] = acc;
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    const Shape& s = in[0].shape();
+    return {broadcast_to(reshape(g, Shape{s[1], 1, 1}), s)};
+  }
+};
+TBGRAD_REGISTER_OP("conv2d_backward_bias", true);
+
+// Shape rule shared by the forward op and the gradient kernels.
+ConvGeometry check_conv(const char* op, const Shape& x, const std::string& x_desc,
+                        const Shape& weight, const std::string& w_desc, const Conv2dOptions& o) {
+  if (x.rank() != 4) {
+    shape_error(op, "input " + x_desc + " must be [N, C, H, W] (rank 4), got rank " +
+                        std::to_string(x.rank()));
+  }
+  if (weight.rank() != 4) {
+    shape_error(op, "weight " + w_desc + " must be [OC, IC, KH, KW] (rank 4), got rank " +
+                        std::to_string(weight.rank()));
+  }
+  if (weight[1] != x[1]) {
+    shape_error(op, "weight expects " + std::to_string(weight[1]) + " input channels, input " +
+                        x_desc + " has " + std::to_string(x[1]));
+  }
+  if (weight[0] < 1 || weight[2] < 1 || weight[3] < 1) {
+    shape_error(op, "weight " + w_desc + " must have at least one output channel and a kernel "
+                    "of at least 1x1");
+  }
+  if (o.stride.h < 1 || o.stride.w < 1) {
+    shape_error(op, "stride must be >= 1, got " + o.stride.str());
+  }
+  if (o.padding.h < 0 || o.padding.w < 0) {
+    shape_error(op, "padding must be >= 0, got " + o.padding.str());
+  }
+  ConvGeometry g(x, weight, o);
+  if (g.oh < 1 || g.ow < 1) {
+    shape_error(op, "kernel " + std::to_string(weight[2]) + "x" + std::to_string(weight[3]) +
+                        " with padding " + o.padding.str() + " does not fit input " + x_desc);
+  }
+  return g;
+}
+
+}  // namespace
+
+Value conv2d(Value x, Value weight, Value bias, Conv2dOptions options) {
+  detail::require_same_graph("conv2d", x, weight);
+  detail::require_float("conv2d", x);
+  detail::require_same_dtype("conv2d", x, weight);
+  ConvGeometry g =
+      check_conv("conv2d", x.shape(), x.describe(), weight.shape(), weight.describe(), options);
+  std::vector<Value> ins = {x, weight};
+  if (bias.valid()) {
+    detail::require_same_graph("conv2d", x, bias);
+    detail::require_same_dtype("conv2d", x, bias);
+    if (bias.shape().rank() != 1 || bias.shape()[0] != g.oc) {
+      shape_error("conv2d", "bias " + bias.describe() + " must be [" + std::to_string(g.oc) +
+                                "], one value per output channel of weight " + weight.describe());
+    }
+    ins.push_back(bias);
+  }
+  return x.graph().add_op(std::make_shared<Conv2dOp>(g, bias.valid()), ins,
+                          Shape{g.n, g.oc, g.oh, g.ow}, x.dtype());
+}
+
+Value conv2d(Value x, Value weight, Conv2dOptions options) {
+  return conv2d(x, weight, Value(), options);
+}
+
+Value conv2d_backward_input(Value grad_out, Value weight, Shape input_shape,
+                            Conv2dOptions options) {
+  const char* op = "conv2d_backward_input";
+  detail::require_same_graph(op, grad_out, weight);
+  detail::require_same_dtype(op, grad_out, weight);
+  ConvGeometry g = check_conv(op, input_shape, input_shape.str(), weight.shape(),
+                              weight.describe(), options);
+  const Shape expect{g.n, g.oc, g.oh, g.ow};
+  if (!(grad_out.shape() == expect)) {
+    shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
+  }
+  Value ins[] = {grad_out, weight};
+  return grad_out.graph().add_op(std::make_shared<Conv2dBackwardInputOp>(g), ins, input_shape,
+                                 grad_out.dtype());
+}
+
+Value conv2d_backward_weight(Value x, Value grad_out, Shape weight_shape, Conv2dOptions options) {
+  const char* op = "conv2d_backward_weight";
+  detail::require_same_graph(op, x, grad_out);
+  detail::require_same_dtype(op, x, grad_out);
+  ConvGeometry g =
+      check_conv(op, x.shape(), x.describe(), weight_shape, weight_shape.str(), options);
+  const Shape expect{g.n, g.oc, g.oh, g.ow};
+  if (!(grad_out.shape() == expect)) {
+    shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
+  }
+  Value ins[] = {x, grad_out};
+  return x.graph().add_op(std::make_shared<Conv2dBackwardWeightOp>(g), ins, weight_shape,
+                          x.dtype());
+}
+
+Value conv2d_backward_bias(Value grad_out) {
+  const char* op = "conv2d_backward_bias";
+  if (!grad_out.valid()) shape_error(op, "input is an invalid (empty) Value");
+  detail::require_float(op, grad_out);
+  detail::require_rank(op, grad_out, 4, "output gradient");
+  Value ins[] = {grad_out};
+  return grad_out.graph().add_op(std::make_shared<Conv2dBackwardBiasOp>(), ins,
+                                 Shape{grad_out.shape()[1]}, grad_out.dtype());
+}
+
+}  // namespace tbgrad

@@ -1,0 +1,320 @@
+#include "ops/elementwise.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <memory>
+
+#include "graph/parallel.hpp"
+#include "ops/kernel_util.hpp"
+#include "ops/reduce.hpp"
+
+namespace tbgrad {
+namespace {
+
+using detail::dispatch_float;
+
+// Elements per task below which splitting costs more than it saves (measured on the reference
+// CNN's shapes; see docs/performance.md).
+constexpr std::int64_t kElementwiseGrain = 16384;
+
+template <typename T, typename F>
+void broadcast_apply(const detail::BroadcastPlan& p, const T* a, const T* b, T* y, std::int64_t numel,
+                     F f) {
+  if (p.same) {
+    parallel_for(numel, kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) y[i] = f(a[i], b[i]);
+    });
+    return;
+  }
+  const std::int64_t inner = p.inner();
+  const std::int64_t rows = inner ? numel / inner : 0;
+  const std::int64_t sa = p.rank ? p.a_stride[static_cast<std::size_t>(p.rank - 1)] : 0;
+  const std::int64_t sb = p.rank ? p.b_stride[static_cast<std::size_t>(p.rank - 1)] : 0;
+  const std::int64_t grain = std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(inner, 1));
+  parallel_for(rows, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t r = lo; r < hi; ++r) {
+      std::int64_t oa, ob;
+      p.row_offsets(r, oa, ob);
+      const T* ar = a + oa;
+      const T* br = b + ob;
+      T* yr = y + r * inner;
+      if (sa && sb) {
+        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(ar[i], br[i]);
+      } else if (sa) {
+        const T bv = br[0];
+        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(ar[i], bv);
+      } else if (sb) {
+        const T av = ar[0];
+        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(av, br[i]);
+      } else {
+        const T v = f(ar[0], br[0]);
+        for (std::int64_t i = 0; i < inner; ++i) yr[i] = v;
+      }
+    }
+  });
+}
+
+enum class BinaryKind { kAdd, kSub, kMul };
+
+class BinaryOp final : public Op {
+ public:
+  BinaryOp(BinaryKind kind, const Shape& a, const Shape& b, const Shape& out)
+      : kind_(kind), plan_(a, b, out) {}
+
+  const char* name() const override {
+    switch (kind_) {
+      case BinaryKind::kAdd:
+        return "add";
+      case BinaryKind::kSub:
+        return "sub";
+      case BinaryKind::kMul:
+        return "mul";
+    }
+    return "?";
+  }
+
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* a = ctx.inputs[0].data<T>();
+      const T* b = ctx.inputs[1].data<T>();
+      T* y = ctx.output.data<T>();
+      const std::int64_t n = ctx.output.numel();
+      switch (kind_) {
+        case BinaryKind::kAdd:
+          broadcast_apply(plan_, a, b, y, n, [](T u, T v) { return u + v; });
+          break;
+        case BinaryKind::kSub:
+          broadcast_apply(plan_, a, b, y, n, [](T u, T v) { return u - v; });
+          break;
+        case BinaryKind::kMul:
+          broadcast_apply(plan_, a, b, y, n, [](T u, T v) { return u * v; });
+          break;
+      }
+    });
+  }
+
+  // y = a + b: ga = g, gb = g; y = a - b: gb = -g; y = a * b: ga = g * b, gb = g * a. Each summed
+  // back down over the dimensions its operand was stretched along.
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    const Value& a = in[0];
+    const Value& b = in[1];
+    switch (kind_) {
+      case BinaryKind::kAdd:
+        return {sum_to(g, a.shape()), sum_to(g, b.shape())};
+      case BinaryKind::kSub:
+        return {sum_to(g, a.shape()), scale(sum_to(g, b.shape()), -1.0)};
+      case BinaryKind::kMul:
+        return {sum_to(mul(g, b), a.shape()), sum_to(mul(g, a), b.shape())};
+    }
+    return {};
+  }
+
+ private:
+  BinaryKind kind_;
+  detail::BroadcastPlan plan_;
+};
+TBGRAD_REGISTER_OP("add", true);
+TBGRAD_REGISTER_OP("sub", true);
+TBGRAD_REGISTER_OP("mul", true);
+
+Value binary(BinaryKind kind, const char* op, Value a, Value b) {
+  detail::require_same_graph(op, a, b);
+  detail::require_float(op, a);
+  detail::require_float(op, b);
+  detail::require_same_dtype(op, a, b);
+  Shape out = broadcast_shapes(op, a, b);
+  Value ins[] = {a, b};
+  return a.graph().add_op(std::make_shared<BinaryOp>(kind, a.shape(), b.shape(), out), ins, out,
+                          a.dtype());
+}
+
+class ScaleOp final : public Op {
+ public:
+  explicit ScaleOp(double factor) : factor_(factor) {}
+  const char* name() const override { return "scale"; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();
+      T* y = ctx.output.data<T>();
+      const T f = static_cast<T>(factor_);
+      parallel_for(ctx.output.numel(), kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) y[i] = x[i] * f;
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value>, Value, Value g) const override {
+    return {scale(g, factor_)};
+  }
+
+ private:
+  double factor_;
+};
+TBGRAD_REGISTER_OP("scale", true);
+
+// Unary activations and their gradient kernels.
+enum class UnaryKind { kRelu, kSigmoid, kTanh };
+
+class UnaryOp final : public Op {
+ public:
+  explicit UnaryOp(UnaryKind kind) : kind_(kind) {}
+  const char* name() const override {
+    switch (kind_) {
+      case UnaryKind::kRelu:
+        return "relu";
+      case UnaryKind::kSigmoid:
+        return "sigmoid";
+      case UnaryKind::kTanh:
+        return "tanh";
+    }
+    return "?";
+  }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();
+      T* y = ctx.output.data<T>();
+      parallel_for(ctx.output.numel(), kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+        switch (kind_) {
+          case UnaryKind::kRelu:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+            break;
+          case UnaryKind::kSigmoid:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+            break;
+          case UnaryKind::kTanh:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = std::tanh(x[i]);
+            break;
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value y, Value g) const override {
+    switch (kind_) {
+      case UnaryKind::kRelu:
+        return {relu_backward(in[0], g)};
+      case UnaryKind::kSigmoid:
+        return {sigmoid_backward(y, g)};
+      case UnaryKind::kTanh:
+        return {tanh_backward(y, g)};
+    }
+    return {};
+  }
+
+ private:
+  UnaryKind kind_;
+};
+TBGRAD_REGISTER_OP("relu", true);
+TBGRAD_REGISTER_OP("sigmoid", true);
+TBGRAD_REGISTER_OP("tanh", true);
+
+Value unary(UnaryKind kind, const char* op, Value x) {
+  if (!x.valid()) shape_error(op, "input is an invalid (empty) Value");
+  detail::require_float(op, x);
+  Value ins[] = {x};
+  return x.graph().add_op(std::make_shared<UnaryOp>(kind), ins, x.shape(), x.dtype());
+}
+
+// grad_x from (saved value, grad_y), same shapes.
+class UnaryBackwardOp final : public Op {
+ public:
+  explicit UnaryBackwardOp(UnaryKind kind) : kind_(kind) {}
+  const char* name() const override {
+    switch (kind_) {
+      case UnaryKind::kRelu:
+        return "relu_backward";
+      case UnaryKind::kSigmoid:
+        return "sigmoid_backward";
+      case UnaryKind::kTanh:
+        return "tanh_backward";
+    }
+    return "?";
+  }
+  bool has_vjp() const override { return false; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* s = ctx.inputs[0].data<T>();
+      const T* g = ctx.inputs[1].data<T>();
+      T* y = ctx.output.data<T>();
+      parallel_for(ctx.output.numel(), kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
+        switch (kind_) {
+          case UnaryKind::kRelu:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = s[i] > T(0) ? g[i] : T(0);
+            break;
+          case UnaryKind::kSigmoid:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = g[i] * s[i] * (T(1) - s[i]);
+            break;
+          case UnaryKind::kTanh:
+            for (std::int64_t i = lo; i < hi; ++i) y[i] = g[i] * (T(1) - s[i] * s[i]);
+            break;
+        }
+      });
+    });
+  }
+
+ private:
+  UnaryKind kind_;
+};
+TBGRAD_REGISTER_OP("relu_backward", false);
+TBGRAD_REGISTER_OP("sigmoid_backward", false);
+TBGRAD_REGISTER_OP("tanh_backward", false);
+
+Value unary_backward(UnaryKind kind, const char* op, Value saved, Value grad) {
+  detail::require_same_graph(op, saved, grad);
+  detail::require_same_dtype(op, saved, grad);
+  if (!(saved.shape() == grad.shape())) {
+    shape_error(op, "gradient " + grad.describe() + " must match " + saved.describe());
+  }
+  Value ins[] = {saved, grad};
+  return saved.graph().add_op(std::make_shared<UnaryBackwardOp>(kind), ins, saved.shape(),
+                              saved.dtype());
+}
+
+}  // namespace
+
+Shape broadcast_shapes(const char* op, const Value& a, const Value& b) {
+  const Shape& sa = a.shape();
+  const Shape& sb = b.shape();
+  const int rank = std::max(sa.rank(), sb.rank());
+  std::array<std::int64_t, Shape::kMaxRank> dims{};
+  for (int i = 0; i < rank; ++i) {
+    const int ia = i - (rank - sa.rank());
+    const int ib = i - (rank - sb.rank());
+    const std::int64_t da = ia >= 0 ? sa[ia] : 1;
+    const std::int64_t db = ib >= 0 ? sb[ib] : 1;
+    if (da != db && da != 1 && db != 1) {
+      shape_error(op, "cannot broadcast " + a.describe() + " with " + b.describe() +
+                          ": dimension " + std::to_string(i) + " is " + std::to_string(da) +
+                          " vs " + std::to_string(db) + " (each must match or be 1)");
+    }
+    dims[static_cast<std::size_t>(i)] = da == 1 ? db : da;
+  }
+  return Shape(std::span<const std::int64_t>(dims.data(), static_cast<std::size_t>(rank)));
+}
+
+Value add(Value a, Value b) { return binary(BinaryKind::kAdd, "add", a, b); }
+Value sub(Value a, Value b) { return binary(BinaryKind::kSub, "sub", a, b); }
+Value mul(Value a, Value b) { return binary(BinaryKind::kMul, "mul", a, b); }
+
+Value scale(Value x, double factor) {
+  if (!x.valid()) shape_error("scale", "input is an invalid (empty) Value");
+  detail::require_float("scale", x);
+  if (!std::isfinite(factor)) shape_error("scale", "factor must be finite");
+  Value ins[] = {x};
+  return x.graph().add_op(std::make_shared<ScaleOp>(factor), ins, x.shape(), x.dtype());
+}
+
+Value relu(Value x) { return unary(UnaryKind::kRelu, "relu", x); }
+Value sigmoid(Value x) { return unary(UnaryKind::kSigmoid, "sigmoid", x); }
+Value tanh(Value x) { return unary(UnaryKind::kTanh, "tanh", x); }
+
+Value relu_backward(Value x, Value grad) {
+  return unary_backward(UnaryKind::kRelu, "relu_backward", x, grad);
+}
+Value sigmoid_backward(Value y, Value grad) {
+  return unary_backward(UnaryKind::kSigmoid, "sigmoid_backward", y, grad);
+}
+Value tanh_backward(Value y, Value grad) {
+  return unary_backward(UnaryKind::kTanh, "tanh_backward", y, grad);
+}
+
+}  // namespace tbgrad

@@ -1,0 +1,96 @@
+// Internal helpers shared by op implementations (not installed as public API).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "graph/graph.hpp"
+#include "graph/op.hpp"
+#include "graph/tensor.hpp"
+
+namespace tbgrad::detail {
+
+// Calls fn.template operator()<T>() with T = float or double per `dtype`.
+template <typename Fn>
+void dispatch_float(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::kF32:
+      fn.template operator()<float>();
+      return;
+    case DType::kF64:
+      fn.template operator()<double>();
+      return;
+    case DType::kI32:
+      break;
+  }
+  throw Error("kernel called on a non-floating tensor");
+}
+
+// Shape-rule checks that read the same in every op.
+inline void require_float(const char* op, const Value& v) {
+  if (v.dtype() == DType::kI32) {
+    shape_error(op, "input " + v.describe() + " must be floating point (f32 or f64), not i32");
+  }
+}
+
+inline void require_same_dtype(const char* op, const Value& a, const Value& b) {
+  if (a.dtype() != b.dtype()) {
+    shape_error(op, std::string("inputs must have the same dtype, got ") + dtype_name(a.dtype()) +
+                        " for " + a.describe() + " and " + dtype_name(b.dtype()) + " for " +
+                        b.describe());
+  }
+}
+
+inline void require_same_graph(const char* op, const Value& a, const Value& b) {
+  if (!a.valid() || !b.valid()) shape_error(op, "an input is an invalid (empty) Value");
+  if (&a.graph() != &b.graph()) shape_error(op, "inputs belong to different graphs");
+}
+
+inline void require_rank(const char* op, const Value& v, int rank, const char* what) {
+  if (v.shape().rank() != rank) {
+    shape_error(op, std::string(what) + " must have rank " + std::to_string(rank) + ", " +
+                        v.describe() + " has rank " + std::to_string(v.shape().rank()));
+  }
+}
+
+// Index arithmetic for broadcasting operands a and b to `out`, fixed when the graph is built.
+struct BroadcastPlan {
+  int rank = 0;
+  std::array<std::int64_t, Shape::kMaxRank> out{};
+  std::array<std::int64_t, Shape::kMaxRank> a_stride{}, b_stride{};  // 0 on stretched dims
+  bool same = false;                                                  // no broadcasting at all
+
+  BroadcastPlan(const Shape& sa, const Shape& sb, const Shape& so) {
+    rank = so.rank();
+    same = sa == so && sb == so;
+    auto strides = [&](const Shape& s, std::array<std::int64_t, Shape::kMaxRank>& st) {
+      std::int64_t stride = 1;
+      for (int i = rank - 1; i >= 0; --i) {
+        const int j = i - (rank - s.rank());
+        const std::int64_t d = j >= 0 ? s[j] : 1;
+        st[static_cast<std::size_t>(i)] = d == 1 ? 0 : stride;
+        stride *= d;
+      }
+    };
+    for (int i = 0; i < rank; ++i) out[static_cast<std::size_t>(i)] = so[i];
+    strides(sa, a_stride);
+    strides(sb, b_stride);
+  }
+
+  std::int64_t inner() const { return rank ? out[static_cast<std::size_t>(rank - 1)] : 1; }
+
+  // Offsets of a and b at the start of row `row` (all dims but the last).
+  void row_offsets(std::int64_t row, std::int64_t& oa, std::int64_t& ob) const {
+    oa = ob = 0;
+    for (int i = rank - 2; i >= 0; --i) {
+      const auto k = static_cast<std::size_t>(i);
+      const std::int64_t idx = row % out[k];
+      row /= out[k];
+      oa += idx * a_stride[k];
+      ob += idx * b_stride[k];
+    }
+  }
+};
+
+}  // namespace tbgrad::detail

@@ -1,0 +1,288 @@
+#include "ops/pool2d.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <memory>
+
+#include "graph/parallel.hpp"
+#include "ops/kernel_util.hpp"
+
+namespace tbgrad {
+namespace {
+
+using detail::dispatch_float;
+using detail::Window2d;
+
+struct PoolGeometry {
+  std::int64_t planes, h, w, oh, ow;  // planes = N*C
+  Window2d win;
+};
+
+Pool2dOptions resolved(Pool2dOptions o) {
+  if (o.stride.h == 0) o.stride.h = o.kernel.h;
+  if (o.stride.w == 0) o.stride.w = o.kernel.w;
+  return o;
+}
+
+PoolGeometry check_pool(const char* op, const Shape& x, const std::string& x_desc,
+                        Pool2dOptions o) {
+  if (x.rank() != 4) {
+    shape_error(op, "input " + x_desc + " must be [N, C, H, W] (rank 4), got rank " +
+                        std::to_string(x.rank()));
+  }
+  if (o.kernel.h < 1 || o.kernel.w < 1) {
+    shape_error(op, "kernel must be >= 1, got " + o.kernel.str());
+  }
+  o = resolved(o);
+  if (o.stride.h < 1 || o.stride.w < 1) {
+    shape_error(op, "stride must be >= 1 (or 0 for the kernel size), got " + o.stride.str());
+  }
+  if (o.padding.h < 0 || o.padding.w < 0 || 2 * o.padding.h > o.kernel.h ||
+      2 * o.padding.w > o.kernel.w) {
+    shape_error(op, "padding must be between 0 and half the kernel " + o.kernel.str() + ", got " +
+                        o.padding.str());
+  }
+  PoolGeometry g{x[0] * x[1],
+                 x[2],
+                 x[3],
+                 Window2d::out_size(x[2], o.kernel.h, o.stride.h, o.padding.h),
+                 Window2d::out_size(x[3], o.kernel.w, o.stride.w, o.padding.w),
+                 {o.kernel.h, o.kernel.w, o.stride.h, o.stride.w, o.padding.h, o.padding.w}};
+  if (g.oh < 1 || g.ow < 1) {
+    shape_error(op, "kernel " + o.kernel.str() + " with padding " + o.padding.str() +
+                        " does not fit input " + x_desc);
+  }
+  return g;
+}
+
+Pool2dOptions options_of(const Window2d& w) {
+  return Pool2dOptions{Pair2(w.kh, w.kw), Pair2(w.sh, w.sw), Pair2(w.ph, w.pw)};
+}
+
+// Planes per task: pooling planes are small, so batch several into one task.
+std::int64_t plane_grain(const PoolGeometry& g) {
+  return std::max<std::int64_t>(1, 8192 / std::max<std::int64_t>(1, g.oh * g.ow * g.win.kh * g.win.kw));
+}
+
+class AvgPool2dOp final : public Op {
+ public:
+  explicit AvgPool2dOp(PoolGeometry g) : g_(g) {}
+  const char* name() const override { return "avg_pool2d"; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();  // [N, C, H, W]
+      T* y = ctx.output.data<T>();           // [N, C, OH, OW]
+      const Window2d& wn = g_.win;
+      const T inv = T(1) / static_cast<T>(wn.kh * wn.kw);
+      parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          const T* xp = x + p * g_.h * g_.w;
+          T* yp = y + p * g_.oh * g_.ow;
+          std::fill(yp, yp + g_.oh * g_.ow, T(0));
+          for (int ky = 0; ky < wn.kh; ++ky) {
+            std::int64_t oy_lo, oy_hi;
+            Window2d::valid_range(ky, wn.sh, wn.ph, g_.h, g_.oh, oy_lo, oy_hi);
+            for (int kx = 0; kx < wn.kw; ++kx) {
+              std::int64_t ox_lo, ox_hi;
+              Window2d::valid_range(kx, wn.sw, wn.pw, g_.w, g_.ow, ox_lo, ox_hi);
+              for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+                const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g_.w + kx - wn.pw;
+                T* yr = yp + oy * g_.ow;
+                for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += xp[xoff + ox * wn.sw];
+              }
+            }
+          }
+          for (std::int64_t i = 0; i < g_.oh * g_.ow; ++i) yp[i] *= inv;
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    return {avg_pool2d_backward(g, in[0].shape(), options_of(g_.win))};
+  }
+
+ private:
+  PoolGeometry g_;
+};
+TBGRAD_REGISTER_OP("avg_pool2d", true);
+
+class AvgPool2dBackwardOp final : public Op {
+ public:
+  explicit AvgPool2dBackwardOp(PoolGeometry g) : g_(g) {}
+  const char* name() const override { return "avg_pool2d_backward"; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* gy = ctx.inputs[0].data<T>();  // [N, C, OH, OW]
+      T* gx = ctx.output.data<T>();           // [N, C, H, W]
+      const Window2d& wn = g_.win;
+      const T inv = T(1) / static_cast<T>(wn.kh * wn.kw);
+      parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          const T* gp = gy + p * g_.oh * g_.ow;
+          T* xp = gx + p * g_.h * g_.w;
+          std::fill(xp, xp + g_.h * g_.w, T(0));
+          for (int ky = 0; ky < wn.kh; ++ky) {
+            std::int64_t oy_lo, oy_hi;
+            Window2d::valid_range(ky, wn.sh, wn.ph, g_.h, g_.oh, oy_lo, oy_hi);
+            for (int kx = 0; kx < wn.kw; ++kx) {
+              std::int64_t ox_lo, ox_hi;
+              Window2d::valid_range(kx, wn.sw, wn.pw, g_.w, g_.ow, ox_lo, ox_hi);
+              for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+                const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g_.w + kx - wn.pw;
+                const T* gr = gp + oy * g_.ow;
+                for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) {
+                  xp[xoff + ox * wn.sw] += gr[ox] * inv;
+                }
+              }
+            }
+          }
+        }
+      });
+    });
+  }
+  // Linear in the output gradient; its adjoint is average pooling itself.
+  std::vector<Value> vjp(std::span<const Value>, Value, Value g) const override {
+    return {avg_pool2d(g, options_of(g_.win))};
+  }
+
+ private:
+  PoolGeometry g_;
+};
+TBGRAD_REGISTER_OP("avg_pool2d_backward", true);
+
+// Visits each output position's window and returns the flat input index of its maximum (first
+// maximum in row-major window order), or -1 if the window holds only padding.
+template <typename T, typename Fn>
+void for_each_argmax(const PoolGeometry& g, const T* xp, Fn fn) {
+  const Window2d& wn = g.win;
+  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+    const std::int64_t y0 = oy * wn.sh - wn.ph;
+    const std::int64_t ky_lo = std::max<std::int64_t>(0, -y0);
+    const std::int64_t ky_hi = std::min<std::int64_t>(wn.kh, g.h - y0);
+    for (std::int64_t ox = 0; ox < g.ow; ++ox) {
+      const std::int64_t x0 = ox * wn.sw - wn.pw;
+      const std::int64_t kx_lo = std::max<std::int64_t>(0, -x0);
+      const std::int64_t kx_hi = std::min<std::int64_t>(wn.kw, g.w - x0);
+      std::int64_t best = -1;
+      T best_v = -std::numeric_limits<T>::infinity();
+      for (std::int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+        const std::int64_t row = (y0 + ky) * g.w + x0;
+        for (std::int64_t kx = kx_lo; kx < kx_hi; ++kx) {
+          const T v = xp[row + kx];
+          if (best < 0 || v > best_v) {
+            best_v = v;
+            best = row + kx;
+          }
+        }
+      }
+      fn(oy * g.ow + ox, best, best_v);
+    }
+  }
+}
+
+class MaxPool2dOp final : public Op {
+ public:
+  explicit MaxPool2dOp(PoolGeometry g) : g_(g) {}
+  const char* name() const override { return "max_pool2d"; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();
+      T* y = ctx.output.data<T>();
+      parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          T* yp = y + p * g_.oh * g_.ow;
+          for_each_argmax(g_, x + p * g_.h * g_.w,
+                          [&](std::int64_t o, std::int64_t, T v) { yp[o] = v; });
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    return {max_pool2d_backward(in[0], g, options_of(g_.win))};
+  }
+
+ private:
+  PoolGeometry g_;
+};
+TBGRAD_REGISTER_OP("max_pool2d", true);
+
+class MaxPool2dBackwardOp final : public Op {
+ public:
+  explicit MaxPool2dBackwardOp(PoolGeometry g) : g_(g) {}
+  const char* name() const override { return "max_pool2d_backward"; }
+  bool has_vjp() const override { return false; }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();   // [N, C, H, W]
+      const T* gy = ctx.inputs[1].data<T>();  // [N, C, OH, OW]
+      T* gx = ctx.output.data<T>();           // [N, C, H, W]
+      parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          T* xp = gx + p * g_.h * g_.w;
+          const T* gp = gy + p * g_.oh * g_.ow;
+          std::fill(xp, xp + g_.h * g_.w, T(0));
+          // Overlapping windows may pick the same input: the gradients add up.
+          for_each_argmax(g_, x + p * g_.h * g_.w, [&](std::int64_t o, std::int64_t i, T) {
+            if (i >= 0) xp[i] += gp[o];
+          });
+        }
+      });
+    });
+  }
+
+ private:
+  PoolGeometry g_;
+};
+TBGRAD_REGISTER_OP("max_pool2d_backward", false);
+
+}  // namespace
+
+Value avg_pool2d(Value x, Pool2dOptions options) {
+  if (!x.valid()) shape_error("avg_pool2d", "input is an invalid (empty) Value");
+  detail::require_float("avg_pool2d", x);
+  PoolGeometry g = check_pool("avg_pool2d", x.shape(), x.describe(), options);
+  Value ins[] = {x};
+  const Shape& s = x.shape();
+  return x.graph().add_op(std::make_shared<AvgPool2dOp>(g), ins, Shape{s[0], s[1], g.oh, g.ow},
+                          x.dtype());
+}
+
+Value max_pool2d(Value x, Pool2dOptions options) {
+  if (!x.valid()) shape_error("max_pool2d", "input is an invalid (empty) Value");
+  detail::require_float("max_pool2d", x);
+  PoolGeometry g = check_pool("max_pool2d", x.shape(), x.describe(), options);
+  Value ins[] = {x};
+  const Shape& s = x.shape();
+  return x.graph().add_op(std::make_shared<MaxPool2dOp>(g), ins, Shape{s[0], s[1], g.oh, g.ow},
+                          x.dtype());
+}
+
+Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions options) {
+  const char* op = "avg_pool2d_backward";
+  if (!grad_out.valid()) shape_error(op, "input is an invalid (empty) Value");
+  detail::require_float(op, grad_out);
+  PoolGeometry g = check_pool(op, input_shape, input_shape.str(), options);
+  const Shape expect{input_shape.rank() == 4 ? input_shape[0] : 0, input_shape[1], g.oh, g.ow};
+  if (!(grad_out.shape() == expect)) {
+    shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
+  }
+  Value ins[] = {grad_out};
+  return grad_out.graph().add_op(std::make_shared<AvgPool2dBackwardOp>(g), ins, input_shape,
+                                 grad_out.dtype());
+}
+
+Value max_pool2d_backward(Value x, Value grad_out, Pool2dOptions options) {
+  const char* op = "max_pool2d_backward";
+  detail::require_same_graph(op, x, grad_out);
+  detail::require_same_dtype(op, x, grad_out);
+  PoolGeometry g = check_pool(op, x.shape(), x.describe(), options);
+  const Shape& s = x.shape();
+  const Shape expect{s[0], s[1], g.oh, g.ow};
+  if (!(grad_out.shape() == expect)) {
+    shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
+  }
+  Value ins[] = {x, grad_out};
+  return x.graph().add_op(std::make_shared<MaxPool2dBackwardOp>(g), ins, s, x.dtype());
+}
+
+}  // namespace tbgrad

@@ -10,6 +10,7 @@
 #include "graph/parallel.hpp"
 #include "graph/tensor.hpp"
 #include "nn/init.hpp"
+#include "nn/models.hpp"
 #include "nn/optim.hpp"
 #include "ops/conv2d.hpp"
 #include "ops/elementwise.hpp"

@@ -1,0 +1,51 @@
+// The networks the MNIST trainer offers, built on the public graph API. Parameters live in a
+// ParamStore so graphs of several batch sizes (training, evaluation, a last partial batch)
+// share one set of weights.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "graph/graph.hpp"
+#include "nn/init.hpp"
+
+namespace tbgrad::nn {
+
+class ParamStore {
+ public:
+  // The parameter `name` in graph g: created (zero-filled) on first use, shared afterwards.
+  // Throws tbgrad::Error if `name` exists with another shape.
+  Value param(Graph& g, const std::string& name, Shape shape, DType dtype);
+
+  const std::vector<std::string>& names() const { return names_; }  // creation order
+  const std::vector<Tensor>& tensors() const { return tensors_; }
+  const Tensor* find(const std::string& name) const;
+  std::int64_t count() const;  // total number of scalars
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<Tensor> tensors_;
+};
+
+enum class Init { kXavierUniform, kHeNormal, kUniform, kNormal };
+// "xavier" | "he" | "uniform" (U(-1,1), the naive init) | "normal" (N(0,1)).
+Init parse_init(const std::string& name);
+const char* init_name(Init init);
+// Weights (rank >= 2) drawn with `init`, biases zero, in creation order.
+void initialize(const ParamStore& store, Init init, Rng& rng);
+
+struct Network {
+  Value images;  // [B, 1, 28, 28]
+  Value labels;  // [B] i32
+  Value logits;  // [B, 10]
+  Value loss;    // [] mean cross-entropy
+  std::vector<Value> params;      // in the store's order
+  std::vector<Value> activations;  // each layer's output, for inspection
+};
+
+// "seed" (the reference CNN), "seed-nopool", "lenet5". Throws tbgrad::Error for other names.
+Network build_network(const std::string& model, Graph& g, std::int64_t batch, ParamStore& store);
+const std::vector<std::string>& model_names();
+
+}  // namespace tbgrad::nn

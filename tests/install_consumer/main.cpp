@@ -1,0 +1,16 @@
+#include <cstdio>
+#include <tbgrad.hpp>
+
+int main() {
+  tbgrad::Graph g(tbgrad::DType::kF64);
+  auto w = g.param("w", {2, 3});
+  auto x = g.input("x", {4, 3});
+  auto loss = tbgrad::mean(tbgrad::tanh(tbgrad::linear(x, w)));
+  tbgrad::nn::Rng rng(3);
+  tbgrad::nn::xavier_uniform(g.value(w), rng);
+  tbgrad::Tensor xv({4, 3}, tbgrad::DType::kF64);
+  tbgrad::nn::uniform(xv, -1, 1, rng);
+  auto result = tbgrad::gradcheck(loss, {w}, {{x, xv}});
+  std::printf("%s", result.report().c_str());
+  return result.ok ? 0 : 1;
+}

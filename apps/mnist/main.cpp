@@ -1,0 +1,343 @@
+// tbgrad-mnist: train, evaluate and use the MNIST CNNs from the command line.
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <tbgrad.hpp>
+#include <vector>
+
+#include "apps/mnist/idx.hpp"
+#include "apps/mnist/image.hpp"
+#include "apps/mnist/trainer.hpp"
+#include "nn/checkpoint.hpp"
+
+namespace po = boost::program_options;
+using namespace tbgrad;
+
+namespace {
+
+// Exit codes (also in --help).
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;     // bad data, checkpoint or image file; I/O failure
+constexpr int kExitUsage = 2;     // bad command line
+constexpr int kExitDiverged = 3;  // the loss became NaN or infinite
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kProgramHelp =
+    "tbgrad-mnist: train and use convolutional networks on MNIST with tbgrad.\n"
+    "\n"
+    "usage: tbgrad-mnist <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model (the report's reference CNN by default)\n"
+    "  eval      evaluate a saved model on the test set\n"
+    "  predict   classify image files (PNG or PGM) with a saved model\n"
+    "\n"
+    "Run 'tbgrad-mnist <command> --help' for a command's options.\n"
+    "Exit codes: 0 success, 1 bad data/checkpoint/image or I/O failure, 2 bad command line,\n"
+    "3 training diverged (non-finite loss).\n";
+
+std::string default_data_dir() { return "data/mnist"; }
+
+int hardware_threads() { return num_threads(); }
+
+// Reads an integer option and checks its range, for clear messages ("--epochs must be ...").
+std::int64_t int_option(const po::variables_map& vm, const char* name, std::int64_t lo,
+                        std::int64_t hi) {
+  const std::string& s = vm[name].as<std::string>();
+  std::int64_t v = 0;
+  std::size_t used = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) {
+    throw UsageError(std::string("--") + name + " expects an integer, got '" + s + "'");
+  }
+  if (v < lo || v > hi) {
+    throw UsageError(std::string("--") + name + " must be between " + std::to_string(lo) +
+                     " and " + std::to_string(hi) + ", got " + s);
+  }
+  return v;
+}
+
+double positive_double_option(const po::variables_map& vm, const char* name, double hi) {
+  const std::string& s = vm[name].as<std::string>();
+  double v = 0;
+  std::size_t used = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != s.size()) {
+    throw UsageError(std::string("--") + name + " expects a number, got '" + s + "'");
+  }
+  if (!std::isfinite(v) || v <= 0 || v > hi) {
+    throw UsageError(std::string("--") + name + " must be a finite number in (0, " +
+                     std::to_string(hi) + "], got " + s);
+  }
+  return v;
+}
+
+po::variables_map parse(const po::options_description& desc, const std::vector<std::string>& args,
+                        const po::positional_options_description* positional = nullptr) {
+  po::variables_map vm;
+  po::command_line_parser parser(args);
+  parser.options(desc);
+  if (positional) parser.positional(*positional);
+  po::store(parser.run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
+void set_threads(const po::variables_map& vm) {
+  const std::int64_t threads =
+      vm.count("threads") ? int_option(vm, "threads", 1, 1024) : hardware_threads();
+  set_num_threads(static_cast<int>(threads));
+}
+
+mnist::Dataset load(const std::string& dir, mnist::Split split, std::int64_t limit = 0) {
+  mnist::Dataset d = mnist::load_split(dir, split);
+  if (limit > 0 && limit < d.count) {
+    d.count = limit;
+    d.images.resize(static_cast<std::size_t>(limit) * 28 * 28);
+    d.labels.resize(static_cast<std::size_t>(limit));
+  }
+  return d;
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tbgrad-mnist train [options]\n\n"
+      "Trains a model on the MNIST training set, printing one line per epoch (train loss and\n"
+      "accuracy, test accuracy, seconds, images/s), then the final test accuracy and time.\n\n"
+      "options");
+  // Numbers are read as strings and range-checked here, so '-1', 'nan' or 'abc' get a clear
+  // usage error instead of wrapping around or being accepted.
+  desc.add_options()("help,h", "show this help")(
+      "data", po::value<std::string>()->default_value(default_data_dir()),
+      "directory with the four MNIST idx files (raw or .gz)")(
+      "model", po::value<std::string>()->default_value("seed"),
+      "seed (the report's CNN), seed-nopool or lenet5")(
+      "epochs", po::value<std::string>()->default_value("5"), "total epochs to train (>= 0)")(
+      "batch-size", po::value<std::string>()->default_value("32"), "minibatch size (>= 1)")(
+      "optimizer", po::value<std::string>(), "sgd, momentum or adam (default: adam)")(
+      "lr", po::value<std::string>(),
+      "learning rate (default: sgd 0.1, momentum 0.02, adam 0.002; 0.001 for lenet5)")(
+      "init", po::value<std::string>()->default_value("xavier"),
+      "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
+      "threads", po::value<std::string>(), "worker threads (default: all cores)")(
+      "seed", po::value<std::string>()->default_value("1"),
+      "random seed for initialisation and data order")(
+      "limit", po::value<std::string>()->default_value("0"),
+      "train on the first N training images only (0: all)")(
+      "save", po::value<std::string>(), "write the model to FILE after every epoch (atomically)")(
+      "resume", po::value<std::string>(), "continue training from a checkpoint written by --save")(
+      "metrics", po::value<std::string>(), "write per-epoch figures to FILE.csv")(
+      "json", "print a JSON summary as the last line of output");
+  po::variables_map vm = parse(desc, args);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  mnist::TrainConfig cfg;
+  cfg.model = vm["model"].as<std::string>();
+  const auto& models = nn::model_names();
+  if (std::find(models.begin(), models.end(), cfg.model) == models.end()) {
+    throw UsageError("--model must be seed, seed-nopool or lenet5, got '" + cfg.model + "'");
+  }
+  cfg.epochs = int_option(vm, "epochs", 0, 100000);
+  cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
+  if (vm.count("optimizer")) {
+    cfg.optimizer = vm["optimizer"].as<std::string>();
+    if (cfg.optimizer != "sgd" && cfg.optimizer != "momentum" && cfg.optimizer != "adam") {
+      throw UsageError("--optimizer must be sgd, momentum or adam, got '" + cfg.optimizer + "'");
+    }
+  }
+  if (vm.count("lr")) cfg.lr = positive_double_option(vm, "lr", 1e6);
+  cfg.init = vm["init"].as<std::string>();
+  try {
+    nn::parse_init(cfg.init);
+  } catch (const Error& e) {
+    throw UsageError(std::string("--init: ") + e.what());
+  }
+  cfg.seed = static_cast<std::uint64_t>(
+      int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
+  cfg.limit = int_option(vm, "limit", 0, std::numeric_limits<std::int64_t>::max());
+  if (vm.count("save")) cfg.save = vm["save"].as<std::string>();
+  if (vm.count("resume")) cfg.resume = vm["resume"].as<std::string>();
+  if (vm.count("metrics")) cfg.metrics = vm["metrics"].as<std::string>();
+  const bool json = vm.count("json") > 0;
+  cfg.progress = isatty(STDOUT_FILENO) == 1;
+  set_threads(vm);
+
+  const std::string data_dir = vm["data"].as<std::string>();
+  mnist::Dataset train_set = load(data_dir, mnist::Split::kTrain, cfg.limit);
+  mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
+
+  std::printf("tbgrad-mnist: model %s, %lld training images, batch %lld, %d threads\n",
+              cfg.model.c_str(), static_cast<long long>(train_set.count),
+              static_cast<long long>(cfg.batch_size), num_threads());
+  std::printf("%5s %10s %9s %9s %9s %8s %9s\n", "epoch", "train_loss", "train_acc", "test_loss",
+              "test_acc", "seconds", "images/s");
+  std::fflush(stdout);
+  mnist::TrainResult r = mnist::train(cfg, train_set, test_set, [](const mnist::EpochStats& s) {
+    std::printf("%5lld %10.4f %8.2f%% %9.4f %8.2f%% %8.2f %9.0f\n", static_cast<long long>(s.epoch),
+                s.train_loss, 100 * s.train_accuracy, s.test_loss, 100 * s.test_accuracy,
+                s.seconds, s.images_per_second);
+    std::fflush(stdout);
+  });
+  const double ips = r.train_seconds > 0 ? static_cast<double>(r.images_trained) / r.train_seconds : 0;
+  std::printf("test accuracy %.2f%% (loss %.4f) after %lld epochs; training took %.2f s (%.0f images/s)\n",
+              100 * r.test.accuracy, r.test.loss, static_cast<long long>(cfg.epochs), r.train_seconds,
+              ips);
+  if (json) {
+    nlohmann::json j = {{"model", cfg.model},
+                        {"epochs", cfg.epochs},
+                        {"epochs_run", r.epochs.size()},
+                        {"batch_size", r.batch_size},
+                        {"optimizer", r.optimizer},
+                        {"lr", r.lr},
+                        {"threads", num_threads()},
+                        {"seed", cfg.seed},
+                        {"train_images", train_set.count},
+                        {"train_seconds", r.train_seconds},
+                        {"images_per_second", ips},
+                        {"test_accuracy", r.test.accuracy},
+                        {"test_loss", r.test.loss}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return kExitOk;
+}
+
+int cmd_eval(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tbgrad-mnist eval --load FILE [options]\n\n"
+      "Prints test accuracy and loss, per-class accuracy and the confusion matrix.\n\noptions");
+  desc.add_options()("help,h", "show this help")("load", po::value<std::string>(),
+                                                  "checkpoint written by 'train --save'")(
+      "data", po::value<std::string>()->default_value(default_data_dir()),
+      "directory with the MNIST test files (raw or .gz)")(
+      "threads", po::value<std::string>(), "worker threads (default: all cores)")(
+      "json", "print a JSON summary as the last line of output");
+  po::variables_map vm = parse(desc, args);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (!vm.count("load")) throw UsageError("eval needs --load FILE");
+  set_threads(vm);
+  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
+  mnist::Dataset test_set = load(vm["data"].as<std::string>(), mnist::Split::kTest);
+  mnist::EvalResult r = model.evaluate(test_set);
+  std::printf("model %s (%lld epochs) on %lld test images\n", model.name().c_str(),
+              static_cast<long long>(model.epochs_trained()), static_cast<long long>(r.count));
+  std::printf("test accuracy %.2f%%, test loss %.4f\n\nper-class accuracy:\n", 100 * r.accuracy,
+              r.loss);
+  std::vector<double> per_class(10);
+  for (std::size_t c = 0; c < 10; ++c) {
+    std::int64_t total = 0;
+    for (std::int64_t v : r.confusion[c]) total += v;
+    per_class[c] = total ? static_cast<double>(r.confusion[c][c]) / static_cast<double>(total) : 0;
+    std::printf("  %zu: %6.2f%% (%lld images)\n", c, 100 * per_class[c], static_cast<long long>(total));
+  }
+  std::printf("\nconfusion matrix (rows: true digit, columns: predicted):\n      ");
+  for (int c = 0; c < 10; ++c) std::printf("%6d", c);
+  std::printf("\n");
+  for (std::size_t t = 0; t < 10; ++t) {
+    std::printf("  %2zu: ", t);
+    for (std::size_t p = 0; p < 10; ++p) std::printf("%6lld", static_cast<long long>(r.confusion[t][p]));
+    std::printf("\n");
+  }
+  if (vm.count("json")) {
+    nlohmann::json j = {{"model", model.name()},          {"epochs", model.epochs_trained()},
+                        {"test_images", r.count},          {"test_accuracy", r.accuracy},
+                        {"test_loss", r.loss},             {"per_class_accuracy", per_class},
+                        {"confusion", r.confusion}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return kExitOk;
+}
+
+int cmd_predict(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tbgrad-mnist predict --load FILE IMAGE...\n\n"
+      "Classifies each image (PNG or PGM; scaled to 28x28 like MNIST: a light background is\n"
+      "inverted, the digit centred) and prints the digit and the class probabilities.\n\noptions");
+  desc.add_options()("help,h", "show this help")("load", po::value<std::string>(),
+                                                  "checkpoint written by 'train --save'")(
+      "image", po::value<std::vector<std::string>>(), "image files (positional)");
+  po::positional_options_description pos;
+  pos.add("image", -1);
+  po::variables_map vm = parse(desc, args, &pos);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (!vm.count("load")) throw UsageError("predict needs --load FILE");
+  if (!vm.count("image")) throw UsageError("predict needs at least one IMAGE");
+  set_num_threads(1);
+  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
+  int status = kExitOk;
+  for (const std::string& file : vm["image"].as<std::vector<std::string>>()) {
+    try {
+      const std::vector<float> input = mnist::to_mnist_input(mnist::read_image(file));
+      const std::array<double, 10> p = model.predict(input);
+      const auto best = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+      std::printf("%s: %d (p=%.3f)  [", file.c_str(), best, p[static_cast<std::size_t>(best)]);
+      for (int c = 0; c < 10; ++c) std::printf("%s%d:%.3f", c ? " " : "", c, p[static_cast<std::size_t>(c)]);
+      std::printf("]\n");
+    } catch (const mnist::ImageError& e) {
+      std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
+      status = kExitError;
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kProgramHelp;
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "train") return cmd_train(args);
+    if (command == "eval") return cmd_eval(args);
+    if (command == "predict") return cmd_predict(args);
+    std::fprintf(stderr, "tbgrad-mnist: unknown command '%s'\n\n%s", command.c_str(), kProgramHelp);
+    return kExitUsage;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
+                 e.what(), command.c_str());
+    return kExitUsage;
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
+                 e.what(), command.c_str());
+    return kExitUsage;
+  } catch (const mnist::DivergedError& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tbgrad-mnist: training diverged: %s\n", e.what());
+    return kExitDiverged;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
+    return kExitError;
+  }
+}

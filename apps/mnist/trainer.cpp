@@ -1,0 +1,429 @@
+#include "apps/mnist/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+#include <tbgrad.hpp>
+
+#include "nn/checkpoint.hpp"
+
+namespace tbgrad::mnist {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::int64_t kPixels = 28 * 28;
+constexpr std::int64_t kEvalBatch = 1000;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// One graph and executor for one batch size; several share a ParamStore.
+struct Runner {
+  Graph g;
+  nn::Network net;
+  Value probabilities;  // softmax(logits), for prediction
+  std::vector<Value> grads;
+  std::vector<Tensor> grad_values;  // views into the executor, stable across runs
+  std::unique_ptr<Executor> ex;
+  Tensor images, labels;
+  std::int64_t batch;
+
+  enum class Mode { kTrain, kEval, kPredict };
+
+  Runner(const std::string& model, std::int64_t b, nn::ParamStore& store, Mode mode)
+      : net(nn::build_network(model, g, b, store)),
+        images(Shape{b, 1, 28, 28}, DType::kF32),
+        labels(Shape{b}, DType::kI32),
+        batch(b) {
+    switch (mode) {
+      case Mode::kTrain:
+        grads = grad(net.loss, net.params);
+        ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{net.loss, net.logits, grads});
+        for (Value gv : grads) grad_values.push_back((*ex)[gv]);
+        break;
+      case Mode::kEval:
+        ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{net.loss, net.logits});
+        break;
+      case Mode::kPredict:
+        probabilities = softmax(net.logits);
+        ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{probabilities});
+        break;
+    }
+    ex->bind(net.images, images).bind(net.labels, labels);
+  }
+
+  // Copies examples order[0..batch) of `data` in, as floats in [0, 1].
+  void load(const Dataset& data, const std::int64_t* order) {
+    float* img = images.data<float>();
+    std::int32_t* lab = labels.data<std::int32_t>();
+    constexpr float kScale = 1.0f / 255.0f;
+    for (std::int64_t i = 0; i < batch; ++i) {
+      const std::int64_t k = order[i];
+      const std::uint8_t* src = data.images.data() + k * kPixels;
+      float* dst = img + i * kPixels;
+      for (std::int64_t j = 0; j < kPixels; ++j) dst[j] = static_cast<float>(src[j]) * kScale;
+      lab[i] = data.labels[static_cast<std::size_t>(k)];
+    }
+  }
+
+  double loss() const { return (*ex)[net.loss].at(0); }
+
+  // Number of rows whose largest logit is the label; fills `confusion` if given.
+  std::int64_t correct(std::array<std::array<std::int64_t, 10>, 10>* confusion) const {
+    const float* logits = (*ex)[net.logits].data<float>();
+    const std::int32_t* lab = labels.data<std::int32_t>();
+    std::int64_t ok = 0;
+    for (std::int64_t i = 0; i < batch; ++i) {
+      const float* row = logits + i * 10;
+      const auto pred = static_cast<int>(std::max_element(row, row + 10) - row);
+      ok += pred == lab[i];
+      if (confusion) ++(*confusion)[static_cast<std::size_t>(lab[i])][static_cast<std::size_t>(pred)];
+    }
+    return ok;
+  }
+};
+
+EvalResult evaluate_with(const std::string& model, nn::ParamStore& store, const Dataset& data,
+                         std::unique_ptr<Runner>& full, std::unique_ptr<Runner>& tail) {
+  EvalResult r;
+  r.count = data.count;
+  if (data.count == 0) return r;
+  const std::int64_t b = std::min(kEvalBatch, data.count);
+  if (!full) full = std::make_unique<Runner>(model, b, store, Runner::Mode::kEval);
+  const std::int64_t rest = data.count % b;
+  if (rest && (!tail || tail->batch != rest)) {
+    tail = std::make_unique<Runner>(model, rest, store, Runner::Mode::kEval);
+  }
+  std::vector<std::int64_t> order(static_cast<std::size_t>(data.count));
+  std::iota(order.begin(), order.end(), 0);
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  for (std::int64_t start = 0; start < data.count;) {
+    Runner& run = data.count - start >= b ? *full : *tail;
+    run.load(data, order.data() + start);
+    run.ex->run();
+    loss_sum += run.loss() * static_cast<double>(run.batch);
+    correct += run.correct(&r.confusion);
+    start += run.batch;
+  }
+  r.loss = loss_sum / static_cast<double>(data.count);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
+  return r;
+}
+
+// --- checkpoints ----------------------------------------------------------------------------
+
+nn::CheckpointTensor to_checkpoint(const std::string& name, const Tensor& t) {
+  nn::CheckpointTensor c;
+  c.name = name;
+  c.dtype = t.dtype() == DType::kF64 ? "F64" : "F32";
+  for (std::int64_t d : t.shape().dims()) c.shape.push_back(d);
+  c.data.resize(t.nbytes());
+  if (t.nbytes()) std::memcpy(c.data.data(), t.raw(), t.nbytes());
+  return c;
+}
+
+void from_checkpoint(const nn::Checkpoint& ckpt, const std::string& name, const Tensor& dst,
+                     const std::filesystem::path& file) {
+  const nn::CheckpointTensor* c = ckpt.find(name);
+  if (!c) throw ModelError(file.string() + ": checkpoint has no tensor '" + name + "'");
+  const Shape shape{std::span<const std::int64_t>(c->shape)};
+  if (c->dtype != "F32" || !(shape == dst.shape())) {
+    throw ModelError(file.string() + ": tensor '" + name + "' is " + c->dtype + " " +
+                     shape.str() + ", the model needs F32 " + dst.shape().str());
+  }
+  std::memcpy(dst.raw(), c->data.data(), dst.nbytes());
+}
+
+std::string metadata(const nn::Checkpoint& ckpt, const std::string& key,
+                     const std::filesystem::path& file) {
+  auto it = ckpt.metadata.find(key);
+  if (it == ckpt.metadata.end()) {
+    throw ModelError(file.string() + ": checkpoint metadata lacks '" + key + "'");
+  }
+  return it->second;
+}
+
+std::int64_t metadata_int(const nn::Checkpoint& ckpt, const std::string& key,
+                          const std::filesystem::path& file) {
+  const std::string s = metadata(ckpt, key, file);
+  try {
+    std::size_t used = 0;
+    const long long v = std::stoll(s, &used);
+    if (used != s.size() || v < 0) throw std::invalid_argument(s);
+    return v;
+  } catch (const std::exception&) {
+    throw ModelError(file.string() + ": checkpoint metadata '" + key + "' = '" + s +
+                     "' is not a non-negative integer");
+  }
+}
+
+std::string model_of(const nn::Checkpoint& ckpt, const std::filesystem::path& file) {
+  const std::string model = metadata(ckpt, "model", file);
+  const auto& names = nn::model_names();
+  if (std::find(names.begin(), names.end(), model) == names.end()) {
+    throw ModelError(file.string() + ": checkpoint is of unknown model '" + model + "'");
+  }
+  return model;
+}
+
+std::string format_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+// --- progress -------------------------------------------------------------------------------
+
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled) {}
+  void update(std::int64_t done, std::int64_t total, double loss, double elapsed) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
+    constexpr int kWidth = 30;
+    const int fill = static_cast<int>(frac * kWidth);
+    std::printf("\r  [%.*s%*s] %3.0f%%  loss %.4f  %6.0f img/s  %4.1fs left ", fill,
+                "==============================", kWidth - fill, "", frac * 100, loss, rate, eta);
+    std::fflush(stdout);
+  }
+  void clear() {
+    if (!enabled_) return;
+    std::printf("\r%*s\r", 90, "");
+    std::fflush(stdout);
+  }
+
+ private:
+  bool enabled_;
+  Clock::time_point last_{};
+};
+
+}  // namespace
+
+Defaults default_hyperparameters(const std::string& model, const std::string& optimizer) {
+  // Measured on real MNIST, 5 epochs, batch 32 (docs/experiments.md).
+  const std::string opt = optimizer.empty() ? "adam" : optimizer;
+  double lr = 0;
+  if (opt == "sgd") {
+    lr = 0.1;
+  } else if (opt == "momentum") {
+    lr = 0.02;
+  } else if (opt == "adam") {
+    lr = model == "lenet5" ? 1e-3 : 2e-3;
+  } else {
+    throw Error("unknown optimizer '" + opt + "' (expected sgd, momentum or adam)");
+  }
+  return {opt, lr};
+}
+
+TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dataset& test_set,
+                  const std::function<void(const EpochStats&)>& on_epoch) {
+  TrainResult result;
+  std::string model = config.model;
+  std::string optimizer = config.optimizer;
+  double lr = config.lr;
+  std::int64_t batch = config.batch_size;
+  std::int64_t start_epoch = 0;
+  nn::Rng rng(config.seed);
+
+  // Resume: the checkpoint decides the model and optimizer; its state replaces a fresh one.
+  std::optional<nn::Checkpoint> resumed;
+  if (!config.resume.empty()) {
+    resumed = nn::load_checkpoint(config.resume);
+    const std::string m = model_of(*resumed, config.resume);
+    if (m != model) {
+      throw ModelError(config.resume.string() + ": checkpoint holds model '" + m +
+                       "', not '" + model + "' (pass --model " + m + ")");
+    }
+    const std::string o = metadata(*resumed, "optimizer", config.resume);
+    if (!optimizer.empty() && optimizer != o) {
+      throw ModelError(config.resume.string() + ": checkpoint was trained with optimizer '" + o +
+                       "', not '" + optimizer + "'");
+    }
+    optimizer = o;
+    if (lr == 0) lr = std::stod(metadata(*resumed, "lr", config.resume));
+    start_epoch = metadata_int(*resumed, "epoch", config.resume);
+  }
+  const Defaults defaults = default_hyperparameters(model, optimizer);
+  optimizer = defaults.optimizer;
+  if (lr == 0) lr = defaults.lr;
+  result.optimizer = optimizer;
+  result.lr = lr;
+  result.batch_size = batch;
+
+  const std::int64_t n = config.limit > 0 ? std::min(config.limit, train_set.count) : train_set.count;
+  if (n == 0) throw DataError("the training set is empty");
+  batch = std::min(batch, n);
+  result.batch_size = batch;
+
+  nn::ParamStore store;
+  auto full = std::make_unique<Runner>(model, batch, store, Runner::Mode::kTrain);
+  nn::initialize(store, nn::parse_init(config.init), rng);
+  std::unique_ptr<Runner> tail;
+  if (n % batch) tail = std::make_unique<Runner>(model, n % batch, store, Runner::Mode::kTrain);
+  auto opt = nn::make_optimizer(optimizer, store.tensors(), lr);
+
+  if (resumed) {
+    for (std::size_t i = 0; i < store.names().size(); ++i) {
+      from_checkpoint(*resumed, store.names()[i], store.tensors()[i], config.resume);
+    }
+    for (const auto& [name, t] : opt->state()) {
+      from_checkpoint(*resumed, "optimizer." + name, t, config.resume);
+    }
+    opt->set_steps(metadata_int(*resumed, "optimizer_steps", config.resume));
+    try {
+      rng.set_state(metadata(*resumed, "rng", config.resume));
+    } catch (const Error&) {
+      throw ModelError(config.resume.string() + ": random generator state is malformed");
+    }
+  }
+
+  std::ofstream metrics;
+  if (!config.metrics.empty()) {
+    metrics.open(config.metrics, std::ios::trunc);
+    if (!metrics) throw DataError(config.metrics.string() + ": cannot open for writing");
+    metrics << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
+  }
+
+  std::unique_ptr<Runner> eval_full, eval_tail;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  ProgressBar bar(config.progress);
+  for (std::int64_t epoch = start_epoch + 1; epoch <= config.epochs; ++epoch) {
+    // Fisher-Yates from the identity each epoch: the generator's state alone fixes the order,
+    // so a resumed run sees the same batches as an uninterrupted one.
+    std::iota(order.begin(), order.end(), 0);
+    for (std::int64_t i = n - 1; i > 0; --i) {
+      std::swap(order[static_cast<std::size_t>(i)],
+                order[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i + 1)))]);
+    }
+    const auto t0 = Clock::now();
+    double loss_sum = 0;
+    std::int64_t correct = 0, step = 0;
+    const std::int64_t steps = (n + batch - 1) / batch;
+    for (std::int64_t start = 0; start < n; ++step) {
+      Runner& run = n - start >= batch ? *full : *tail;
+      run.load(train_set, order.data() + start);
+      run.ex->run();
+      const double loss = run.loss();
+      if (!std::isfinite(loss)) {
+        bar.clear();
+        throw DivergedError("loss became " + format_double(loss) + " at epoch " +
+                            std::to_string(epoch) + ", step " + std::to_string(step + 1) +
+                            " of " + std::to_string(steps) +
+                            "; stopping (the learning rate is probably too high; the last saved "
+                            "checkpoint, if any, is untouched)");
+      }
+      opt->step(run.grad_values);
+      loss_sum += loss * static_cast<double>(run.batch);
+      correct += run.correct(nullptr);
+      start += run.batch;
+      bar.update(start, n, loss_sum / static_cast<double>(start), seconds_since(t0));
+    }
+    EpochStats s;
+    s.epoch = epoch;
+    s.seconds = seconds_since(t0);
+    bar.clear();
+    s.train_loss = loss_sum / static_cast<double>(n);
+    s.train_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    s.images_per_second = static_cast<double>(n) / s.seconds;
+    result.train_seconds += s.seconds;
+    result.images_trained += n;
+    result.test = evaluate_with(model, store, test_set, eval_full, eval_tail);
+    s.test_loss = result.test.loss;
+    s.test_accuracy = result.test.accuracy;
+    result.epochs.push_back(s);
+    if (metrics) {
+      metrics << s.epoch << ',' << format_double(s.train_loss) << ','
+              << format_double(s.train_accuracy) << ',' << format_double(s.test_loss) << ','
+              << format_double(s.test_accuracy) << ',' << format_double(s.seconds) << ','
+              << format_double(s.images_per_second) << '\n';
+      metrics.flush();
+    }
+    if (!config.save.empty()) {
+      nn::Checkpoint ckpt;
+      ckpt.metadata = {{"model", model},
+                       {"epoch", std::to_string(epoch)},
+                       {"optimizer", optimizer},
+                       {"lr", format_double(lr)},
+                       {"batch_size", std::to_string(batch)},
+                       {"seed", std::to_string(config.seed)},
+                       {"init", config.init},
+                       {"limit", std::to_string(n)},
+                       {"optimizer_steps", std::to_string(opt->steps())},
+                       {"rng", rng.state()},
+                       {"test_accuracy", format_double(s.test_accuracy)}};
+      for (std::size_t i = 0; i < store.names().size(); ++i) {
+        ckpt.tensors.push_back(to_checkpoint(store.names()[i], store.tensors()[i]));
+      }
+      for (const auto& [name, t] : opt->state()) {
+        ckpt.tensors.push_back(to_checkpoint("optimizer." + name, t));
+      }
+      nn::save_checkpoint(config.save, ckpt);
+    }
+    if (on_epoch) on_epoch(s);
+  }
+  if (result.epochs.empty()) {
+    result.test = evaluate_with(model, store, test_set, eval_full, eval_tail);
+  }
+  return result;
+}
+
+// --- Model ----------------------------------------------------------------------------------
+
+struct Model::Impl {
+  std::string model;
+  std::int64_t epochs = 0;
+  nn::ParamStore store;
+  mutable std::unique_ptr<Runner> eval_full, eval_tail, predict;
+};
+
+Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+
+Model Model::load(const std::filesystem::path& file) {
+  nn::Checkpoint ckpt = nn::load_checkpoint(file);
+  auto impl = std::make_unique<Impl>();
+  impl->model = model_of(ckpt, file);
+  impl->epochs = metadata_int(ckpt, "epoch", file);
+  // Building a graph creates the parameters in the store; then fill them.
+  impl->predict = std::make_unique<Runner>(impl->model, 1, impl->store, Runner::Mode::kPredict);
+  for (std::size_t i = 0; i < impl->store.names().size(); ++i) {
+    from_checkpoint(ckpt, impl->store.names()[i], impl->store.tensors()[i], file);
+  }
+  return Model(std::move(impl));
+}
+
+const std::string& Model::name() const { return impl_->model; }
+std::int64_t Model::epochs_trained() const { return impl_->epochs; }
+
+EvalResult Model::evaluate(const Dataset& data) const {
+  return evaluate_with(impl_->model, impl_->store, data, impl_->eval_full, impl_->eval_tail);
+}
+
+std::array<double, 10> Model::predict(const std::vector<float>& image) const {
+  if (image.size() != static_cast<std::size_t>(kPixels)) {
+    throw Error("predict: expected 784 pixels, got " + std::to_string(image.size()));
+  }
+  Runner& run = *impl_->predict;
+  std::copy(image.begin(), image.end(), run.images.data<float>());
+  run.labels.data<std::int32_t>()[0] = 0;
+  run.ex->run();
+  std::array<double, 10> p{};
+  const Tensor& probs = (*run.ex)[run.probabilities];
+  for (int i = 0; i < 10; ++i) p[static_cast<std::size_t>(i)] = probs.at(i);
+  return p;
+}
+
+}  // namespace tbgrad::mnist

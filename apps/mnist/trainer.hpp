@@ -1,0 +1,100 @@
+// Training, evaluation, prediction and checkpoints for tbgrad-mnist, on the public tbgrad API.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "apps/mnist/idx.hpp"
+
+namespace tbgrad::mnist {
+
+struct TrainConfig {
+  std::string model = "seed";
+  std::string optimizer;  // empty: the model's default
+  double lr = 0;          // 0: the default for model and optimizer
+  std::string init = "xavier";
+  std::int64_t epochs = 5;
+  std::int64_t batch_size = 32;
+  std::int64_t limit = 0;  // 0: the whole training set
+  std::uint64_t seed = 1;
+  std::filesystem::path save;     // written after every epoch when set
+  std::filesystem::path resume;   // continue from this checkpoint when set
+  std::filesystem::path metrics;  // CSV, one row per epoch, when set
+  bool progress = false;          // live progress bar on stdout
+};
+
+// Defaults chosen by measurement (docs/experiments.md): what a user who passes nothing gets.
+struct Defaults {
+  std::string optimizer;
+  double lr;
+};
+Defaults default_hyperparameters(const std::string& model, const std::string& optimizer);
+
+struct EpochStats {
+  std::int64_t epoch = 0;
+  double train_loss = 0, train_accuracy = 0;
+  double test_loss = 0, test_accuracy = 0;
+  double seconds = 0;            // training time of the epoch (no evaluation)
+  double images_per_second = 0;
+};
+
+struct EvalResult {
+  std::int64_t count = 0;
+  double loss = 0, accuracy = 0;
+  std::array<std::array<std::int64_t, 10>, 10> confusion{};  // [true][predicted]
+};
+
+struct TrainResult {
+  std::vector<EpochStats> epochs;  // the epochs run by this invocation
+  double train_seconds = 0;
+  std::int64_t images_trained = 0;
+  EvalResult test;
+  std::string optimizer;
+  double lr = 0;
+  std::int64_t batch_size = 0;
+};
+
+// A loss that is not finite: training stops and the last good checkpoint stays as it was.
+class DivergedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A checkpoint that cannot be used for this run (another model, missing tensors, ...).
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Calls `on_epoch` after each epoch (for the per-epoch line). Throws DataError, DivergedError,
+// ModelError or nn::CheckpointError.
+TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dataset& test_set,
+                  const std::function<void(const EpochStats&)>& on_epoch);
+
+// A trained model loaded from a checkpoint.
+class Model {
+ public:
+  static Model load(const std::filesystem::path& file);
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  const std::string& name() const;
+  std::int64_t epochs_trained() const;
+  EvalResult evaluate(const Dataset& data) const;
+  // Class probabilities of one 28x28 image given as 784 floats in [0, 1].
+  std::array<double, 10> predict(const std::vector<float>& image) const;
+
+ private:
+  struct Impl;
+  explicit Model(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tbgrad::mnist

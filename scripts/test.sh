@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, configures, builds and runs every test.
+# Usage: scripts/test.sh [extra cmake arguments]   (build dir: build/, or $BUILD_DIR)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+"$root/scripts/install_deps.sh"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" > /dev/null
+cmake --build "$build" -j "$(nproc)"
+ctest --test-dir "$build" --output-on-failure -j "$(nproc)"

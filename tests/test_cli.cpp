@@ -1,0 +1,159 @@
+// tbgrad-mnist as a user runs it: exit codes, messages, outputs and files.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "apps/mnist/synthetic.hpp"
+
+namespace tbgrad::mnist {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(TBGRAD_MNIST_BIN) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  char buf[4096];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("tbgrad_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_ / "data");
+    write_dataset(dir_ / "data", make_synthetic(2000, 1), make_synthetic(300, 2), /*gzip=*/true);
+  }
+  static void TearDownTestSuite() { fs::remove_all(dir_); }
+  static std::string data() { return "--data " + (dir_ / "data").string(); }
+  static std::string path(const char* name) { return (dir_ / name).string(); }
+  static inline fs::path dir_;
+};
+
+TEST_F(Cli, NoArgumentsPrintsUsageAndExits2) {
+  Result r = run("");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("usage: tbgrad-mnist"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, HelpOnTheProgramAndEachCommandExits0) {
+  EXPECT_EQ(run("--help").code, 0);
+  for (const char* cmd : {"train", "eval", "predict"}) {
+    Result r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_NE(r.out.find(std::string("usage: tbgrad-mnist ") + cmd), std::string::npos) << r.out;
+  }
+  EXPECT_NE(run("train --help").out.find("--batch-size"), std::string::npos);
+}
+
+TEST_F(Cli, BadFlagsAndValuesAreUsageErrorsNamingTheFlag) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"train --batch-size 0", "--batch-size"},  {"train --batch-size -3", "--batch-size"},
+      {"train --epochs -1", "--epochs"},         {"train --epochs many", "--epochs"},
+      {"train --model nope", "--model"},         {"train --lr nan", "--lr"},
+      {"train --lr -0.1", "--lr"},               {"train --lr 0", "--lr"},
+      {"train --lr abc", "--lr"},                {"train --threads 0", "--threads"},
+      {"train --limit -5", "--limit"},           {"train --seed 1.5", "--seed"},
+      {"train --optimizer rmsprop", "--optimizer"}, {"train --init zeros", "--init"},
+      {"train --frobnicate", "frobnicate"},      {"train --batch-size 99999999999999999999", "--batch-size"},
+      {"eval", "--load"},                        {"predict --load x.ckpt", "IMAGE"},
+      {"fly", "unknown command"},
+  };
+  for (const auto& [args, needle] : cases) {
+    Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  }
+}
+
+TEST_F(Cli, MissingDataIsAClearErrorWithExitCode1) {
+  Result r = run("train --data " + path("nowhere"));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("not found"), std::string::npos) << r.out;
+}
+
+TEST_F(Cli, TrainEvalAndPredictWorkEndToEnd) {
+  Result t = run("train " + data() + " --epochs 2 --threads 2 --json --save " + path("m.ckpt") +
+                 " --metrics " + path("m.csv"));
+  ASSERT_EQ(t.code, 0) << t.out;
+  // One line per epoch, then the JSON summary as the last line.
+  EXPECT_NE(t.out.find("\n    1 "), std::string::npos) << t.out;
+  EXPECT_NE(t.out.find("\n    2 "), std::string::npos) << t.out;
+  std::string last = t.out.substr(t.out.rfind('\n', t.out.size() - 2) + 1);
+  nlohmann::json j = nlohmann::json::parse(last);
+  for (const char* key : {"model", "epochs", "batch_size", "threads", "train_seconds",
+                          "images_per_second", "test_accuracy", "test_loss"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  EXPECT_EQ(j["model"], "seed");
+  EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["batch_size"], 32);
+  EXPECT_GT(j["test_accuracy"].get<double>(), 0.9);
+
+  std::ifstream csv(path("m.csv"));
+  std::string line;
+  int rows = 0;
+  std::getline(csv, line);
+  EXPECT_EQ(line.rfind("epoch,train_loss,train_accuracy,test_loss,test_accuracy", 0), 0u) << line;
+  while (std::getline(csv, line)) ++rows;
+  EXPECT_EQ(rows, 2);
+
+  Result e = run("eval --load " + path("m.ckpt") + " " + data() + " --json");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("confusion matrix"), std::string::npos) << e.out;
+  EXPECT_NE(e.out.find("per-class accuracy"), std::string::npos) << e.out;
+  nlohmann::json je = nlohmann::json::parse(e.out.substr(e.out.rfind('\n', e.out.size() - 2) + 1));
+  EXPECT_DOUBLE_EQ(je["test_accuracy"].get<double>(), j["test_accuracy"].get<double>());
+
+  // Test images as PGM files: predict names a class for each, nearly always the right one.
+  Dataset test = make_synthetic(10, 3);
+  std::string files;
+  for (int i = 0; i < 10; ++i) {
+    const std::string name = path(("digit" + std::to_string(i) + ".pgm").c_str());
+    std::ofstream pgm(name, std::ios::binary);
+    pgm << "P5\n28 28\n255\n";
+    pgm.write(reinterpret_cast<const char*>(test.images.data() + i * 784), 784);
+    files += " " + name;
+  }
+  Result p = run("predict --load " + path("m.ckpt") + files);
+  ASSERT_EQ(p.code, 0) << p.out;
+  int right = 0;
+  for (int i = 0; i < 10; ++i) {
+    const std::string expect = "digit" + std::to_string(i) + ".pgm: " +
+                               std::to_string(test.labels[static_cast<std::size_t>(i)]) + " (p=";
+    right += p.out.find(expect) != std::string::npos;
+  }
+  EXPECT_GE(right, 8) << p.out;
+
+  Result bad = run("predict --load " + path("m.ckpt") + " " + path("m.csv"));
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("m.csv"), std::string::npos) << bad.out;
+}
+
+TEST_F(Cli, ACorruptCheckpointIsRefusedWithExitCode1) {
+  {
+    std::ofstream f(path("junk.ckpt"), std::ios::binary);
+    f << "this is not a checkpoint";
+  }
+  Result r = run("eval --load " + path("junk.ckpt") + " " + data());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("junk.ckpt"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace tbgrad::mnist

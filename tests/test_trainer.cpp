@@ -1,0 +1,210 @@
+// The trainer's logic on synthetic data: learning, checkpoints, resume, evaluation.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "apps/mnist/synthetic.hpp"
+#include "apps/mnist/trainer.hpp"
+#include "nn/checkpoint.hpp"
+
+namespace tbgrad::mnist {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() /
+            ("tbgrad_trainer_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++));
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+const Dataset& synthetic_train() {
+  static const Dataset d = make_synthetic(3000, 1);
+  return d;
+}
+const Dataset& synthetic_test() {
+  static const Dataset d = make_synthetic(300, 2);
+  return d;
+}
+
+TEST(Trainer, LearnsSyntheticShapesToHighAccuracy) {
+  TrainConfig cfg;
+  cfg.epochs = 4;
+  cfg.seed = 5;
+  TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  ASSERT_EQ(r.epochs.size(), 4u);
+  EXPECT_GE(r.test.accuracy, 0.95) << "test loss " << r.test.loss;
+  EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
+}
+
+class EveryModelAndOptimizer
+    : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
+
+TEST_P(EveryModelAndOptimizer, Learns) {
+  const auto [model, opt] = GetParam();
+  TrainConfig cfg;
+  cfg.model = model;
+  cfg.optimizer = opt;
+  cfg.epochs = 2;
+  TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  // Chance is 10%: every combination must clearly be learning.
+  EXPECT_GE(r.test.accuracy, 0.5) << model << " with " << opt;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Trainer, EveryModelAndOptimizer,
+    ::testing::Combine(::testing::Values("seed", "seed-nopool", "lenet5"),
+                       ::testing::Values("sgd", "momentum", "adam")),
+    [](const auto& info) {
+      std::string s = std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param);
+      for (char& c : s) c = c == '-' ? '_' : c;
+      return s;
+    });
+
+TEST(Trainer, BatchSizeOneWorks) {
+  TrainConfig cfg;
+  cfg.batch_size = 1;
+  cfg.epochs = 1;
+  cfg.limit = 300;
+  TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  EXPECT_EQ(r.images_trained, 300);
+  EXPECT_GT(r.test.accuracy, 0.5);
+}
+
+TEST(Trainer, APartialLastBatchIsTrainedOn) {
+  TrainConfig cfg;
+  cfg.batch_size = 32;
+  cfg.epochs = 1;
+  cfg.limit = 100;  // 3 full batches and one of 4
+  TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  EXPECT_EQ(r.images_trained, 100);
+}
+
+TEST(Trainer, TheSameSeedGivesTheSameCheckpointBytes) {
+  TempDir dir;
+  for (int run = 0; run < 2; ++run) {
+    TrainConfig cfg;
+    cfg.epochs = 1;
+    cfg.limit = 256;
+    cfg.save = dir.path() / ("run" + std::to_string(run) + ".ckpt");
+    train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  }
+  EXPECT_EQ(read_bytes(dir.path() / "run0.ckpt"), read_bytes(dir.path() / "run1.ckpt"));
+}
+
+TEST(Trainer, ResumingGivesTheSameCheckpointAsTrainingStraight) {
+  TempDir dir;
+  for (const char* opt : {"sgd", "adam"}) {
+    TrainConfig straight;
+    straight.optimizer = opt;
+    straight.epochs = 2;
+    straight.limit = 256;
+    straight.save = dir.path() / "straight.ckpt";
+    train(straight, synthetic_train(), synthetic_test(), nullptr);
+
+    TrainConfig first = straight;
+    first.epochs = 1;
+    first.save = dir.path() / "resumed.ckpt";
+    train(first, synthetic_train(), synthetic_test(), nullptr);
+    TrainConfig second = straight;
+    second.resume = dir.path() / "resumed.ckpt";
+    second.save = dir.path() / "resumed.ckpt";
+    TrainResult r = train(second, synthetic_train(), synthetic_test(), nullptr);
+    ASSERT_EQ(r.epochs.size(), 1u);
+    EXPECT_EQ(r.epochs[0].epoch, 2);
+    EXPECT_EQ(read_bytes(dir.path() / "straight.ckpt"), read_bytes(dir.path() / "resumed.ckpt"))
+        << opt;
+  }
+}
+
+TEST(Trainer, ResumeRefusesACheckpointOfAnotherModel) {
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 1;
+  cfg.limit = 64;
+  cfg.save = dir.path() / "seed.ckpt";
+  train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  TrainConfig other;
+  other.model = "lenet5";
+  other.epochs = 2;
+  other.limit = 64;
+  other.resume = cfg.save;
+  EXPECT_THROW(train(other, synthetic_train(), synthetic_test(), nullptr), ModelError);
+}
+
+TEST(Trainer, SavedModelEvaluatesAndPredictsLikeTheTrainedOne) {
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 2;
+  cfg.save = dir.path() / "m.ckpt";
+  TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  Model m = Model::load(cfg.save);
+  EXPECT_EQ(m.name(), "seed");
+  EXPECT_EQ(m.epochs_trained(), 2);
+  EvalResult e = m.evaluate(synthetic_test());
+  EXPECT_EQ(e.accuracy, r.test.accuracy);
+  EXPECT_DOUBLE_EQ(e.loss, r.test.loss);
+  std::int64_t total = 0;
+  for (const auto& row : e.confusion) {
+    for (std::int64_t v : row) total += v;
+  }
+  EXPECT_EQ(total, synthetic_test().count);
+  // Predicting one image agrees with the evaluation's argmax and gives probabilities.
+  std::vector<float> img(784);
+  for (int i = 0; i < 784; ++i) img[static_cast<std::size_t>(i)] = synthetic_test().images[static_cast<std::size_t>(i)] / 255.0f;
+  auto p = m.predict(img);
+  double s = 0;
+  for (double v : p) s += v;
+  EXPECT_NEAR(s, 1.0, 1e-5);
+  EXPECT_EQ(std::max_element(p.begin(), p.end()) - p.begin(), synthetic_test().labels[0]);
+}
+
+TEST(Trainer, ADivergingRunStopsWithoutTouchingTheCheckpoint) {
+  TempDir dir;
+  TrainConfig good;
+  good.epochs = 1;
+  good.limit = 128;
+  good.save = dir.path() / "m.ckpt";
+  train(good, synthetic_train(), synthetic_test(), nullptr);
+  const std::string before = read_bytes(good.save);
+  // The fused cross-entropy cannot overflow, so a huge learning rate gives a huge but finite
+  // loss; a NaN weight is what reliably makes the loss non-finite.
+  nn::Checkpoint ckpt = nn::load_checkpoint(good.save);
+  for (nn::CheckpointTensor& t : ckpt.tensors) {
+    if (t.name == "fc3.b") {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(t.data.data(), &nan, sizeof nan);
+    }
+  }
+  nn::save_checkpoint(dir.path() / "nan.ckpt", ckpt);
+  TrainConfig bad = good;
+  bad.resume = dir.path() / "nan.ckpt";
+  bad.epochs = 3;
+  try {
+    train(bad, synthetic_train(), synthetic_test(), nullptr);
+    FAIL() << "expected DivergedError";
+  } catch (const DivergedError& e) {
+    EXPECT_NE(std::string(e.what()).find("epoch 2, step 1 "), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_bytes(good.save), before);
+}
+
+}  // namespace
+}  // namespace tbgrad::mnist

@@ -1,0 +1,826 @@
+// Shape rules: every public op function rejects bad shapes and dtypes when the graph is built,
+// with a tbgrad::ShapeError whose message names the op and the offending shapes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <tbgrad.hpp>
+
+namespace {
+
+using tbgrad::DType;
+using tbgrad::Executor;
+using tbgrad::Graph;
+using tbgrad::Shape;
+using tbgrad::Tensor;
+using tbgrad::Value;
+
+// Runs `build` and checks that it throws exactly a tbgrad::ShapeError whose message contains
+// every fragment.
+::testing::AssertionResult ThrowsShapeError(const std::function<void()>& build,
+                                            const std::vector<std::string>& fragments) {
+  try {
+    build();
+  } catch (const tbgrad::ShapeError& e) {
+    const std::string msg = e.what();
+    for (const std::string& f : fragments) {
+      if (msg.find(f) == std::string::npos) {
+        return ::testing::AssertionFailure() << "message \"" << msg << "\" lacks \"" << f << "\"";
+      }
+    }
+    return ::testing::AssertionSuccess() << msg;
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw something other than ShapeError: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+// A parameter of another dtype than the graph's default.
+Value param_of(Graph& g, const std::string& name, const Shape& shape, DType dtype) {
+  return g.param(name, Tensor(shape, dtype));
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+// ---------------------------------------------------------------------------------------------
+
+TEST(Conv2dShapeErrors, WeightInputChannelsMustMatchTheInput) {
+  Graph g;
+  Value x = g.input("x", {32, 1, 28, 28});
+  Value w = g.param("w", {3, 2, 5, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "weight expects 2 input channels", "[32,1,28,28]"}));
+}
+
+TEST(Conv2dShapeErrors, InputMustHaveRank4) {
+  Graph g;
+  Value x = g.input("x", {1, 28, 28});
+  Value w = g.param("w", {3, 1, 5, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "input x ([1,28,28])", "rank 4", "rank 3"}));
+}
+
+TEST(Conv2dShapeErrors, WeightMustHaveRank4) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 28, 28});
+  Value w = g.param("w", {3, 25});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::conv2d(x, w); }, {"conv2d", "weight w ([3,25])", "rank 4"}));
+}
+
+TEST(Conv2dShapeErrors, BiasMustHaveOneValuePerOutputChannel) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 28, 28});
+  Value w = g.param("w", {3, 1, 5, 5});
+  Value b = g.param("b", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, b); },
+                               {"conv2d", "bias b ([4])", "must be [3]", "[3,1,5,5]"}));
+}
+
+TEST(Conv2dShapeErrors, BiasMustHaveRank1) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 28, 28});
+  Value w = g.param("w", {3, 1, 5, 5});
+  Value b = g.param("b", {3, 1, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, b); },
+                               {"conv2d", "bias b ([3,1,1])", "must be [3]"}));
+}
+
+TEST(Conv2dShapeErrors, KernelMustFitThePaddedInput) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 4, 4});
+  Value w = g.param("w", {1, 1, 5, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "kernel 5x5", "does not fit input x ([1,1,4,4])"}));
+  // With padding 1 the 6x6 padded input fits the kernel.
+  EXPECT_NO_THROW(tbgrad::conv2d(x, w, {.padding = 1}));
+}
+
+TEST(Conv2dShapeErrors, StrideMustBePositive) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  Value w = g.param("w", {1, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.stride = {0, 1}}); },
+                               {"conv2d", "stride must be >= 1", "(0,1)"}));
+}
+
+TEST(Conv2dShapeErrors, PaddingMustBeNonNegative) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  Value w = g.param("w", {1, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.padding = {-1, 0}}); },
+                               {"conv2d", "padding must be >= 0", "(-1,0)"}));
+}
+
+TEST(Conv2dShapeErrors, WeightNeedsAnOutputChannel) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  Value w = g.param("w", {0, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "weight w ([0,1,3,3])", "at least one output channel"}));
+}
+
+TEST(Conv2dShapeErrors, InputAndWeightMustShareADtype) {
+  Graph g;  // f32
+  Value x = g.input("x", {1, 1, 8, 8});
+  Value w = param_of(g, "w", {1, 1, 3, 3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "same dtype", "f32", "x ([1,1,8,8])", "f64"}));
+}
+
+TEST(Conv2dShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8}, DType::kI32);
+  Value w = g.param("w", {1, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); },
+                               {"conv2d", "x ([1,1,8,8] i32)", "floating point"}));
+}
+
+TEST(Conv2dShapeErrors, InputsMustBelongToOneGraph) {
+  Graph g1, g2;
+  Value x = g1.input("x", {1, 1, 8, 8});
+  Value w = g2.param("w", {1, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w); }, {"conv2d", "different graphs"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling: avg_pool2d and max_pool2d share their shape rule
+// ---------------------------------------------------------------------------------------------
+
+struct PoolFn {
+  const char* name;
+  Value (*fn)(Value, tbgrad::Pool2dOptions);
+};
+
+class Pool2dShapeErrors : public ::testing::TestWithParam<PoolFn> {};
+
+TEST_P(Pool2dShapeErrors, InputMustHaveRank4) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 28, 28});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 2}); },
+                               {p.name, "input x ([1,28,28])", "rank 4", "rank 3"}));
+}
+
+TEST_P(Pool2dShapeErrors, KernelMustBePositive) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = {0, 2}}); },
+                               {p.name, "kernel must be >= 1", "(0,2)"}));
+}
+
+TEST_P(Pool2dShapeErrors, StrideMustBePositive) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 2, .stride = {-1, 1}}); },
+                               {p.name, "stride must be >= 1", "(-1,1)"}));
+}
+
+TEST_P(Pool2dShapeErrors, PaddingMustBeAtMostHalfTheKernel) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 3, .padding = 2}); },
+                               {p.name, "half the kernel (3,3)", "(2,2)"}));
+  EXPECT_NO_THROW(p.fn(x, {.kernel = 4, .padding = 2}));
+}
+
+TEST_P(Pool2dShapeErrors, PaddingMustBeNonNegative) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 3, .padding = {0, -1}}); },
+                               {p.name, "padding", "(0,-1)"}));
+}
+
+TEST_P(Pool2dShapeErrors, KernelMustFitThePaddedInput) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {2, 3, 3, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 4}); },
+                               {p.name, "kernel (4,4)", "does not fit input x ([2,3,3,5])"}));
+}
+
+TEST_P(Pool2dShapeErrors, InputMustBeFloatingPoint) {
+  const PoolFn& p = GetParam();
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8}, DType::kI32);
+  EXPECT_TRUE(ThrowsShapeError([&] { p.fn(x, {.kernel = 2}); },
+                               {p.name, "x ([1,1,8,8] i32)", "floating point"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, Pool2dShapeErrors,
+                         ::testing::Values(PoolFn{"avg_pool2d", &tbgrad::avg_pool2d},
+                                           PoolFn{"max_pool2d", &tbgrad::max_pool2d}),
+                         [](const ::testing::TestParamInfo<PoolFn>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// matmul and linear
+// ---------------------------------------------------------------------------------------------
+
+TEST(MatmulShapeErrors, InnerDimensionsMustAgree) {
+  Graph g;
+  Value a = g.input("a", {3, 4});
+  Value b = g.input("b", {5, 6});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(a, b); },
+                               {"matmul", "inner dimensions differ", "a ([3,4]) has K=4",
+                                "b ([5,6]) has K=5"}));
+}
+
+TEST(MatmulShapeErrors, InnerDimensionsAreReadThroughTheTransposes) {
+  Graph g;
+  Value a = g.input("a", {4, 3});
+  Value b = g.input("b", {6, 5});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::matmul(a, b, {.transpose_a = true, .transpose_b = true}); },
+      {"matmul", "a ([4,3]) transposed has K=4", "b ([6,5]) transposed has K=5"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(a, b, {.transpose_a = true}); },
+                               {"matmul", "a ([4,3]) transposed has K=4", "b ([6,5]) has K=6"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(a, b, {.transpose_b = true}); },
+                               {"matmul", "a ([4,3]) has K=3", "b ([6,5]) transposed has K=5"}));
+}
+
+TEST(MatmulShapeErrors, OperandsMustBeMatrices) {
+  Graph g;
+  Value v = g.input("v", {3});
+  Value m = g.input("m", {3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(v, m); }, {"matmul", "v ([3])", "rank 2"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(m, v); }, {"matmul", "v ([3])", "rank 2"}));
+}
+
+TEST(MatmulShapeErrors, OperandsMustShareADtype) {
+  Graph g;
+  Value a = g.input("a", {3, 4});
+  Value b = param_of(g, "b", {4, 5}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(a, b); },
+                               {"matmul", "same dtype", "a ([3,4])", "b ([4,5] f64)"}));
+}
+
+TEST(MatmulShapeErrors, OperandsMustBeFloatingPoint) {
+  Graph g;
+  Value a = g.input("a", {3, 4}, DType::kI32);
+  Value b = g.input("b", {4, 5}, DType::kI32);
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::matmul(a, b); }, {"matmul", "a ([3,4] i32)", "floating point"}));
+}
+
+TEST(LinearShapeErrors, WeightInputFeaturesMustMatchTheInput) {
+  Graph g;
+  Value x = g.input("x", {32, 245});
+  Value w = g.param("w", {100, 244});
+  Value b = g.param("b", {100});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::linear(x, w, b); },
+                               {"linear", "w ([100,244]) expects 244 input features",
+                                "x ([32,245]) has 245"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::linear(x, w); },
+                               {"linear", "expects 244 input features", "[32,245]"}));
+}
+
+TEST(LinearShapeErrors, BiasMustHaveOneValuePerOutputFeature) {
+  Graph g;
+  Value x = g.input("x", {32, 245});
+  Value w = g.param("w", {100, 245});
+  Value b = g.param("b", {99});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::linear(x, w, b); }, {"linear", "bias b ([99])", "must be [100]"}));
+}
+
+TEST(LinearShapeErrors, InputMustBeFlattenedFirst) {
+  Graph g;
+  Value x = g.input("x", {32, 5, 7, 7});
+  Value w = g.param("w", {100, 245});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::linear(x, w); },
+                               {"linear", "input", "x ([32,5,7,7])", "rank 2", "rank 4"}));
+}
+
+TEST(LinearShapeErrors, WeightMustBeAMatrix) {
+  Graph g;
+  Value x = g.input("x", {32, 245});
+  Value w = g.param("w", {245});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::linear(x, w); }, {"linear", "weight", "w ([245])", "rank 2"}));
+}
+
+TEST(LinearShapeErrors, InputWeightAndBiasMustShareADtype) {
+  Graph g;
+  Value x = g.input("x", {4, 6});
+  Value w64 = param_of(g, "w64", {3, 6}, DType::kF64);
+  Value w = g.param("w", {3, 6});
+  Value b64 = param_of(g, "b64", {3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::linear(x, w64); },
+                               {"linear", "same dtype", "x ([4,6])", "w64 ([3,6] f64)"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::linear(x, w, b64); },
+                               {"linear", "same dtype", "x ([4,6])", "b64 ([3] f64)"}));
+}
+
+TEST(LinearShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("x", {4, 6}, DType::kI32);
+  Value w = g.param("w", {3, 6});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::linear(x, w); }, {"linear", "x ([4,6] i32)", "floating point"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broadcasting binary ops
+// ---------------------------------------------------------------------------------------------
+
+struct BinaryFn {
+  const char* name;
+  Value (*fn)(Value, Value);
+};
+
+class BinaryShapeErrors : public ::testing::TestWithParam<BinaryFn> {};
+
+TEST_P(BinaryShapeErrors, ShapesMustBroadcast) {
+  const BinaryFn& op = GetParam();
+  Graph g;
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(a, b); },
+                               {op.name, "cannot broadcast a ([2,3]) with b ([4])",
+                                "dimension 1 is 3 vs 4"}));
+}
+
+TEST_P(BinaryShapeErrors, ChannelBiasMustMatchTheChannels) {
+  const BinaryFn& op = GetParam();
+  Graph g;
+  Value x = g.input("x", {2, 3, 5, 5});
+  Value b = g.param("b", {4, 1, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(x, b); },
+                               {op.name, "x ([2,3,5,5])", "b ([4,1,1])", "3 vs 4"}));
+}
+
+TEST_P(BinaryShapeErrors, OperandsMustShareADtype) {
+  const BinaryFn& op = GetParam();
+  Graph g;
+  Value a = g.input("a", {2, 3});
+  Value b = param_of(g, "b", {2, 3}, DType::kF64);
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { op.fn(a, b); }, {op.name, "same dtype", "a ([2,3])", "b ([2,3] f64)"}));
+}
+
+TEST_P(BinaryShapeErrors, OperandsMustBeFloatingPoint) {
+  const BinaryFn& op = GetParam();
+  Graph g;
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {2, 3}, DType::kI32);
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(a, b); }, {op.name, "b ([2,3] i32)", "floating point"}));
+}
+
+TEST_P(BinaryShapeErrors, OperandsMustBelongToOneGraph) {
+  const BinaryFn& op = GetParam();
+  Graph g1, g2;
+  Value a = g1.input("a", {2, 3});
+  Value b = g2.input("b", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(a, b); }, {op.name, "different graphs"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, BinaryShapeErrors,
+                         ::testing::Values(BinaryFn{"add", &tbgrad::add},
+                                           BinaryFn{"sub", &tbgrad::sub},
+                                           BinaryFn{"mul", &tbgrad::mul}),
+                         [](const ::testing::TestParamInfo<BinaryFn>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// scale and the activations
+// ---------------------------------------------------------------------------------------------
+
+TEST(ScaleShapeErrors, FactorMustBeFinite) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  for (double f : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
+                   -std::numeric_limits<double>::infinity()}) {
+    SCOPED_TRACE(f);
+    EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::scale(x, f); }, {"scale", "factor must be finite"}));
+  }
+}
+
+TEST(ScaleShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("x", {2, 3}, DType::kI32);
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::scale(x, 2.0); }, {"scale", "x ([2,3] i32)", "floating point"}));
+}
+
+struct UnaryFn {
+  const char* name;
+  Value (*fn)(Value);
+};
+
+class UnaryShapeErrors : public ::testing::TestWithParam<UnaryFn> {};
+
+TEST_P(UnaryShapeErrors, InputMustBeFloatingPoint) {
+  const UnaryFn& op = GetParam();
+  Graph g;
+  Value x = g.input("x", {2, 3}, DType::kI32);
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(x); }, {op.name, "x ([2,3] i32)", "floating point"}));
+}
+
+TEST_P(UnaryShapeErrors, InputMustBeAValidValue) {
+  const UnaryFn& op = GetParam();
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(Value()); }, {op.name, "invalid"}));
+}
+
+TEST(FlattenShapeErrors, InputMustBeAValidValue) {
+  EXPECT_TRUE(ThrowsShapeError([] { tbgrad::flatten(Value()); }, {"flatten", "invalid"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, UnaryShapeErrors,
+                         ::testing::Values(UnaryFn{"relu", &tbgrad::relu},
+                                           UnaryFn{"sigmoid", &tbgrad::sigmoid},
+                                           UnaryFn{"tanh", &tbgrad::tanh},
+                                           UnaryFn{"softmax", &tbgrad::softmax},
+                                           UnaryFn{"log_softmax", &tbgrad::log_softmax},
+                                           UnaryFn{"sum", &tbgrad::sum},
+                                           UnaryFn{"mean", &tbgrad::mean}),
+                         [](const ::testing::TestParamInfo<UnaryFn>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---------------------------------------------------------------------------------------------
+// Softmax family
+// ---------------------------------------------------------------------------------------------
+
+struct SoftmaxFn {
+  const char* name;
+  Value (*fn)(Value);
+};
+
+class SoftmaxShapeErrors : public ::testing::TestWithParam<SoftmaxFn> {};
+
+TEST_P(SoftmaxShapeErrors, ScalarInputHasNoDimensionToNormalise) {
+  const SoftmaxFn& op = GetParam();
+  Graph g;
+  Value x = g.input("x", {});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { op.fn(x); }, {op.name, "x ([])", "non-empty last dimension"}));
+}
+
+TEST_P(SoftmaxShapeErrors, EmptyLastDimensionHasNothingToNormalise) {
+  const SoftmaxFn& op = GetParam();
+  Graph g;
+  Value x = g.input("x", {3, 0});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { op.fn(x); }, {op.name, "x ([3,0])", "non-empty last dimension"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, SoftmaxShapeErrors,
+                         ::testing::Values(SoftmaxFn{"softmax", &tbgrad::softmax},
+                                           SoftmaxFn{"log_softmax", &tbgrad::log_softmax}),
+                         [](const ::testing::TestParamInfo<SoftmaxFn>& info) {
+                           return std::string(info.param.name);
+                         });
+
+TEST(SoftmaxCrossEntropyShapeErrors, LabelsMustHaveOneEntryPerRow) {
+  Graph g;
+  Value logits = g.input("logits", {32, 10});
+  Value y = g.input_labels("y", {31});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "labels y ([31] i32)", "must be [32]",
+                                "logits ([32,10])"}));
+}
+
+TEST(SoftmaxCrossEntropyShapeErrors, LabelsMustBeAVector) {
+  Graph g;
+  Value logits = g.input("logits", {32, 10});
+  Value y = g.input_labels("y", {32, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "labels y ([32,1] i32)", "must be [32]"}));
+}
+
+TEST(SoftmaxCrossEntropyShapeErrors, LabelsMustBeInt32) {
+  Graph g;
+  Value logits = g.input("logits", {32, 10});
+  Value y = g.input("y", {32});  // f32, not i32
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "labels y ([32])", "i32"}));
+}
+
+TEST(SoftmaxCrossEntropyShapeErrors, LogitsMustBeAMatrix) {
+  Graph g;
+  Value logits = g.input("logits", {32, 10, 1});
+  Value y = g.input_labels("y", {32});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "logits ([32,10,1])", "rank 2"}));
+}
+
+TEST(SoftmaxCrossEntropyShapeErrors, LogitsNeedAClass) {
+  Graph g;
+  Value logits = g.input("logits", {4, 0});
+  Value y = g.input_labels("y", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "logits ([4,0])", "at least one row and one class"}));
+}
+
+TEST(SoftmaxCrossEntropyShapeErrors, LogitsMustBeFloatingPoint) {
+  Graph g;
+  Value logits = g.input("logits", {4, 3}, DType::kI32);
+  Value y = g.input_labels("y", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy(logits, y); },
+                               {"softmax_cross_entropy", "logits ([4,3] i32)", "floating point"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions and shape ops
+// ---------------------------------------------------------------------------------------------
+
+TEST(MeanShapeErrors, InputMustHaveElements) {
+  Graph g;
+  Value x = g.input("x", {0, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::mean(x); }, {"mean", "x ([0,3])", "no elements"}));
+}
+
+TEST(SumToShapeErrors, TargetMustBroadcastBackToTheInput) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::sum_to(x, {5, 4}); },
+                               {"sum_to", "cannot sum x ([2,3,4]) down to [5,4]"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::sum_to(x, {1, 2, 3, 4}); },
+                               {"sum_to", "x ([2,3,4])", "[1,2,3,4]"}));
+}
+
+TEST(SumToShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("x", {2, 3}, DType::kI32);
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::sum_to(x, {3}); }, {"sum_to", "x ([2,3] i32)", "floating point"}));
+}
+
+TEST(BroadcastToShapeErrors, InputMustBroadcastToTheTarget) {
+  Graph g;
+  Value x = g.input("x", {3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::broadcast_to(x, {3, 5}); },
+                               {"broadcast_to", "cannot broadcast x ([3,4]) to [3,5]"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::broadcast_to(x, {4}); },
+                               {"broadcast_to", "x ([3,4])", "[4]"}));
+}
+
+TEST(BroadcastToShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("x", {3}, DType::kI32);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::broadcast_to(x, {2, 3}); },
+                               {"broadcast_to", "x ([3] i32)", "floating point"}));
+}
+
+TEST(ReshapeShapeErrors, ElementCountMustBeKept) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::reshape(x, Shape{5, 5}); },
+                               {"reshape", "x ([2,3,4]) (24 elements)", "[5,5] (25 elements)"}));
+}
+
+TEST(ReshapeShapeErrors, AtMostOneDimensionMayBeInferred) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::reshape(x, {-1, -1}); }, {"reshape", "at most one dimension"}));
+}
+
+TEST(ReshapeShapeErrors, InferredDimensionMustDivideTheElementCount) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::reshape(x, {5, -1}); },
+                               {"reshape", "cannot infer the -1 dimension", "x ([2,3,4])"}));
+}
+
+TEST(ReshapeShapeErrors, DimensionsMustNotBeNegative) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::reshape(x, {-2, -12}); },
+                               {"reshape", "dimension -2 is negative"}));
+}
+
+TEST(FlattenShapeErrors, ScalarHasNoBatchDimension) {
+  Graph g;
+  Value x = g.input("x", {});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::flatten(x); }, {"flatten", "x ([])", "scalar"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gradient kernels
+// ---------------------------------------------------------------------------------------------
+
+TEST(Conv2dBackwardInputShapeErrors, OutputGradientMustMatchTheConvolutionsOutput) {
+  Graph g;
+  Value gy = g.input("gy", {1, 2, 3, 3});
+  Value w = g.param("w", {2, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::conv2d_backward_input(gy, w, {1, 1, 6, 6}, {}); },
+      {"conv2d_backward_input", "output gradient gy ([1,2,3,3])", "must be [1,2,4,4]"}));
+}
+
+TEST(Conv2dBackwardInputShapeErrors, InputShapeMustMatchTheWeightsChannels) {
+  Graph g;
+  Value gy = g.input("gy", {1, 2, 4, 4});
+  Value w = g.param("w", {2, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d_backward_input(gy, w, {1, 3, 6, 6}, {}); },
+                               {"conv2d_backward_input", "weight expects 1 input channels",
+                                "[1,3,6,6]"}));
+}
+
+TEST(Conv2dBackwardWeightShapeErrors, OutputGradientMustMatchTheConvolutionsOutput) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 6, 6});
+  Value gy = g.input("gy", {2, 2, 5, 5});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::conv2d_backward_weight(x, gy, {2, 1, 3, 3}, {}); },
+      {"conv2d_backward_weight", "output gradient gy ([2,2,5,5])", "must be [2,2,4,4]"}));
+}
+
+TEST(Conv2dBackwardWeightShapeErrors, WeightShapeMustHaveRank4) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 6, 6});
+  Value gy = g.input("gy", {2, 2, 4, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d_backward_weight(x, gy, {2, 3, 3}, {}); },
+                               {"conv2d_backward_weight", "weight [2,3,3]", "rank 4"}));
+}
+
+TEST(Conv2dBackwardBiasShapeErrors, OutputGradientMustHaveRank4) {
+  Graph g;
+  Value gy = g.input("gy", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d_backward_bias(gy); },
+                               {"conv2d_backward_bias", "gy ([2,3])", "rank 4"}));
+}
+
+TEST(AvgPool2dBackwardShapeErrors, OutputGradientMustMatchThePoolingsOutput) {
+  Graph g;
+  Value gy = g.input("gy", {1, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::avg_pool2d_backward(gy, {1, 1, 4, 4}, {.kernel = 2}); },
+                               {"avg_pool2d_backward", "gy ([1,1,3,3])", "must be [1,1,2,2]"}));
+}
+
+TEST(AvgPool2dBackwardShapeErrors, InputShapeMustHaveRank4) {
+  Graph g;
+  Value gy = g.input("gy", {1, 2, 2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::avg_pool2d_backward(gy, {1, 4, 4}, {.kernel = 2}); },
+                               {"avg_pool2d_backward", "[1,4,4]", "rank 4"}));
+}
+
+TEST(MaxPool2dBackwardShapeErrors, OutputGradientMustMatchThePoolingsOutput) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 4, 4});
+  Value gy = g.input("gy", {1, 1, 4, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::max_pool2d_backward(x, gy, {.kernel = 2}); },
+                               {"max_pool2d_backward", "gy ([1,1,4,4])", "must be [1,1,2,2]"}));
+}
+
+TEST(MaxPool2dBackwardShapeErrors, InputMustHaveRank4) {
+  Graph g;
+  Value x = g.input("x", {4, 4});
+  Value gy = g.input("gy", {2, 2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::max_pool2d_backward(x, gy, {.kernel = 2}); },
+                               {"max_pool2d_backward", "x ([4,4])", "rank 4"}));
+}
+
+using SavedGradFn = Value (*)(Value, Value);
+
+struct ActivationBackwardFn {
+  const char* name;
+  SavedGradFn fn;
+};
+
+class ActivationBackwardShapeErrors : public ::testing::TestWithParam<ActivationBackwardFn> {};
+
+TEST_P(ActivationBackwardShapeErrors, GradientMustMatchTheSavedValue) {
+  const ActivationBackwardFn& op = GetParam();
+  Graph g;
+  Value saved = g.input("saved", {2, 3});
+  Value gy = g.input("gy", {2, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(saved, gy); },
+                               {op.name, "gy ([2,4])", "saved ([2,3])"}));
+}
+
+TEST_P(ActivationBackwardShapeErrors, GradientMustShareTheSavedValuesDtype) {
+  const ActivationBackwardFn& op = GetParam();
+  Graph g;
+  Value saved = g.input("saved", {2, 3});
+  Value gy = g.input("gy", {2, 3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { op.fn(saved, gy); }, {op.name, "same dtype", "gy ([2,3] f64)"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Ops, ActivationBackwardShapeErrors,
+    ::testing::Values(ActivationBackwardFn{"relu_backward", &tbgrad::relu_backward},
+                      ActivationBackwardFn{"sigmoid_backward", &tbgrad::sigmoid_backward},
+                      ActivationBackwardFn{"tanh_backward", &tbgrad::tanh_backward},
+                      ActivationBackwardFn{"softmax_backward", &tbgrad::softmax_backward},
+                      ActivationBackwardFn{"log_softmax_backward", &tbgrad::log_softmax_backward}),
+    [](const ::testing::TestParamInfo<ActivationBackwardFn>& info) {
+      return std::string(info.param.name);
+    });
+
+TEST(SoftmaxCrossEntropyBackwardShapeErrors, GradientMustBeAScalar) {
+  Graph g;
+  Value logits = g.input("logits", {4, 3});
+  Value y = g.input_labels("y", {4});
+  Value gy = g.input("gy", {2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softmax_cross_entropy_backward(logits, y, gy); },
+                               {"softmax_cross_entropy_backward", "gy ([2])", "scalar"}));
+}
+
+TEST(SoftmaxCrossEntropyBackwardShapeErrors, LabelsMustHaveOneEntryPerRow) {
+  Graph g;
+  Value logits = g.input("logits", {4, 3});
+  Value y = g.input_labels("y", {5});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::softmax_cross_entropy_backward(logits, y, g.scalar(1.0)); },
+      {"softmax_cross_entropy_backward", "labels y ([5] i32)", "must be [4]"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// grad(), Executor and Shape
+// ---------------------------------------------------------------------------------------------
+
+TEST(GradShapeErrors, LossMustBeAScalar) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value y = tbgrad::relu(x);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::grad(y, x); }, {"grad", "scalar", "relu ([2,3])"}));
+}
+
+TEST(GradShapeErrors, LossWithOneElementOfAnyRankIsAccepted) {
+  Graph g;
+  Value x = g.input("x", {1, 1});
+  EXPECT_NO_THROW(tbgrad::grad(tbgrad::relu(x), x));
+}
+
+TEST(GradShapeErrors, LossMustBeFloatingPoint) {
+  Graph g;
+  Value labels = g.input_labels("labels", {1});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::grad(labels, labels); }, {"grad", "labels ([1] i32)"}));
+}
+
+TEST(ExecutorShapeErrors, BindingATensorOfTheWrongShapeThrows) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value y = tbgrad::relu(x);
+  Executor ex(g, {y});
+  Tensor wrong({3, 2}, DType::kF32);
+  EXPECT_TRUE(ThrowsShapeError([&] { ex.bind(x, wrong); },
+                               {"Executor::bind", "x", "expects [2,3] f32", "got [3,2] f32"}));
+}
+
+TEST(ExecutorShapeErrors, BindingATensorOfTheWrongDtypeThrows) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value y = tbgrad::relu(x);
+  Executor ex(g, {y});
+  Tensor wrong({2, 3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { ex.bind(x, wrong); },
+                               {"Executor::bind", "expects [2,3] f32", "got [2,3] f64"}));
+}
+
+TEST(ExecutorErrors, BindingSomethingThatIsNotAnInputThrows) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value w = g.param("w", {2, 3});
+  Value y = tbgrad::mul(x, w);
+  Executor ex(g, {y});
+  try {
+    ex.bind(w, Tensor({2, 3}, DType::kF32));
+    FAIL() << "binding a parameter did not throw";
+  } catch (const tbgrad::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not an input"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ExecutorErrors, RunningWithAnUnboundInputThrowsNamingIt) {
+  Graph g;
+  Value x = g.input("images", {2, 3});
+  Value labels = g.input_labels("labels", {2});
+  Value loss = tbgrad::softmax_cross_entropy(x, labels);
+  Executor ex(g, {loss});
+  Tensor xv({2, 3}, DType::kF32);
+  ex.bind(x, xv);
+  try {
+    ex.run();
+    FAIL() << "running without binding labels did not throw";
+  } catch (const tbgrad::Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("labels"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("not bound"), std::string::npos) << msg;
+  }
+}
+
+TEST(ShapeErrors, ShapesAreLimitedToSixDimensions) {
+  EXPECT_TRUE(ThrowsShapeError([] { (void)Shape{1, 2, 3, 4, 5, 6, 7}; },
+                               {"rank 7", "maximum rank 6"}));
+}
+
+TEST(ShapeErrors, DimensionsMustNotBeNegative) {
+  EXPECT_TRUE(ThrowsShapeError([] { (void)Shape{2, -3}; }, {"non-negative", "-3"}));
+}
+
+}  // namespace

@@ -1,6 +1,7 @@
 #include "graph/executor.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -245,9 +246,30 @@ void Executor::run() {
 }
 
 void Executor::run_steps() {
+  if (profiling_) {
+    for (std::size_t i = 0; i < steps_.size(); ++i) {
+      const Step& step = steps_[i];
+      KernelContext ctx{step.inputs, step.output, step.workspace};
+      const auto t0 = std::chrono::steady_clock::now();
+      step.op->forward(ctx);
+      profile_[i].seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++profile_[i].calls;
+    }
+    return;
+  }
   for (const Step& step : steps_) {
     KernelContext ctx{step.inputs, step.output, step.workspace};
     step.op->forward(ctx);
+  }
+}
+
+void Executor::set_profiling(bool on) {
+  profiling_ = on;
+  profile_.clear();
+  if (!on) return;
+  for (const Step& step : steps_) {
+    profile_.push_back({step.op->name(), step.node, step.output.shape(), 0.0, 0});
   }
 }
 

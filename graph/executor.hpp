@@ -44,6 +44,18 @@ class Executor {
   const Tensor& get(Value v) const;
   const Tensor& operator[](Value v) const { return get(v); }
 
+  // Per-step timing, for finding hot ops: when enabled, run() adds each step's wall time to
+  // its entry of profile() (one entry per step, in schedule order).
+  struct StepProfile {
+    const char* op;
+    int node;
+    Shape shape;
+    double seconds = 0;
+    std::int64_t calls = 0;
+  };
+  void set_profiling(bool on);
+  const std::vector<StepProfile>& profile() const { return profile_; }
+
   std::size_t arena_bytes() const { return arena_bytes_; }
   // Bytes the op outputs and workspaces would need without reuse; compare with arena_bytes().
   std::size_t unplanned_bytes() const { return unplanned_bytes_; }
@@ -73,6 +85,8 @@ class Executor {
   std::vector<std::vector<InputUse>> uses_;    // by node id: where an input node is read
   std::vector<char> needed_;                   // by node id
   std::vector<char> bound_;                    // by node id
+  std::vector<StepProfile> profile_;
+  bool profiling_ = false;
   std::shared_ptr<void> arena_;
   std::size_t arena_bytes_ = 0;
   std::size_t unplanned_bytes_ = 0;

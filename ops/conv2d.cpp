@@ -84,9 +84,16 @@ void scatter_plane(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
 }
 
 // gk[KH, KW] += sum over the window positions of gy_plane * x_plane.
+//
+// A plain `acc += a * b` loop cannot be vectorised without reassociating floating-point sums
+// (which -O3 does not do). Instead each output column keeps its own partial sum down the rows
+// (an elementwise, vectorisable update), and the columns are added left to right at the end: a
+// fixed order, so still deterministic. Columns are processed in tiles of kTile.
 template <typename T>
 void weight_grad_plane(const ConvGeometry& g, const T* x, const T* gy, T* gk) {
+  constexpr std::int64_t kTile = 128;
   const Window2d& wn = g.win;
+  T col[kTile];
   for (int ky = 0; ky < wn.kh; ++ky) {
     std::int64_t oy_lo, oy_hi;
     Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
@@ -94,10 +101,19 @@ void weight_grad_plane(const ConvGeometry& g, const T* x, const T* gy, T* gk) {
       std::int64_t ox_lo, ox_hi;
       Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
       T acc = 0;
-      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
-        const T* gr = gy + oy * g.ow;
-        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) acc += gr[ox] * x[xoff + ox * wn.sw];
+      for (std::int64_t t0 = ox_lo; t0 < ox_hi; t0 += kTile) {
+        const std::int64_t n = std::min(kTile, ox_hi - t0);
+        std::fill(col, col + n, T(0));
+        for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+          const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw + t0 * wn.sw;
+          const T* gr = gy + oy * g.ow + t0;
+          if (wn.sw == 1) {
+            for (std::int64_t i = 0; i < n; ++i) col[i] += gr[i] * x[xoff + i];
+          } else {
+            for (std::int64_t i = 0; i < n; ++i) col[i] += gr[i] * x[xoff + i * wn.sw];
+          }
+        }
+        for (std::int64_t i = 0; i < n; ++i) acc += col[i];
       }
       gk[ky * wn.kw + kx] += acc;
     }

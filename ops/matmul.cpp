@@ -95,6 +95,8 @@ Value matmul(Value a, Value b, MatmulOptions o) {
 
 Value linear(Value x, Value weight) {
   detail::require_same_graph("linear", x, weight);
+  detail::require_float("linear", x);
+  detail::require_same_dtype("linear", x, weight);
   detail::require_rank("linear", x, 2, "input");
   detail::require_rank("linear", weight, 2, "weight");
   if (x.shape()[1] != weight.shape()[1]) {
@@ -108,6 +110,7 @@ Value linear(Value x, Value weight) {
 Value linear(Value x, Value weight, Value bias) {
   Value y = linear(x, weight);
   detail::require_same_graph("linear", x, bias);
+  detail::require_same_dtype("linear", x, bias);
   if (bias.shape().rank() != 1 || bias.shape()[0] != weight.shape()[0]) {
     shape_error("linear", "bias " + bias.describe() + " must be [" +
                               std::to_string(weight.shape()[0]) + "], one per output feature");

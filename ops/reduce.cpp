@@ -145,6 +145,7 @@ Value sum(Value x) {
 
 Value mean(Value x) {
   if (!x.valid()) shape_error("mean", "input is an invalid (empty) Value");
+  detail::require_float("mean", x);
   const std::int64_t n = x.shape().numel();
   if (n == 0) shape_error("mean", "input " + x.describe() + " has no elements");
   return scale(sum(x), 1.0 / static_cast<double>(n));

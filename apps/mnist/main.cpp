@@ -3,6 +3,7 @@
 
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -138,6 +139,8 @@ int cmd_train(const std::vector<std::string>& args) {
       "learning rate (default: sgd 0.1, momentum 0.02, adam 0.002; 0.001 for lenet5)")(
       "init", po::value<std::string>()->default_value("xavier"),
       "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
+      "schedule", po::value<std::string>()->default_value("cosine"),
+      "learning rate over the epochs: cosine (decays from --lr towards 0) or constant")(
       "threads", po::value<std::string>(), "worker threads (default: all cores)")(
       "seed", po::value<std::string>()->default_value("1"),
       "random seed for initialisation and data order")(
@@ -172,6 +175,10 @@ int cmd_train(const std::vector<std::string>& args) {
     nn::parse_init(cfg.init);
   } catch (const Error& e) {
     throw UsageError(std::string("--init: ") + e.what());
+  }
+  cfg.schedule = vm["schedule"].as<std::string>();
+  if (cfg.schedule != "cosine" && cfg.schedule != "constant") {
+    throw UsageError("--schedule must be cosine or constant, got '" + cfg.schedule + "'");
   }
   cfg.seed = static_cast<std::uint64_t>(
       int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
@@ -310,6 +317,8 @@ int cmd_predict(const std::vector<std::string>& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Exceeding a file-size limit must become a write error (and a clean message), not a kill.
+  std::signal(SIGXFSZ, SIG_IGN);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << kProgramHelp;

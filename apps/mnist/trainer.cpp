@@ -210,6 +210,17 @@ class ProgressBar {
 
 }  // namespace
 
+double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch,
+                    std::int64_t epochs) {
+  if (schedule == "constant") return lr;
+  if (schedule == "cosine") {
+    constexpr double kPi = 3.14159265358979323846;
+    const double progress = static_cast<double>(epoch - 1) / static_cast<double>(std::max<std::int64_t>(epochs, 1));
+    return lr * 0.5 * (1.0 + std::cos(kPi * progress));
+  }
+  throw Error("unknown learning-rate schedule '" + schedule + "' (expected cosine or constant)");
+}
+
 Defaults default_hyperparameters(const std::string& model, const std::string& optimizer) {
   // Measured on real MNIST, 5 epochs, batch 32 (docs/experiments.md).
   const std::string opt = optimizer.empty() ? "adam" : optimizer;
@@ -306,6 +317,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       std::swap(order[static_cast<std::size_t>(i)],
                 order[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i + 1)))]);
     }
+    opt->set_learning_rate(scheduled_lr(config.schedule, lr, epoch, config.epochs));
     const auto t0 = Clock::now();
     double loss_sum = 0;
     std::int64_t correct = 0, step = 0;
@@ -358,6 +370,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                        {"batch_size", std::to_string(batch)},
                        {"seed", std::to_string(config.seed)},
                        {"init", config.init},
+                       {"schedule", config.schedule},
                        {"limit", std::to_string(n)},
                        {"optimizer_steps", std::to_string(opt->steps())},
                        {"rng", rng.state()},

@@ -19,6 +19,9 @@ struct TrainConfig {
   std::string optimizer;  // empty: the model's default
   double lr = 0;          // 0: the default for model and optimizer
   std::string init = "xavier";
+  // Learning rate over the epochs: "cosine" decays it from lr towards 0 along a half cosine
+  // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it.
+  std::string schedule = "cosine";
   std::int64_t epochs = 5;
   std::int64_t batch_size = 32;
   std::int64_t limit = 0;  // 0: the whole training set
@@ -28,6 +31,9 @@ struct TrainConfig {
   std::filesystem::path metrics;  // CSV, one row per epoch, when set
   bool progress = false;          // live progress bar on stdout
 };
+
+// The learning rate of `epoch` (1-based) of `epochs` under `schedule`.
+double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch, std::int64_t epochs);
 
 // Defaults chosen by measurement (docs/experiments.md): what a user who passes nothing gets.
 struct Defaults {

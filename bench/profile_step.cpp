@@ -1,0 +1,56 @@
+// Prints where a training step's time goes, op by op, for one model and batch size.
+// Usage: profile_step [model] [batch] [threads] [steps]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <tbgrad.hpp>
+
+int main(int argc, char** argv) {
+  using namespace tbgrad;
+  const std::string model = argc > 1 ? argv[1] : "seed";
+  const std::int64_t batch = argc > 2 ? std::atoll(argv[2]) : 32;
+  const int threads = argc > 3 ? std::atoi(argv[3]) : 1;
+  const int steps = argc > 4 ? std::atoi(argv[4]) : 200;
+  set_num_threads(threads);
+  Graph g;
+  nn::ParamStore store;
+  nn::Network net = nn::build_network(model, g, batch, store);
+  nn::Rng rng(1);
+  nn::initialize(store, nn::Init::kXavierUniform, rng);
+  auto grads = grad(net.loss, net.params);
+  Executor ex(g, {net.loss, net.logits, grads});
+  std::vector<Tensor> params(store.tensors().begin(), store.tensors().end());
+  nn::SGD opt(params, 0.01);
+  Tensor images({batch, 1, 28, 28}, DType::kF32), labels({batch}, DType::kI32);
+  nn::uniform(images, 0, 1, rng);
+  for (std::int64_t i = 0; i < batch; ++i) labels.set(i, static_cast<double>(i % 10));
+  std::vector<Tensor> gv;
+  for (Value v : grads) gv.push_back(ex[v]);
+  ex.bind(net.images, images).bind(net.labels, labels);
+  for (int i = 0; i < 20; ++i) ex.run();
+  ex.set_profiling(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) {
+    ex.run();
+    opt.step(gv);
+  }
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::map<std::string, double> by_op;
+  double in_ops = 0;
+  for (const auto& p : ex.profile()) {
+    by_op[p.op] += p.seconds;
+    in_ops += p.seconds;
+  }
+  std::vector<std::pair<double, std::string>> sorted;
+  for (auto& [k, v] : by_op) sorted.emplace_back(v, k);
+  std::sort(sorted.rbegin(), sorted.rend());
+  std::printf("%s batch %lld threads %d: %.1f us/step (%.0f images/s), ops %.1f us, arena %zu KiB\n",
+              model.c_str(), static_cast<long long>(batch), threads, 1e6 * total / steps,
+              static_cast<double>(batch) * steps / total, 1e6 * in_ops / steps,
+              ex.arena_bytes() / 1024);
+  for (auto& [v, k] : sorted) std::printf("  %-32s %8.1f us  %5.1f%%\n", k.c_str(), 1e6 * v / steps, 100 * v / total);
+  return 0;
+}

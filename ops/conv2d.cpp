@@ -298,7 +298,7 @@ ConvGeometry check_conv(const char* op, const Shape& x, const std::string& x_des
   }
   if (weight[1] != x[1]) {
     shape_error(op, "weight expects " + std::to_string(weight[1]) + " input channels, input " +
-                        x_desc + " has " + std::to_string(x[1]));
+                        x_desc + " has " + std::to_string(x[1]) + " (weight " + w_desc + ")");
   }
   if (weight[0] < 1 || weight[2] < 1 || weight[3] < 1) {
     shape_error(op, "weight " + w_desc + " must have at least one output channel and a kernel "

@@ -298,7 +298,10 @@ Value mul(Value a, Value b) { return binary(BinaryKind::kMul, "mul", a, b); }
 Value scale(Value x, double factor) {
   if (!x.valid()) shape_error("scale", "input is an invalid (empty) Value");
   detail::require_float("scale", x);
-  if (!std::isfinite(factor)) shape_error("scale", "factor must be finite");
+  if (!std::isfinite(factor)) {
+    shape_error("scale", "factor must be finite, got " + std::to_string(factor) + " for " +
+                             x.describe());
+  }
   Value ins[] = {x};
   return x.graph().add_op(std::make_shared<ScaleOp>(factor), ins, x.shape(), x.dtype());
 }

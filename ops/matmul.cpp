@@ -108,14 +108,16 @@ Value linear(Value x, Value weight) {
 }
 
 Value linear(Value x, Value weight, Value bias) {
-  Value y = linear(x, weight);
   detail::require_same_graph("linear", x, bias);
+  detail::require_same_graph("linear", x, weight);
   detail::require_same_dtype("linear", x, bias);
+  detail::require_rank("linear", weight, 2, "weight");
   if (bias.shape().rank() != 1 || bias.shape()[0] != weight.shape()[0]) {
     shape_error("linear", "bias " + bias.describe() + " must be [" +
-                              std::to_string(weight.shape()[0]) + "], one per output feature");
+                              std::to_string(weight.shape()[0]) + "], one per output feature of " +
+                              "weight " + weight.describe());
   }
-  return add(y, bias);
+  return add(linear(x, weight), bias);
 }
 
 }  // namespace tbgrad

@@ -262,7 +262,7 @@ Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions optio
   if (!grad_out.valid()) shape_error(op, "input is an invalid (empty) Value");
   detail::require_float(op, grad_out);
   PoolGeometry g = check_pool(op, input_shape, input_shape.str(), options);
-  const Shape expect{input_shape.rank() == 4 ? input_shape[0] : 0, input_shape[1], g.oh, g.ow};
+  const Shape expect{input_shape[0], input_shape[1], g.oh, g.ow};  // rank 4: check_pool
   if (!(grad_out.shape() == expect)) {
     shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
   }

@@ -50,10 +50,16 @@ class SoftmaxOp final : public Op {
         for (std::int64_t i = lo; i < hi; ++i) {
           const T* xr = x + i * r.cols;
           T* yr = y + i * r.cols;
-          const T lse = log_sum_exp(xr, r.cols);
           if (kind_ == Kind::kSoftmax) {
-            for (std::int64_t j = 0; j < r.cols; ++j) yr[j] = std::exp(xr[j] - lse);
+            // exp(x - max) / sum rather than exp(x - lse): no precision lost to a large lse.
+            T m = xr[0];
+            for (std::int64_t j = 1; j < r.cols; ++j) m = std::max(m, xr[j]);
+            T sum = 0;
+            for (std::int64_t j = 0; j < r.cols; ++j) sum += (yr[j] = std::exp(xr[j] - m));
+            const T inv = T(1) / sum;
+            for (std::int64_t j = 0; j < r.cols; ++j) yr[j] *= inv;
           } else {
+            const T lse = log_sum_exp(xr, r.cols);
             for (std::int64_t j = 0; j < r.cols; ++j) yr[j] = xr[j] - lse;
           }
         }
@@ -107,7 +113,6 @@ class SoftmaxBackwardOp final : public Op {
 TBGRAD_REGISTER_OP("softmax_backward", false);
 TBGRAD_REGISTER_OP("log_softmax_backward", false);
 
-template <typename T>
 void check_label(std::int32_t label, std::int64_t row, std::int64_t classes) {
   if (label < 0 || label >= classes) {
     throw Error("softmax_cross_entropy: label " + std::to_string(label) + " of row " +
@@ -127,7 +132,7 @@ class SoftmaxCrossEntropyOp final : public Op {
       const T* x = ctx.inputs[0].data<T>();
       const std::int32_t* labels = ctx.inputs[1].data<std::int32_t>();
       auto* loss = static_cast<double*>(ctx.workspace);  // [B]
-      for (std::int64_t i = 0; i < r.rows; ++i) check_label<T>(labels[i], i, r.cols);
+      for (std::int64_t i = 0; i < r.rows; ++i) check_label(labels[i], i, r.cols);
       parallel_for(r.rows, row_grain(r.cols), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
           const T* xr = x + i * r.cols;
@@ -157,13 +162,17 @@ class SoftmaxCrossEntropyBackwardOp final : public Op {
       const std::int32_t* labels = ctx.inputs[1].data<std::int32_t>();
       const T scale = ctx.inputs[2].data<T>()[0] / static_cast<T>(r.rows);
       T* gx = ctx.output.data<T>();
-      for (std::int64_t i = 0; i < r.rows; ++i) check_label<T>(labels[i], i, r.cols);
+      for (std::int64_t i = 0; i < r.rows; ++i) check_label(labels[i], i, r.cols);
       parallel_for(r.rows, row_grain(r.cols), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
           const T* xr = x + i * r.cols;
           T* out = gx + i * r.cols;
-          const T lse = log_sum_exp(xr, r.cols);
-          for (std::int64_t j = 0; j < r.cols; ++j) out[j] = std::exp(xr[j] - lse) * scale;
+          T m = xr[0];
+          for (std::int64_t j = 1; j < r.cols; ++j) m = std::max(m, xr[j]);
+          T sum = 0;
+          for (std::int64_t j = 0; j < r.cols; ++j) sum += (out[j] = std::exp(xr[j] - m));
+          const T f = scale / sum;  // softmax * scale
+          for (std::int64_t j = 0; j < r.cols; ++j) out[j] *= f;
           out[labels[i]] -= scale;
         }
       });

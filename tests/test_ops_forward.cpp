@@ -5,11 +5,17 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <tbgrad.hpp>
+
+namespace tbgrad {
+// Readable test parameters: "f32" rather than "1-byte object <00>".
+void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace tbgrad
 
 namespace {
 
@@ -108,6 +114,8 @@ struct ConvCase {
            (bias ? "_bias" : "_nobias");
   }
 };
+
+void PrintTo(const ConvCase& k, std::ostream* os) { *os << k.name(); }
 
 const ConvCase kConvCases[] = {
     // n  c  h   w  oc kh kw sh sw ph pw bias
@@ -237,6 +245,8 @@ struct PoolCase {
            (sh || sw ? "_s" + s(sh) + "x" + s(sw) : "_sdefault") + "_p" + s(ph) + "x" + s(pw);
   }
 };
+
+void PrintTo(const PoolCase& k, std::ostream* os) { *os << k.name(); }
 
 const PoolCase kPoolCases[] = {
     // n  c  h   w  kh kw sh sw ph pw
@@ -464,6 +474,10 @@ Tensor labels_tensor(std::initializer_list<int> values) {
 struct CrossEntropySize {
   int batch, classes;
 };
+
+void PrintTo(const CrossEntropySize& k, std::ostream* os) {
+  *os << "batch " << k.batch << ", classes " << k.classes;
+}
 using CrossEntropyParam = std::tuple<CrossEntropySize, DType>;
 
 std::string cross_entropy_param_name(const ::testing::TestParamInfo<CrossEntropyParam>& info) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <numeric>
+#include <ostream>
 #include <set>
 #include <string>
 #include <utility>
@@ -136,6 +137,10 @@ std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
   return "n" + s(k.n) + "_c" + s(k.c) + "_in" + s(k.h) + "x" + s(k.w) + "_oc" + s(k.oc) + "_k" +
          s(k.kh) + "x" + s(k.kw) + "_s" + s(k.sh) + "x" + s(k.sw) + "_p" + s(k.ph) + "x" +
          s(k.pw) + (k.bias ? "_bias" : "_nobias");
+}
+
+void PrintTo(const ConvCase& k, std::ostream* os) {
+  *os << conv_case_name(::testing::TestParamInfo<ConvCase>(k, 0));
 }
 
 const ConvCase kConvCases[] = {
@@ -269,6 +274,10 @@ std::string pool_case_name(const ::testing::TestParamInfo<PoolCase>& info) {
          s(k.ph) + "x" + s(k.pw);
 }
 
+void PrintTo(const PoolCase& k, std::ostream* os) {
+  *os << pool_case_name(::testing::TestParamInfo<PoolCase>(k, 0));
+}
+
 const PoolCase kPoolCases[] = {
     // n  c  h   w  kh kw sh sw ph pw
     {1, 1, 4, 4, 2, 2, 0, 0, 0, 0},      // default stride (= kernel)
@@ -348,6 +357,10 @@ struct BroadcastPair {
   const char* name;
   Shape a, b;
 };
+
+void PrintTo(const BroadcastPair& p, std::ostream* os) {
+  *os << p.name << " " << p.a.str() << " with " << p.b.str();
+}
 
 const BroadcastPair kBroadcastPairs[] = {
     {"SameShape", {3, 4}, {3, 4}},
@@ -460,6 +473,10 @@ struct CrossEntropyCase {
   int batch, classes;
 };
 
+void PrintTo(const CrossEntropyCase& k, std::ostream* os) {
+  *os << "batch " << k.batch << ", classes " << k.classes;
+}
+
 class SoftmaxCrossEntropyGradcheck : public ::testing::TestWithParam<CrossEntropyCase> {};
 
 TEST_P(SoftmaxCrossEntropyGradcheck, GradientWrtLogitsMatchesFiniteDifferences) {
@@ -557,6 +574,10 @@ struct ReduceBroadcastCase {
   const char* name;
   Shape big, small;
 };
+
+void PrintTo(const ReduceBroadcastCase& k, std::ostream* os) {
+  *os << k.name << " " << k.big.str() << " <-> " << k.small.str();
+}
 
 const ReduceBroadcastCase kReduceBroadcastCases[] = {
     {"LeadingDimension", {2, 3, 4}, {3, 4}},

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -155,6 +156,8 @@ struct PoolFn {
   const char* name;
   Value (*fn)(Value, tbgrad::Pool2dOptions);
 };
+
+void PrintTo(const PoolFn& op, std::ostream* os) { *os << op.name; }
 
 class Pool2dShapeErrors : public ::testing::TestWithParam<PoolFn> {};
 
@@ -338,6 +341,8 @@ struct BinaryFn {
   Value (*fn)(Value, Value);
 };
 
+void PrintTo(const BinaryFn& op, std::ostream* os) { *os << op.name; }
+
 class BinaryShapeErrors : public ::testing::TestWithParam<BinaryFn> {};
 
 TEST_P(BinaryShapeErrors, ShapesMustBroadcast) {
@@ -418,6 +423,8 @@ struct UnaryFn {
   Value (*fn)(Value);
 };
 
+void PrintTo(const UnaryFn& op, std::ostream* os) { *os << op.name; }
+
 class UnaryShapeErrors : public ::testing::TestWithParam<UnaryFn> {};
 
 TEST_P(UnaryShapeErrors, InputMustBeFloatingPoint) {
@@ -456,6 +463,8 @@ struct SoftmaxFn {
   const char* name;
   Value (*fn)(Value);
 };
+
+void PrintTo(const SoftmaxFn& op, std::ostream* os) { *os << op.name; }
 
 class SoftmaxShapeErrors : public ::testing::TestWithParam<SoftmaxFn> {};
 
@@ -689,6 +698,8 @@ struct ActivationBackwardFn {
   const char* name;
   SavedGradFn fn;
 };
+
+void PrintTo(const ActivationBackwardFn& op, std::ostream* os) { *os << op.name; }
 
 class ActivationBackwardShapeErrors : public ::testing::TestWithParam<ActivationBackwardFn> {};
 

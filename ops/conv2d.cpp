@@ -7,6 +7,7 @@
 #include "ops/kernel_util.hpp"
 #include "ops/reduce.hpp"
 #include "ops/shape.hpp"
+#include "ops/simd.hpp"
 
 namespace tbgrad {
 namespace {
@@ -34,30 +35,6 @@ struct ConvGeometry {
             o.padding.h, o.padding.w} {}
   std::int64_t kernel_size() const { return static_cast<std::int64_t>(win.kh) * win.kw; }
 };
-
-// y_plane[OH, OW] += conv(x_plane[H, W], k[KH, KW]).
-template <typename T>
-void correlate_plane(const ConvGeometry& g, const T* x, const T* k, T* y) {
-  const Window2d& wn = g.win;
-  for (int ky = 0; ky < wn.kh; ++ky) {
-    std::int64_t oy_lo, oy_hi;
-    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
-    for (int kx = 0; kx < wn.kw; ++kx) {
-      std::int64_t ox_lo, ox_hi;
-      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
-      const T kv = k[ky * wn.kw + kx];
-      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
-        T* yr = y + oy * g.ow;
-        if (wn.sw == 1) {
-          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += kv * x[xoff + ox];
-        } else {
-          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += kv * x[xoff + ox * wn.sw];
-        }
-      }
-    }
-  }
-}
 
 // gx_plane[H, W] += transpose-conv(gy_plane[OH, OW], k[KH, KW]): scatter through the window.
 template <typename T>
@@ -120,6 +97,88 @@ void weight_grad_plane(const ConvGeometry& g, const T* x, const T* gy, T* gk) {
   }
 }
 
+// The input copied into a zero-bordered buffer [N, IC, HP, WP] (HP = H + 2*ph, WP = W + 2*pw)
+// with kSlack zeroed elements after it: kernels then need no bounds logic for padding, and may
+// read a whole register-width tile past a row's end (the extra lanes are computed and dropped).
+template <typename T>
+struct PaddedInput {
+  static constexpr std::int64_t kTile = 64 / sizeof(T);  // one 512-bit register of T
+  std::int64_t hp, wp, slack;
+  static PaddedInput of(const ConvGeometry& g) {
+    const std::int64_t hp = g.h + 2 * g.win.ph, wp = g.w + 2 * g.win.pw;
+    return {hp, wp, kTile * g.win.sw + g.win.kw};
+  }
+  std::int64_t elements(const ConvGeometry& g) const { return g.n * g.ic * hp * wp + slack; }
+  std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp; }
+};
+
+template <typename T>
+void pad_input(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* out) {
+  const Window2d& wn = g.win;
+  parallel_for(g.n * g.ic, 64, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t plane = lo; plane < hi; ++plane) {
+      const T* src = x + plane * g.h * g.w;
+      T* dst = out + plane * p.hp * p.wp;
+      std::fill(dst, dst + wn.ph * p.wp, T(0));
+      for (std::int64_t r = 0; r < g.h; ++r) {
+        T* row = dst + (r + wn.ph) * p.wp;
+        std::fill(row, row + wn.pw, T(0));
+        std::copy(src + r * g.w, src + (r + 1) * g.w, row + wn.pw);
+        std::fill(row + wn.pw + g.w, row + p.wp, T(0));
+      }
+      std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
+    }
+  });
+  std::fill(out + g.n * g.ic * p.hp * p.wp, out + p.elements(g), T(0));
+}
+
+// y[oc0 .. oc0+OCB) of one image: for each output row, OCB channels x one register of columns
+// accumulate in registers while each input row segment is loaded once for all of them.
+template <typename T, int OCB>
+void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* xn, const T* k,
+                       const T* bias, T* yn, std::int64_t oc0, int ocb) {
+  using S = detail::Simd<T>;
+  using V = typename S::Vec;
+  constexpr std::int64_t kTile = S::kLanes;
+  const Window2d& wn = g.win;
+  const std::int64_t ks = g.kernel_size();
+  // Kernel offsets of each channel in the block; channels past ocb reuse the last real one and
+  // are computed but never stored.
+  std::int64_t koff[OCB];
+  for (int ob = 0; ob < OCB; ++ob) koff[ob] = std::min(ob, ocb - 1) * g.ic * ks;
+  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+    for (std::int64_t ox0 = 0; ox0 < g.ow; ox0 += kTile) {
+      V acc[OCB];
+      for (int ob = 0; ob < OCB; ++ob) acc[ob] = S::splat(bias ? bias[oc0 + std::min(ob, ocb - 1)] : T(0));
+      for (std::int64_t c = 0; c < g.ic; ++c) {
+        const T* kc = k + (oc0 * g.ic + c) * ks;  // kernel [oc0, c, :, :]
+        for (int ky = 0; ky < wn.kh; ++ky) {
+          const T* xr = xn + (c * p.hp + oy * wn.sh + ky) * p.wp + ox0 * wn.sw;
+          const T* kr = kc + ky * wn.kw;
+          for (int kx = 0; kx < wn.kw; ++kx) {
+            V xv;
+            if (wn.sw == 1) {
+              xv = S::load(xr + kx);
+            } else {
+              for (std::int64_t j = 0; j < kTile; ++j) xv[j] = xr[kx + j * wn.sw];
+            }
+            for (int ob = 0; ob < OCB; ++ob) acc[ob] += kr[koff[ob] + kx] * xv;
+          }
+        }
+      }
+      const std::int64_t n = std::min(kTile, g.ow - ox0);
+      for (int ob = 0; ob < ocb; ++ob) {
+        T* yr = yn + ((oc0 + ob) * g.oh + oy) * g.ow + ox0;
+        if (n == kTile) {
+          S::store(yr, acc[ob]);
+        } else {
+          for (std::int64_t j = 0; j < n; ++j) yr[j] = acc[ob][j];
+        }
+      }
+    }
+  }
+}
+
 Conv2dOptions options_of(const Window2d& w) {
   return Conv2dOptions{Pair2(w.sh, w.sw), Pair2(w.ph, w.pw)};
 }
@@ -129,22 +188,31 @@ class Conv2dOp final : public Op {
   Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
   const char* name() const override { return "conv2d"; }
 
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    const std::size_t size = dtype_size(in[0].dtype());
+    return static_cast<std::size_t>(size == 4 ? PaddedInput<float>::of(g_).elements(g_)
+                                              : PaddedInput<double>::of(g_).elements(g_)) *
+           size;
+  }
+
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();   // [N, IC, H, W]
       const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
       T* y = ctx.output.data<T>();            // [N, OC, OH, OW]
-      const std::int64_t plane = g_.oh * g_.ow;
-      parallel_for(g_.n * g_.oc, 1, [&](std::int64_t lo, std::int64_t hi) {
+      const PaddedInput<T> p = PaddedInput<T>::of(g_);
+      T* xp = static_cast<T*>(ctx.workspace);  // [N, IC, HP, WP] + slack
+      pad_input(g_, p, x, xp);
+      // One task per (image, block of 4 output channels).
+      constexpr int kBlock = 4;
+      const std::int64_t blocks = (g_.oc + kBlock - 1) / kBlock;
+      parallel_for(g_.n * blocks, 1, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t t = lo; t < hi; ++t) {
-          const std::int64_t n = t / g_.oc, oc = t % g_.oc;
-          T* yp = y + t * plane;
-          std::fill(yp, yp + plane, b ? b[oc] : T(0));
-          for (std::int64_t c = 0; c < g_.ic; ++c) {
-            correlate_plane(g_, x + (n * g_.ic + c) * g_.h * g_.w,
-                            k + (oc * g_.ic + c) * g_.kernel_size(), yp);
-          }
+          const std::int64_t n = t / blocks, oc0 = (t % blocks) * kBlock;
+          const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g_.oc - oc0));
+          conv_forward_rows<T, kBlock>(g_, p, xp + n * p.image_stride(g_), k, b,
+                                       y + n * g_.oc * g_.oh * g_.ow, oc0, ocb);
         }
       });
     });

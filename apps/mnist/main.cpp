@@ -134,9 +134,11 @@ int cmd_train(const std::vector<std::string>& args) {
       "seed (the report's CNN), seed-nopool or lenet5")(
       "epochs", po::value<std::string>()->default_value("5"), "total epochs to train (>= 0)")(
       "batch-size", po::value<std::string>()->default_value("32"), "minibatch size (>= 1)")(
-      "optimizer", po::value<std::string>(), "sgd, momentum or adam (default: adam)")(
+      "optimizer", po::value<std::string>(),
+      "sgd, momentum or adam (default: momentum for seed-nopool, adam otherwise)")(
       "lr", po::value<std::string>(),
-      "learning rate (default: sgd 0.1, momentum 0.02, adam 0.002; 0.001 for lenet5)")(
+      "learning rate (default: sgd 0.1, momentum 0.02, adam 0.002 for seed and 0.001 for the "
+      "others)")(
       "init", po::value<std::string>()->default_value("xavier"),
       "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
       "schedule", po::value<std::string>()->default_value("cosine"),

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "graph/parallel.hpp"
 #include "ops/kernel_util.hpp"
@@ -35,67 +36,6 @@ struct ConvGeometry {
             o.padding.h, o.padding.w} {}
   std::int64_t kernel_size() const { return static_cast<std::int64_t>(win.kh) * win.kw; }
 };
-
-// gx_plane[H, W] += transpose-conv(gy_plane[OH, OW], k[KH, KW]): scatter through the window.
-template <typename T>
-void scatter_plane(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
-  const Window2d& wn = g.win;
-  for (int ky = 0; ky < wn.kh; ++ky) {
-    std::int64_t oy_lo, oy_hi;
-    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
-    for (int kx = 0; kx < wn.kw; ++kx) {
-      std::int64_t ox_lo, ox_hi;
-      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
-      const T kv = k[ky * wn.kw + kx];
-      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
-        const T* gr = gy + oy * g.ow;
-        if (wn.sw == 1) {
-          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox] += kv * gr[ox];
-        } else {
-          for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox * wn.sw] += kv * gr[ox];
-        }
-      }
-    }
-  }
-}
-
-// gk[KH, KW] += sum over the window positions of gy_plane * x_plane.
-//
-// A plain `acc += a * b` loop cannot be vectorised without reassociating floating-point sums
-// (which -O3 does not do). Instead each output column keeps its own partial sum down the rows
-// (an elementwise, vectorisable update), and the columns are added left to right at the end: a
-// fixed order, so still deterministic. Columns are processed in tiles of kTile.
-template <typename T>
-void weight_grad_plane(const ConvGeometry& g, const T* x, const T* gy, T* gk) {
-  constexpr std::int64_t kTile = 128;
-  const Window2d& wn = g.win;
-  T col[kTile];
-  for (int ky = 0; ky < wn.kh; ++ky) {
-    std::int64_t oy_lo, oy_hi;
-    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
-    for (int kx = 0; kx < wn.kw; ++kx) {
-      std::int64_t ox_lo, ox_hi;
-      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
-      T acc = 0;
-      for (std::int64_t t0 = ox_lo; t0 < ox_hi; t0 += kTile) {
-        const std::int64_t n = std::min(kTile, ox_hi - t0);
-        std::fill(col, col + n, T(0));
-        for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-          const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw + t0 * wn.sw;
-          const T* gr = gy + oy * g.ow + t0;
-          if (wn.sw == 1) {
-            for (std::int64_t i = 0; i < n; ++i) col[i] += gr[i] * x[xoff + i];
-          } else {
-            for (std::int64_t i = 0; i < n; ++i) col[i] += gr[i] * x[xoff + i * wn.sw];
-          }
-        }
-        for (std::int64_t i = 0; i < n; ++i) acc += col[i];
-      }
-      gk[ky * wn.kw + kx] += acc;
-    }
-  }
-}
 
 // The input copied into a zero-bordered buffer [N, IC, HP, WP] (HP = H + 2*ph, WP = W + 2*pw)
 // with kSlack zeroed elements after it: kernels then need no bounds logic for padding, and may
@@ -179,6 +119,79 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* 
   }
 }
 
+// y = conv(x, k) + b for geometry g, using `padded` (PaddedInput<T>::of(g).elements(g)
+// elements) as scratch. One task per (image, block of 4 output channels).
+template <typename T>
+void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
+  const PaddedInput<T> p = PaddedInput<T>::of(g);
+  pad_input(g, p, x, padded);
+  constexpr int kBlock = 4;
+  const std::int64_t blocks = (g.oc + kBlock - 1) / kBlock;
+  parallel_for(g.n * blocks, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const std::int64_t n = t / blocks, oc0 = (t % blocks) * kBlock;
+      const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+      conv_forward_rows<T, kBlock>(g, p, padded + n * p.image_stride(g), k, b,
+                                   y + n * g.oc * g.oh * g.ow, oc0, ocb);
+    }
+  });
+}
+
+// gx_plane[H, W] += transpose-conv(gy_plane[OH, OW], k[KH, KW]): scatter through the window.
+// The general input-gradient kernel, for strides above 1 and paddings of a kernel's size or more.
+template <typename T>
+void scatter_plane(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
+  const Window2d& wn = g.win;
+  for (int ky = 0; ky < wn.kh; ++ky) {
+    std::int64_t oy_lo, oy_hi;
+    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
+    for (int kx = 0; kx < wn.kw; ++kx) {
+      std::int64_t ox_lo, ox_hi;
+      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+      const T kv = k[ky * wn.kw + kx];
+      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
+        const T* gr = gy + oy * g.ow;
+        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox * wn.sw] += kv * gr[ox];
+      }
+    }
+  }
+}
+
+// Element offsets of the parts of a workspace, each rounded up to a full cache line.
+inline std::int64_t align_elements(std::int64_t n, std::int64_t lanes) {
+  return (n + lanes - 1) / lanes * lanes;
+}
+
+// The output gradient with each row padded with zeros to a whole number of registers:
+// [N, OC, OH, OWP], so kernels can always load full vectors of it.
+template <typename T>
+std::int64_t padded_row(const ConvGeometry& g) {
+  return align_elements(g.ow, detail::Simd<T>::kLanes);
+}
+
+template <typename T>
+void pad_rows(const ConvGeometry& g, const T* gy, T* out) {
+  const std::int64_t owp = padded_row<T>(g);
+  parallel_for(g.n * g.oc, 64, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t plane = lo; plane < hi; ++plane) {
+      for (std::int64_t r = 0; r < g.oh; ++r) {
+        const T* src = gy + (plane * g.oh + r) * g.ow;
+        T* dst = out + (plane * g.oh + r) * owp;
+        std::copy(src, src + g.ow, dst);
+        std::fill(dst + g.ow, dst + owp, T(0));
+      }
+    }
+  });
+}
+
+template <typename T>
+T horizontal_sum(typename detail::Simd<T>::Vec v) {
+  T s = 0;
+  for (int l = 0; l < detail::Simd<T>::kLanes; ++l) s += v[l];  // fixed lane order
+  return s;
+}
+
 Conv2dOptions options_of(const Window2d& w) {
   return Conv2dOptions{Pair2(w.sh, w.sw), Pair2(w.ph, w.pw)};
 }
@@ -201,20 +214,7 @@ class Conv2dOp final : public Op {
       const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
       T* y = ctx.output.data<T>();            // [N, OC, OH, OW]
-      const PaddedInput<T> p = PaddedInput<T>::of(g_);
-      T* xp = static_cast<T*>(ctx.workspace);  // [N, IC, HP, WP] + slack
-      pad_input(g_, p, x, xp);
-      // One task per (image, block of 4 output channels).
-      constexpr int kBlock = 4;
-      const std::int64_t blocks = (g_.oc + kBlock - 1) / kBlock;
-      parallel_for(g_.n * blocks, 1, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t t = lo; t < hi; ++t) {
-          const std::int64_t n = t / blocks, oc0 = (t % blocks) * kBlock;
-          const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g_.oc - oc0));
-          conv_forward_rows<T, kBlock>(g_, p, xp + n * p.image_stride(g_), k, b,
-                                       y + n * g_.oc * g_.oh * g_.ow, oc0, ocb);
-        }
-      });
+      conv_forward(g_, x, k, b, y, static_cast<T*>(ctx.workspace));
     });
   }
 
@@ -232,16 +232,44 @@ class Conv2dOp final : public Op {
 };
 TBGRAD_REGISTER_OP("conv2d", true);
 
+// With stride 1, the input gradient is itself a convolution: the output gradient, padded by
+// (KH-1-ph, KW-1-pw), correlated with the kernel flipped in space and transposed in channels.
+// That reuses the register-blocked forward kernel and writes every element once. Other strides
+// (and paddings of a kernel's size or more) scatter through the window instead.
 class Conv2dBackwardInputOp final : public Op {
  public:
-  explicit Conv2dBackwardInputOp(ConvGeometry geom) : g_(geom) {}
+  explicit Conv2dBackwardInputOp(ConvGeometry geom)
+      : g_(geom), as_conv_(transposed_geometry(geom)) {}
   const char* name() const override { return "conv2d_backward_input"; }
+
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    if (!as_conv_) return 0;
+    const std::size_t size = dtype_size(in[0].dtype());
+    const std::int64_t kernel = g_.oc * g_.ic * g_.kernel_size();
+    const std::int64_t padded = size == 4 ? PaddedInput<float>::of(*as_conv_).elements(*as_conv_)
+                                          : PaddedInput<double>::of(*as_conv_).elements(*as_conv_);
+    return static_cast<std::size_t>(align_elements(kernel, 16) + padded) * size;
+  }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* gy = ctx.inputs[0].data<T>();  // [N, OC, OH, OW]
       const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
       T* gx = ctx.output.data<T>();           // [N, IC, H, W]
+      const std::int64_t ks = g_.kernel_size();
+      if (as_conv_) {
+        T* flipped = static_cast<T*>(ctx.workspace);  // [IC, OC, KH, KW]
+        T* padded = flipped + align_elements(g_.oc * g_.ic * ks, 16);
+        for (std::int64_t oc = 0; oc < g_.oc; ++oc) {
+          for (std::int64_t c = 0; c < g_.ic; ++c) {
+            const T* src = k + (oc * g_.ic + c) * ks;
+            T* dst = flipped + (c * g_.oc + oc) * ks;
+            for (std::int64_t i = 0; i < ks; ++i) dst[i] = src[ks - 1 - i];
+          }
+        }
+        conv_forward<T>(*as_conv_, gy, flipped, nullptr, gx, padded);
+        return;
+      }
       const std::int64_t plane = g_.h * g_.w;
       parallel_for(g_.n * g_.ic, 1, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t t = lo; t < hi; ++t) {
@@ -249,8 +277,7 @@ class Conv2dBackwardInputOp final : public Op {
           T* gp = gx + t * plane;
           std::fill(gp, gp + plane, T(0));
           for (std::int64_t oc = 0; oc < g_.oc; ++oc) {
-            scatter_plane(g_, gy + (n * g_.oc + oc) * g_.oh * g_.ow,
-                          k + (oc * g_.ic + c) * g_.kernel_size(), gp);
+            scatter_plane(g_, gy + (n * g_.oc + oc) * g_.oh * g_.ow, k + (oc * g_.ic + c) * ks, gp);
           }
         }
       });
@@ -264,7 +291,16 @@ class Conv2dBackwardInputOp final : public Op {
   }
 
  private:
+  // The forward-conv geometry computing this gradient, when stride is 1 and padding < kernel.
+  static std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
+    const Window2d& w = g.win;
+    if (w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw) return std::nullopt;
+    const Conv2dOptions o{1, Pair2(w.kh - 1 - w.ph, w.kw - 1 - w.pw)};
+    return ConvGeometry(Shape{g.n, g.oc, g.oh, g.ow}, Shape{g.ic, g.oc, w.kh, w.kw}, o);
+  }
+
   ConvGeometry g_;
+  std::optional<ConvGeometry> as_conv_;
 };
 TBGRAD_REGISTER_OP("conv2d_backward_input", true);
 
@@ -273,17 +309,41 @@ class Conv2dBackwardWeightOp final : public Op {
   explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
   const char* name() const override { return "conv2d_backward_weight"; }
 
-  std::size_t workspace_bytes(std::span<const Value>, Value out) const override {
-    return static_cast<std::size_t>(fixed_chunks(g_.n, kBatchChunk) * out.shape().numel()) *
-           dtype_size(out.dtype());
+  // Workspace: [chunks, OC, IC, KH, KW] partial sums, the padded input, the padded gradient.
+  template <typename T>
+  struct Layout {
+    std::int64_t partial, xp, gyp, total;
+    explicit Layout(const ConvGeometry& g) {
+      constexpr std::int64_t L = detail::Simd<T>::kLanes;
+      partial = 0;
+      xp = align_elements(fixed_chunks(g.n, kBatchChunk) * g.oc * g.ic * g.kernel_size(), L);
+      gyp = xp + align_elements(PaddedInput<T>::of(g).elements(g), L);
+      total = gyp + g.n * g.oc * g.oh * padded_row<T>(g);
+    }
+  };
+
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    return in[0].dtype() == DType::kF32
+               ? static_cast<std::size_t>(Layout<float>(g_).total) * sizeof(float)
+               : static_cast<std::size_t>(Layout<double>(g_).total) * sizeof(double);
   }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
-      const T* x = ctx.inputs[0].data<T>();   // [N, IC, H, W]
-      const T* gy = ctx.inputs[1].data<T>();  // [N, OC, OH, OW]
-      T* gk = ctx.output.data<T>();           // [OC, IC, KH, KW]
-      T* partial = static_cast<T*>(ctx.workspace);  // [chunks, OC, IC, KH, KW]
+      using S = detail::Simd<T>;
+      using V = typename S::Vec;
+      constexpr std::int64_t L = S::kLanes;
+      const Layout<T> lay(g_);
+      T* ws = static_cast<T*>(ctx.workspace);
+      T* partial = ws + lay.partial;  // [chunks, OC, IC, KH, KW]
+      T* xp = ws + lay.xp;            // [N, IC, HP, WP] + slack
+      T* gyp = ws + lay.gyp;          // [N, OC, OH, OWP]
+      T* gk = ctx.output.data<T>();   // [OC, IC, KH, KW]
+      const PaddedInput<T> p = PaddedInput<T>::of(g_);
+      pad_input(g_, p, ctx.inputs[0].data<T>(), xp);
+      pad_rows(g_, ctx.inputs[1].data<T>(), gyp);
+      const std::int64_t owp = padded_row<T>(g_);
+      const Window2d& wn = g_.win;
       const std::int64_t ks = g_.kernel_size();
       const std::int64_t per_oc = g_.ic * ks;
       const std::int64_t wsize = g_.oc * per_oc;
@@ -295,9 +355,29 @@ class Conv2dBackwardWeightOp final : public Op {
           std::fill(pk, pk + per_oc, T(0));
           const std::int64_t n_end = std::min(g_.n, (chunk + 1) * kBatchChunk);
           for (std::int64_t n = chunk * kBatchChunk; n < n_end; ++n) {
+            const T* gplane = gyp + (n * g_.oc + oc) * g_.oh * owp;
             for (std::int64_t c = 0; c < g_.ic; ++c) {
-              weight_grad_plane(g_, x + (n * g_.ic + c) * g_.h * g_.w,
-                                gy + (n * g_.oc + oc) * g_.oh * g_.ow, pk + c * ks);
+              const T* xplane = xp + n * p.image_stride(g_) + c * p.hp * p.wp;
+              for (int ky = 0; ky < wn.kh; ++ky) {
+                for (int kx = 0; kx < wn.kw; ++kx) {
+                  // One vector of partial sums per (ky, kx), summed in lane order at the end.
+                  V acc = S::splat(T(0));
+                  for (std::int64_t oy = 0; oy < g_.oh; ++oy) {
+                    const T* gr = gplane + oy * owp;
+                    const T* xr = xplane + (oy * wn.sh + ky) * p.wp + kx;
+                    for (std::int64_t ox = 0; ox < owp; ox += L) {
+                      V xv;
+                      if (wn.sw == 1) {
+                        xv = S::load(xr + ox);
+                      } else {
+                        for (std::int64_t j = 0; j < L; ++j) xv[j] = xr[(ox + j) * wn.sw];
+                      }
+                      acc += S::load(gr + ox) * xv;  // padded gradient columns are zero
+                    }
+                  }
+                  pk[c * ks + ky * wn.kw + kx] += horizontal_sum<T>(acc);
+                }
+              }
             }
           }
         }
@@ -305,9 +385,9 @@ class Conv2dBackwardWeightOp final : public Op {
       // Combine the chunks in order.
       parallel_for(wsize, 4096, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
-          T s = 0;
-          for (std::int64_t c = 0; c < chunks; ++c) s += partial[c * wsize + i];
-          gk[i] = s;
+          T sum = 0;
+          for (std::int64_t c = 0; c < chunks; ++c) sum += partial[c * wsize + i];
+          gk[i] = sum;
         }
       });
     });

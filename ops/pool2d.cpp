@@ -64,35 +64,63 @@ std::int64_t plane_grain(const PoolGeometry& g) {
   return std::max<std::int64_t>(1, 8192 / std::max<std::int64_t>(1, g.oh * g.ow * g.win.kh * g.win.kw));
 }
 
+// Average pooling is separable: a window sum is a sum over rows of sums over columns. Each
+// plane is first reduced along its rows into h [H, OW] (one pass over the input), then h's rows
+// are added down each window into the output, whole rows at a time (contiguous, vectorised).
+// Backward runs the same two passes transposed. Both use a per-plane slice of the workspace.
+
+// h[r, ox] = sum over kx of x[r, ox*sw - pw + kx] (padding reads as zero).
+template <typename T>
+void pool_rows(const PoolGeometry& g, const T* x, T* h) {
+  const Window2d& wn = g.win;
+  std::fill(h, h + g.h * g.ow, T(0));
+  for (int kx = 0; kx < wn.kw; ++kx) {
+    std::int64_t ox_lo, ox_hi;
+    Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+    for (std::int64_t r = 0; r < g.h; ++r) {
+      // An index, not a pointer: with padding the row's start can lie before the plane.
+      const std::int64_t xoff = r * g.w + kx - wn.pw;
+      T* hr = h + r * g.ow;
+      if (wn.sw == 1) {
+        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) hr[ox] += x[xoff + ox];
+      } else {
+        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) hr[ox] += x[xoff + ox * wn.sw];
+      }
+    }
+  }
+}
+
 class AvgPool2dOp final : public Op {
  public:
   explicit AvgPool2dOp(PoolGeometry g) : g_(g) {}
   const char* name() const override { return "avg_pool2d"; }
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    return static_cast<std::size_t>(g_.planes * g_.h * g_.ow) * dtype_size(in[0].dtype());
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();  // [N, C, H, W]
       T* y = ctx.output.data<T>();           // [N, C, OH, OW]
+      T* rows = static_cast<T*>(ctx.workspace);  // [N, C, H, OW]
       const Window2d& wn = g_.win;
       const T inv = T(1) / static_cast<T>(wn.kh * wn.kw);
       parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t p = lo; p < hi; ++p) {
-          const T* xp = x + p * g_.h * g_.w;
+          T* h = rows + p * g_.h * g_.ow;
+          pool_rows(g_, x + p * g_.h * g_.w, h);
           T* yp = y + p * g_.oh * g_.ow;
-          std::fill(yp, yp + g_.oh * g_.ow, T(0));
-          for (int ky = 0; ky < wn.kh; ++ky) {
-            std::int64_t oy_lo, oy_hi;
-            Window2d::valid_range(ky, wn.sh, wn.ph, g_.h, g_.oh, oy_lo, oy_hi);
-            for (int kx = 0; kx < wn.kw; ++kx) {
-              std::int64_t ox_lo, ox_hi;
-              Window2d::valid_range(kx, wn.sw, wn.pw, g_.w, g_.ow, ox_lo, ox_hi);
-              for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-                const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g_.w + kx - wn.pw;
-                T* yr = yp + oy * g_.ow;
-                for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) yr[ox] += xp[xoff + ox * wn.sw];
-              }
+          for (std::int64_t oy = 0; oy < g_.oh; ++oy) {
+            T* yr = yp + oy * g_.ow;
+            std::fill(yr, yr + g_.ow, T(0));
+            const std::int64_t r0 = oy * wn.sh - wn.ph;
+            const std::int64_t lo_r = std::max<std::int64_t>(r0, 0);
+            const std::int64_t hi_r = std::min<std::int64_t>(r0 + wn.kh, g_.h);
+            for (std::int64_t r = lo_r; r < hi_r; ++r) {
+              const T* hr = h + r * g_.ow;
+              for (std::int64_t ox = 0; ox < g_.ow; ++ox) yr[ox] += hr[ox];
             }
+            for (std::int64_t ox = 0; ox < g_.ow; ++ox) yr[ox] *= inv;
           }
-          for (std::int64_t i = 0; i < g_.oh * g_.ow; ++i) yp[i] *= inv;
         }
       });
     });
@@ -110,30 +138,43 @@ class AvgPool2dBackwardOp final : public Op {
  public:
   explicit AvgPool2dBackwardOp(PoolGeometry g) : g_(g) {}
   const char* name() const override { return "avg_pool2d_backward"; }
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    return static_cast<std::size_t>(g_.planes * g_.h * g_.ow) * dtype_size(in[0].dtype());
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* gy = ctx.inputs[0].data<T>();  // [N, C, OH, OW]
       T* gx = ctx.output.data<T>();           // [N, C, H, W]
+      T* rows = static_cast<T*>(ctx.workspace);  // [N, C, H, OW]
       const Window2d& wn = g_.win;
       const T inv = T(1) / static_cast<T>(wn.kh * wn.kw);
       parallel_for(g_.planes, plane_grain(g_), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t p = lo; p < hi; ++p) {
+          // Transpose of the vertical pass: spread each output-gradient row over its window's
+          // input rows.
           const T* gp = gy + p * g_.oh * g_.ow;
+          T* h = rows + p * g_.h * g_.ow;
+          std::fill(h, h + g_.h * g_.ow, T(0));
+          for (std::int64_t oy = 0; oy < g_.oh; ++oy) {
+            const T* gr = gp + oy * g_.ow;
+            const std::int64_t r0 = oy * wn.sh - wn.ph;
+            const std::int64_t lo_r = std::max<std::int64_t>(r0, 0);
+            const std::int64_t hi_r = std::min<std::int64_t>(r0 + wn.kh, g_.h);
+            for (std::int64_t r = lo_r; r < hi_r; ++r) {
+              T* hr = h + r * g_.ow;
+              for (std::int64_t ox = 0; ox < g_.ow; ++ox) hr[ox] += gr[ox];
+            }
+          }
+          // Transpose of the horizontal pass.
           T* xp = gx + p * g_.h * g_.w;
           std::fill(xp, xp + g_.h * g_.w, T(0));
-          for (int ky = 0; ky < wn.kh; ++ky) {
-            std::int64_t oy_lo, oy_hi;
-            Window2d::valid_range(ky, wn.sh, wn.ph, g_.h, g_.oh, oy_lo, oy_hi);
-            for (int kx = 0; kx < wn.kw; ++kx) {
-              std::int64_t ox_lo, ox_hi;
-              Window2d::valid_range(kx, wn.sw, wn.pw, g_.w, g_.ow, ox_lo, ox_hi);
-              for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
-                const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g_.w + kx - wn.pw;
-                const T* gr = gp + oy * g_.ow;
-                for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) {
-                  xp[xoff + ox * wn.sw] += gr[ox] * inv;
-                }
-              }
+          for (int kx = 0; kx < wn.kw; ++kx) {
+            std::int64_t ox_lo, ox_hi;
+            Window2d::valid_range(kx, wn.sw, wn.pw, g_.w, g_.ow, ox_lo, ox_hi);
+            for (std::int64_t r = 0; r < g_.h; ++r) {
+              const std::int64_t xoff = r * g_.w + kx - wn.pw;
+              const T* hr = h + r * g_.ow;
+              for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) xp[xoff + ox * wn.sw] += hr[ox] * inv;
             }
           }
         }

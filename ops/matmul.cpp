@@ -6,6 +6,7 @@
 #include "graph/parallel.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/kernel_util.hpp"
+#include "ops/simd.hpp"
 
 namespace tbgrad {
 namespace {
@@ -18,9 +19,12 @@ class MatmulOp final : public Op {
       : m_(m), k_(k), n_(n), o_(o) {}
   const char* name() const override { return "matmul"; }
 
-  // A transposed b is first copied to [K, N] so the inner loop always runs along contiguous rows.
+  // A transposed b with a transposed a is first copied to [K, N]; the other cases read their
+  // operands in place.
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
-    return o_.transpose_b ? static_cast<std::size_t>(k_ * n_) * dtype_size(in[1].dtype()) : 0;
+    return o_.transpose_a && o_.transpose_b
+               ? static_cast<std::size_t>(k_ * n_) * dtype_size(in[1].dtype())
+               : 0;
   }
 
   void forward(const KernelContext& ctx) const override {
@@ -28,24 +32,25 @@ class MatmulOp final : public Op {
       const T* a = ctx.inputs[0].data<T>();  // [M, K] or [K, M]
       const T* b = ctx.inputs[1].data<T>();  // [K, N] or [N, K]
       T* c = ctx.output.data<T>();           // [M, N]
-      if (o_.transpose_b) {
+      // Each row of c is one task's, each element summed over k in a fixed order: deterministic.
+      const std::int64_t grain = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, k_ * n_));
+      if (o_.transpose_b && !o_.transpose_a) {
+        parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
+          for (std::int64_t i = lo; i < hi; ++i) dot_rows(a + i * k_, b, c + i * n_);
+        });
+        return;
+      }
+      if (o_.transpose_b) {  // and transpose_a
         T* bt = static_cast<T*>(ctx.workspace);
         for (std::int64_t j = 0; j < n_; ++j) {
           for (std::int64_t kk = 0; kk < k_; ++kk) bt[kk * n_ + j] = b[j * k_ + kk];
         }
         b = bt;
       }
-      // Each row of c is one task's, summed over k in order: deterministic.
-      const std::int64_t grain = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, k_ * n_));
+      const std::int64_t a_step = o_.transpose_a ? m_ : 1;  // stride between a(i, k) and a(i, k+1)
       parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
-          T* cr = c + i * n_;
-          std::fill(cr, cr + n_, T(0));
-          for (std::int64_t kk = 0; kk < k_; ++kk) {
-            const T av = o_.transpose_a ? a[kk * m_ + i] : a[i * k_ + kk];
-            const T* br = b + kk * n_;
-            for (std::int64_t j = 0; j < n_; ++j) cr[j] += av * br[j];
-          }
+          axpy_rows(o_.transpose_a ? a + i : a + i * k_, a_step, b, c + i * n_);
         }
       });
     });
@@ -65,6 +70,54 @@ class MatmulOp final : public Op {
   }
 
  private:
+  // c_row[N] = sum over k of a_row[k * a_step] * b[k, :], with the row kept in registers one
+  // block of up to four vectors at a time.
+  template <typename T>
+  void axpy_rows(const T* a_row, std::int64_t a_step, const T* b, T* c_row) const {
+    using S = detail::Simd<T>;
+    using V = typename S::Vec;
+    constexpr std::int64_t L = S::kLanes;
+    std::int64_t j = 0;
+    for (; j + 4 * L <= n_; j += 4 * L) {
+      V acc[4] = {S::splat(0), S::splat(0), S::splat(0), S::splat(0)};
+      for (std::int64_t kk = 0; kk < k_; ++kk) {
+        const V av = S::splat(a_row[kk * a_step]);
+        const T* br = b + kk * n_ + j;
+        for (int t = 0; t < 4; ++t) acc[t] += av * S::load(br + t * L);
+      }
+      for (int t = 0; t < 4; ++t) S::store(c_row + j + t * L, acc[t]);
+    }
+    for (; j + L <= n_; j += L) {
+      V acc = S::splat(0);
+      for (std::int64_t kk = 0; kk < k_; ++kk) acc += S::splat(a_row[kk * a_step]) * S::load(b + kk * n_ + j);
+      S::store(c_row + j, acc);
+    }
+    for (; j < n_; ++j) {
+      T acc = 0;
+      for (std::int64_t kk = 0; kk < k_; ++kk) acc += a_row[kk * a_step] * b[kk * n_ + j];
+      c_row[j] = acc;
+    }
+  }
+
+  // c_row[j] = dot(a_row[K], b[j, :]) for every j (b is [N, K]): vector partial sums over k,
+  // added in lane order, then the scalar tail.
+  template <typename T>
+  void dot_rows(const T* a_row, const T* b, T* c_row) const {
+    using S = detail::Simd<T>;
+    using V = typename S::Vec;
+    constexpr std::int64_t L = S::kLanes;
+    const std::int64_t kv = k_ / L * L;
+    for (std::int64_t j = 0; j < n_; ++j) {
+      const T* br = b + j * k_;
+      V acc = S::splat(0);
+      for (std::int64_t kk = 0; kk < kv; kk += L) acc += S::load(a_row + kk) * S::load(br + kk);
+      T sum = 0;
+      for (int l = 0; l < L; ++l) sum += acc[l];
+      for (std::int64_t kk = kv; kk < k_; ++kk) sum += a_row[kk] * br[kk];
+      c_row[j] = sum;
+    }
+  }
+
   std::int64_t m_, k_, n_;
   MatmulOptions o_;
 };

@@ -413,15 +413,21 @@ class Conv2dBackwardBiasOp final : public Op {
       const T* gy = ctx.inputs[0].data<T>();
       T* gb = ctx.output.data<T>();  // [OC]
       const std::int64_t n = s[0], oc = s[1], plane = s[2] * s[3];
-      // One task per channel, summing in a fixed order: deterministic without a workspace.
+      // One task per channel, summing in a fixed order (vector lanes, then lanes in order, then
+      // the scalar tails): deterministic without a workspace.
+      using S = detail::Simd<T>;
+      constexpr std::int64_t L = S::kLanes;
+      const std::int64_t pv = plane / L * L;
       parallel_for(oc, 1, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t c = lo; c < hi; ++c) {
-          T acc = 0;
+          typename S::Vec acc = S::splat(T(0));
+          T tail = 0;
           for (std::int64_t i = 0; i < n; ++i) {
             const T* p = gy + (i * oc + c) * plane;
-            for (std::int64_t j = 0; j < plane; ++j) acc += p[j];
+            for (std::int64_t j = 0; j < pv; j += L) acc += S::load(p + j);
+            for (std::int64_t j = pv; j < plane; ++j) tail += p[j];
           }
-          gb[c] = acc;
+          gb[c] = horizontal_sum<T>(acc) + tail;
         }
       });
     });

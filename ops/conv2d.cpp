@@ -73,8 +73,10 @@ void pad_input(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* ou
 }
 
 // y[oc0 .. oc0+OCB) of one image: for each output row, OCB channels x one register of columns
-// accumulate in registers while each input row segment is loaded once for all of them.
-template <typename T, int OCB>
+// accumulate in registers while each input row segment is loaded once for all of them. The
+// loops over the block are unrolled so the accumulators stay in registers (a rolled loop over
+// an array of vectors kept them on the stack, a load and store per FMA).
+template <typename T, int OCB, bool kUnitStride>
 void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* xn, const T* k,
                        const T* bias, T* yn, std::int64_t oc0, int ocb) {
   using S = detail::Simd<T>;
@@ -82,26 +84,34 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* 
   constexpr std::int64_t kTile = S::kLanes;
   const Window2d& wn = g.win;
   const std::int64_t ks = g.kernel_size();
+  const std::int64_t sw = wn.sw;
   // Kernel offsets of each channel in the block; channels past ocb reuse the last real one and
   // are computed but never stored.
   std::int64_t koff[OCB];
-  for (int ob = 0; ob < OCB; ++ob) koff[ob] = std::min(ob, ocb - 1) * g.ic * ks;
+  T b0[OCB];
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OCB; ++ob) {
+    koff[ob] = std::min(ob, ocb - 1) * g.ic * ks;
+    b0[ob] = bias ? bias[oc0 + std::min(ob, ocb - 1)] : T(0);
+  }
   for (std::int64_t oy = 0; oy < g.oh; ++oy) {
     for (std::int64_t ox0 = 0; ox0 < g.ow; ox0 += kTile) {
       V acc[OCB];
-      for (int ob = 0; ob < OCB; ++ob) acc[ob] = S::splat(bias ? bias[oc0 + std::min(ob, ocb - 1)] : T(0));
+#pragma GCC unroll 8
+      for (int ob = 0; ob < OCB; ++ob) acc[ob] = S::splat(b0[ob]);
       for (std::int64_t c = 0; c < g.ic; ++c) {
         const T* kc = k + (oc0 * g.ic + c) * ks;  // kernel [oc0, c, :, :]
         for (int ky = 0; ky < wn.kh; ++ky) {
-          const T* xr = xn + (c * p.hp + oy * wn.sh + ky) * p.wp + ox0 * wn.sw;
+          const T* xr = xn + (c * p.hp + oy * wn.sh + ky) * p.wp + ox0 * sw;
           const T* kr = kc + ky * wn.kw;
           for (int kx = 0; kx < wn.kw; ++kx) {
             V xv;
-            if (wn.sw == 1) {
+            if constexpr (kUnitStride) {
               xv = S::load(xr + kx);
             } else {
-              for (std::int64_t j = 0; j < kTile; ++j) xv[j] = xr[kx + j * wn.sw];
+              for (std::int64_t j = 0; j < kTile; ++j) xv[j] = xr[kx + j * sw];
             }
+#pragma GCC unroll 8
             for (int ob = 0; ob < OCB; ++ob) acc[ob] += kr[koff[ob] + kx] * xv;
           }
         }
@@ -131,8 +141,13 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* 
     for (std::int64_t t = lo; t < hi; ++t) {
       const std::int64_t n = t / blocks, oc0 = (t % blocks) * kBlock;
       const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
-      conv_forward_rows<T, kBlock>(g, p, padded + n * p.image_stride(g), k, b,
-                                   y + n * g.oc * g.oh * g.ow, oc0, ocb);
+      const T* xn = padded + n * p.image_stride(g);
+      T* yn = y + n * g.oc * g.oh * g.ow;
+      if (g.win.sw == 1) {
+        conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
+      } else {
+        conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+      }
     }
   });
 }
@@ -307,32 +322,45 @@ TBGRAD_REGISTER_OP("conv2d_backward_input", true);
 // out[b] += sum over the window positions of gy_plane * x shifted by b columns, for the NB
 // kernel columns starting at xrow (already offset by the kernel row and first column). One
 // vector of partial sums per column, summed in lane order at the end: deterministic.
-template <typename T, int NB>
+template <typename T, int NB, bool kUnitStride>
 void weight_grad_columns(const ConvGeometry& g, const PaddedInput<T>& p, const T* gplane,
                          std::int64_t owp, const T* xrow, T* out) {
   using S = detail::Simd<T>;
   using V = typename S::Vec;
   constexpr std::int64_t L = S::kLanes;
-  const Window2d& wn = g.win;
+  const std::int64_t sw = g.win.sw, row_step = g.win.sh * p.wp;
   V acc[NB];
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b) acc[b] = S::splat(T(0));
   for (std::int64_t oy = 0; oy < g.oh; ++oy) {
     const T* gr = gplane + oy * owp;
-    const T* xr = xrow + oy * wn.sh * p.wp;
+    const T* xr = xrow + oy * row_step;
     for (std::int64_t ox = 0; ox < owp; ox += L) {
       const V gv = S::load(gr + ox);  // padded gradient columns are zero
+#pragma GCC unroll 8
       for (int b = 0; b < NB; ++b) {
-        V xv;
-        if (wn.sw == 1) {
-          xv = S::load(xr + b + ox);
+        if constexpr (kUnitStride) {
+          acc[b] += gv * S::load(xr + b + ox);
         } else {
-          for (std::int64_t j = 0; j < L; ++j) xv[j] = xr[b + (ox + j) * wn.sw];
+          V xv;
+          for (std::int64_t j = 0; j < L; ++j) xv[j] = xr[b + (ox + j) * sw];
+          acc[b] += gv * xv;
         }
-        acc[b] += gv * xv;
       }
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < NB; ++b) out[b] += horizontal_sum<T>(acc[b]);
+}
+
+template <typename T, int NB>
+void weight_grad_columns(const ConvGeometry& g, const PaddedInput<T>& p, const T* gplane,
+                         std::int64_t owp, const T* xrow, T* out) {
+  if (g.win.sw == 1) {
+    weight_grad_columns<T, NB, true>(g, p, gplane, owp, xrow, out);
+  } else {
+    weight_grad_columns<T, NB, false>(g, p, gplane, owp, xrow, out);
+  }
 }
 
 class Conv2dBackwardWeightOp final : public Op {

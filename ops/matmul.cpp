@@ -19,38 +19,48 @@ class MatmulOp final : public Op {
       : m_(m), k_(k), n_(n), o_(o) {}
   const char* name() const override { return "matmul"; }
 
-  // A transposed b with a transposed a is first copied to [K, N]; the other cases read their
-  // operands in place.
+  // op(b) is first copied to [K, NP], NP = N rounded up to a whole vector with zero columns, so
+  // the inner loop only ever loads whole vectors along contiguous rows.
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
-    return o_.transpose_a && o_.transpose_b
-               ? static_cast<std::size_t>(k_ * n_) * dtype_size(in[1].dtype())
-               : 0;
+    const std::int64_t lanes = in[1].dtype() == DType::kF32 ? detail::Simd<float>::kLanes
+                                                            : detail::Simd<double>::kLanes;
+    return static_cast<std::size_t>(k_ * ((n_ + lanes - 1) / lanes * lanes)) *
+           dtype_size(in[1].dtype());
   }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      constexpr std::int64_t L = detail::Simd<T>::kLanes;
       const T* a = ctx.inputs[0].data<T>();  // [M, K] or [K, M]
       const T* b = ctx.inputs[1].data<T>();  // [K, N] or [N, K]
       T* c = ctx.output.data<T>();           // [M, N]
-      // Each row of c is one task's, each element summed over k in a fixed order: deterministic.
-      const std::int64_t grain = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, k_ * n_));
-      if (o_.transpose_b && !o_.transpose_a) {
-        parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t i = lo; i < hi; ++i) dot_rows(a + i * k_, b, c + i * n_);
-        });
-        return;
-      }
-      if (o_.transpose_b) {  // and transpose_a
-        T* bt = static_cast<T*>(ctx.workspace);
-        for (std::int64_t j = 0; j < n_; ++j) {
-          for (std::int64_t kk = 0; kk < k_; ++kk) bt[kk * n_ + j] = b[j * k_ + kk];
+      const std::int64_t np = (n_ + L - 1) / L * L;
+      T* bp = static_cast<T*>(ctx.workspace);  // [K, NP]
+      constexpr std::int64_t kBlock = 16;  // transpose in 16x16 tiles: both sides stay in cache
+      parallel_for((k_ + kBlock - 1) / kBlock, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t kb = lo * kBlock; kb < std::min(k_, hi * kBlock); kb += kBlock) {
+          const std::int64_t ke = std::min(k_, kb + kBlock);
+          if (o_.transpose_b) {
+            for (std::int64_t jb = 0; jb < n_; jb += kBlock) {
+              const std::int64_t je = std::min(n_, jb + kBlock);
+              for (std::int64_t j = jb; j < je; ++j) {
+                for (std::int64_t kk = kb; kk < ke; ++kk) bp[kk * np + j] = b[j * k_ + kk];
+              }
+            }
+          } else {
+            for (std::int64_t kk = kb; kk < ke; ++kk) {
+              std::copy(b + kk * n_, b + (kk + 1) * n_, bp + kk * np);
+            }
+          }
+          for (std::int64_t kk = kb; kk < ke; ++kk) std::fill(bp + kk * np + n_, bp + (kk + 1) * np, T(0));
         }
-        b = bt;
-      }
+      });
+      // Each row of c is one task's, each element summed over k in a fixed order: deterministic.
       const std::int64_t a_step = o_.transpose_a ? m_ : 1;  // stride between a(i, k) and a(i, k+1)
+      const std::int64_t grain = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, k_ * np));
       parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) {
-          axpy_rows(o_.transpose_a ? a + i : a + i * k_, a_step, b, c + i * n_);
+          axpy_rows(o_.transpose_a ? a + i : a + i * k_, a_step, bp, np, c + i * n_);
         }
       });
     });
@@ -70,51 +80,51 @@ class MatmulOp final : public Op {
   }
 
  private:
-  // c_row[N] = sum over k of a_row[k * a_step] * b[k, :], with the row kept in registers one
-  // block of up to four vectors at a time.
+  // c_row[N] = sum over k of a_row[k * a_step] * b[k, :] (b is [K, NP], zero past N), with the
+  // row kept in registers: blocks of four vectors, then one block of the remaining one to
+  // three, each vector its own accumulator chain (one chain alone would be bound by the FMA
+  // latency).
   template <typename T>
-  void axpy_rows(const T* a_row, std::int64_t a_step, const T* b, T* c_row) const {
-    using S = detail::Simd<T>;
-    using V = typename S::Vec;
-    constexpr std::int64_t L = S::kLanes;
+  void axpy_rows(const T* a_row, std::int64_t a_step, const T* b, std::int64_t np,
+                 T* c_row) const {
+    constexpr std::int64_t L = detail::Simd<T>::kLanes;
     std::int64_t j = 0;
-    for (; j + 4 * L <= n_; j += 4 * L) {
-      V acc[4] = {S::splat(0), S::splat(0), S::splat(0), S::splat(0)};
-      for (std::int64_t kk = 0; kk < k_; ++kk) {
-        const V av = S::splat(a_row[kk * a_step]);
-        const T* br = b + kk * n_ + j;
-        for (int t = 0; t < 4; ++t) acc[t] += av * S::load(br + t * L);
-      }
-      for (int t = 0; t < 4; ++t) S::store(c_row + j + t * L, acc[t]);
-    }
-    for (; j + L <= n_; j += L) {
-      V acc = S::splat(0);
-      for (std::int64_t kk = 0; kk < k_; ++kk) acc += S::splat(a_row[kk * a_step]) * S::load(b + kk * n_ + j);
-      S::store(c_row + j, acc);
-    }
-    for (; j < n_; ++j) {
-      T acc = 0;
-      for (std::int64_t kk = 0; kk < k_; ++kk) acc += a_row[kk * a_step] * b[kk * n_ + j];
-      c_row[j] = acc;
+    for (; j + 4 * L <= np; j += 4 * L) axpy_block<T, 4>(a_row, a_step, b, np, c_row, j);
+    switch ((np - j) / L) {
+      case 3: axpy_block<T, 3>(a_row, a_step, b, np, c_row, j); break;
+      case 2: axpy_block<T, 2>(a_row, a_step, b, np, c_row, j); break;
+      case 1: axpy_block<T, 1>(a_row, a_step, b, np, c_row, j); break;
+      default: break;
     }
   }
 
-  // c_row[j] = dot(a_row[K], b[j, :]) for every j (b is [N, K]): vector partial sums over k,
-  // added in lane order, then the scalar tail.
-  template <typename T>
-  void dot_rows(const T* a_row, const T* b, T* c_row) const {
+  template <typename T, int NV>
+  void axpy_block(const T* a_row, std::int64_t a_step, const T* b, std::int64_t np, T* c_row,
+                  std::int64_t j) const {
     using S = detail::Simd<T>;
     using V = typename S::Vec;
     constexpr std::int64_t L = S::kLanes;
-    const std::int64_t kv = k_ / L * L;
-    for (std::int64_t j = 0; j < n_; ++j) {
-      const T* br = b + j * k_;
-      V acc = S::splat(0);
-      for (std::int64_t kk = 0; kk < kv; kk += L) acc += S::load(a_row + kk) * S::load(br + kk);
-      T sum = 0;
-      for (int l = 0; l < L; ++l) sum += acc[l];
-      for (std::int64_t kk = kv; kk < k_; ++kk) sum += a_row[kk] * br[kk];
-      c_row[j] = sum;
+    V acc[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[v] = S::splat(0);
+    for (std::int64_t kk = 0; kk < k_; ++kk) {
+      const V av = S::splat(a_row[kk * a_step]);
+      const T* br = b + kk * np + j;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[v] += av * S::load(br + v * L);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) store_row(c_row, j + v * L, acc[v]);
+  }
+
+  // Stores the part of vector v that lies inside the row's N columns.
+  template <typename T, typename V>
+  void store_row(T* c_row, std::int64_t j, V v) const {
+    constexpr std::int64_t L = detail::Simd<T>::kLanes;
+    if (j + L <= n_) {
+      detail::Simd<T>::store(c_row + j, v);
+    } else {
+      for (std::int64_t l = 0; j + l < n_; ++l) c_row[j + l] = v[l];
     }
   }
 

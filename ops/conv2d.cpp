@@ -17,7 +17,7 @@ using detail::dispatch_float;
 using detail::Window2d;
 
 // Images per chunk of the weight-gradient reduction over the batch (Note [Determinism]).
-constexpr std::int64_t kBatchChunk = 4;
+constexpr std::int64_t kBatchChunk = 2;
 
 struct ConvGeometry {
   std::int64_t n, ic, h, w;  // input  [N, IC, H, W]
@@ -52,23 +52,28 @@ struct PaddedInput {
   std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp; }
 };
 
+// Copies images [n0, n1) of x into the padded buffer. Kernels call it from inside their own
+// per-image tasks: one parallel region per op rather than a separate one for the copy.
 template <typename T>
-void pad_input(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* out) {
+void pad_images(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* out,
+                std::int64_t n0, std::int64_t n1) {
   const Window2d& wn = g.win;
-  parallel_for(g.n * g.ic, 64, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t plane = lo; plane < hi; ++plane) {
-      const T* src = x + plane * g.h * g.w;
-      T* dst = out + plane * p.hp * p.wp;
-      std::fill(dst, dst + wn.ph * p.wp, T(0));
-      for (std::int64_t r = 0; r < g.h; ++r) {
-        T* row = dst + (r + wn.ph) * p.wp;
-        std::fill(row, row + wn.pw, T(0));
-        std::copy(src + r * g.w, src + (r + 1) * g.w, row + wn.pw);
-        std::fill(row + wn.pw + g.w, row + p.wp, T(0));
-      }
-      std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
+  for (std::int64_t plane = n0 * g.ic; plane < n1 * g.ic; ++plane) {
+    const T* src = x + plane * g.h * g.w;
+    T* dst = out + plane * p.hp * p.wp;
+    std::fill(dst, dst + wn.ph * p.wp, T(0));
+    for (std::int64_t r = 0; r < g.h; ++r) {
+      T* row = dst + (r + wn.ph) * p.wp;
+      std::fill(row, row + wn.pw, T(0));
+      std::copy(src + r * g.w, src + (r + 1) * g.w, row + wn.pw);
+      std::fill(row + wn.pw + g.w, row + p.wp, T(0));
     }
-  });
+    std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
+  }
+}
+
+template <typename T>
+void zero_slack(const ConvGeometry& g, const PaddedInput<T>& p, T* out) {
   std::fill(out + g.n * g.ic * p.hp * p.wp, out + p.elements(g), T(0));
 }
 
@@ -134,19 +139,21 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* 
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
   const PaddedInput<T> p = PaddedInput<T>::of(g);
-  pad_input(g, p, x, padded);
+  zero_slack(g, p, padded);
   constexpr int kBlock = 4;
-  const std::int64_t blocks = (g.oc + kBlock - 1) / kBlock;
-  parallel_for(g.n * blocks, 1, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t t = lo; t < hi; ++t) {
-      const std::int64_t n = t / blocks, oc0 = (t % blocks) * kBlock;
-      const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+  // One task per image: pad it, then every block of 4 output channels.
+  parallel_for(g.n, 1, [&](std::int64_t lo, std::int64_t hi) {
+    pad_images(g, p, x, padded, lo, hi);
+    for (std::int64_t n = lo; n < hi; ++n) {
       const T* xn = padded + n * p.image_stride(g);
       T* yn = y + n * g.oc * g.oh * g.ow;
-      if (g.win.sw == 1) {
-        conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
-      } else {
-        conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+      for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
+        const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+        if (g.win.sw == 1) {
+          conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
+        } else {
+          conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+        }
       }
     }
   });
@@ -185,19 +192,18 @@ std::int64_t padded_row(const ConvGeometry& g) {
   return align_elements(g.ow, detail::Simd<T>::kLanes);
 }
 
+// Copies the output-gradient planes of images [n0, n1) into the row-padded buffer.
 template <typename T>
-void pad_rows(const ConvGeometry& g, const T* gy, T* out) {
+void pad_rows(const ConvGeometry& g, const T* gy, T* out, std::int64_t n0, std::int64_t n1) {
   const std::int64_t owp = padded_row<T>(g);
-  parallel_for(g.n * g.oc, 64, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t plane = lo; plane < hi; ++plane) {
-      for (std::int64_t r = 0; r < g.oh; ++r) {
-        const T* src = gy + (plane * g.oh + r) * g.ow;
-        T* dst = out + (plane * g.oh + r) * owp;
-        std::copy(src, src + g.ow, dst);
-        std::fill(dst + g.ow, dst + owp, T(0));
-      }
+  for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
+    for (std::int64_t r = 0; r < g.oh; ++r) {
+      const T* src = gy + (plane * g.oh + r) * g.ow;
+      T* dst = out + (plane * g.oh + r) * owp;
+      std::copy(src, src + g.ow, dst);
+      std::fill(dst + g.ow, dst + owp, T(0));
     }
-  });
+  }
 }
 
 template <typename T>
@@ -396,40 +402,46 @@ class Conv2dBackwardWeightOp final : public Op {
       T* gyp = ws + lay.gyp;          // [N, OC, OH, OWP]
       T* gk = ctx.output.data<T>();   // [OC, IC, KH, KW]
       const PaddedInput<T> p = PaddedInput<T>::of(g_);
-      pad_input(g_, p, ctx.inputs[0].data<T>(), xp);
-      pad_rows(g_, ctx.inputs[1].data<T>(), gyp);
+      const T* x = ctx.inputs[0].data<T>();
+      const T* gy = ctx.inputs[1].data<T>();
+      zero_slack(g_, p, xp);
       const std::int64_t owp = padded_row<T>(g_);
       const Window2d& wn = g_.win;
       const std::int64_t ks = g_.kernel_size();
       const std::int64_t per_oc = g_.ic * ks;
       const std::int64_t wsize = g_.oc * per_oc;
       const std::int64_t chunks = fixed_chunks(g_.n, kBatchChunk);
-      parallel_for(chunks * g_.oc, 1, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t t = lo; t < hi; ++t) {
-          const std::int64_t chunk = t / g_.oc, oc = t % g_.oc;
-          T* pk = partial + chunk * wsize + oc * per_oc;
-          std::fill(pk, pk + per_oc, T(0));
-          const std::int64_t n_end = std::min(g_.n, (chunk + 1) * kBatchChunk);
-          for (std::int64_t n = chunk * kBatchChunk; n < n_end; ++n) {
-            const T* gplane = gyp + (n * g_.oc + oc) * g_.oh * owp;
-            for (std::int64_t c = 0; c < g_.ic; ++c) {
-              const T* xplane = xp + n * p.image_stride(g_) + c * p.hp * p.wp;
-              for (int ky = 0; ky < wn.kh; ++ky) {
-                // Up to 8 kernel columns at once: independent accumulator chains hide the FMA
-                // latency that a single chain per (ky, kx) was bound by.
-                for (int kx0 = 0; kx0 < wn.kw; kx0 += 8) {
-                  const int nb = std::min(8, wn.kw - kx0);
-                  const T* xrow = xplane + ky * p.wp + kx0;
-                  T* out = pk + c * ks + ky * wn.kw + kx0;
-                  switch (nb) {
-                    case 1: weight_grad_columns<T, 1>(g_, p, gplane, owp, xrow, out); break;
-                    case 2: weight_grad_columns<T, 2>(g_, p, gplane, owp, xrow, out); break;
-                    case 3: weight_grad_columns<T, 3>(g_, p, gplane, owp, xrow, out); break;
-                    case 4: weight_grad_columns<T, 4>(g_, p, gplane, owp, xrow, out); break;
-                    case 5: weight_grad_columns<T, 5>(g_, p, gplane, owp, xrow, out); break;
-                    case 6: weight_grad_columns<T, 6>(g_, p, gplane, owp, xrow, out); break;
-                    case 7: weight_grad_columns<T, 7>(g_, p, gplane, owp, xrow, out); break;
-                    default: weight_grad_columns<T, 8>(g_, p, gplane, owp, xrow, out); break;
+      // One task per chunk of images: pad its inputs and gradients, then sum its images'
+      // contributions to every weight into the chunk's own slot.
+      parallel_for(chunks, 1, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t chunk = lo; chunk < hi; ++chunk) {
+          const std::int64_t n0 = chunk * kBatchChunk, n1 = std::min(g_.n, n0 + kBatchChunk);
+          pad_images(g_, p, x, xp, n0, n1);
+          pad_rows(g_, gy, gyp, n0, n1);
+          T* pk = partial + chunk * wsize;
+          std::fill(pk, pk + wsize, T(0));
+          for (std::int64_t n = n0; n < n1; ++n) {
+            for (std::int64_t oc = 0; oc < g_.oc; ++oc) {
+              const T* gplane = gyp + (n * g_.oc + oc) * g_.oh * owp;
+              for (std::int64_t c = 0; c < g_.ic; ++c) {
+                const T* xplane = xp + n * p.image_stride(g_) + c * p.hp * p.wp;
+                for (int ky = 0; ky < wn.kh; ++ky) {
+                  // Up to 8 kernel columns at once: independent accumulator chains hide the
+                  // FMA latency that a single chain per (ky, kx) was bound by.
+                  for (int kx0 = 0; kx0 < wn.kw; kx0 += 8) {
+                    const int nb = std::min(8, wn.kw - kx0);
+                    const T* xrow = xplane + ky * p.wp + kx0;
+                    T* out = pk + oc * per_oc + c * ks + ky * wn.kw + kx0;
+                    switch (nb) {
+                      case 1: weight_grad_columns<T, 1>(g_, p, gplane, owp, xrow, out); break;
+                      case 2: weight_grad_columns<T, 2>(g_, p, gplane, owp, xrow, out); break;
+                      case 3: weight_grad_columns<T, 3>(g_, p, gplane, owp, xrow, out); break;
+                      case 4: weight_grad_columns<T, 4>(g_, p, gplane, owp, xrow, out); break;
+                      case 5: weight_grad_columns<T, 5>(g_, p, gplane, owp, xrow, out); break;
+                      case 6: weight_grad_columns<T, 6>(g_, p, gplane, owp, xrow, out); break;
+                      case 7: weight_grad_columns<T, 7>(g_, p, gplane, owp, xrow, out); break;
+                      default: weight_grad_columns<T, 8>(g_, p, gplane, owp, xrow, out); break;
+                    }
                   }
                 }
               }
@@ -437,14 +449,12 @@ class Conv2dBackwardWeightOp final : public Op {
           }
         }
       });
-      // Combine the chunks in order.
-      parallel_for(wsize, 4096, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t i = lo; i < hi; ++i) {
-          T sum = 0;
-          for (std::int64_t c = 0; c < chunks; ++c) sum += partial[c * wsize + i];
-          gk[i] = sum;
-        }
-      });
+      // Combine the chunks in order (small: the kernel's size times the chunk count).
+      for (std::int64_t i = 0; i < wsize; ++i) {
+        T sum = 0;
+        for (std::int64_t c = 0; c < chunks; ++c) sum += partial[c * wsize + i];
+        gk[i] = sum;
+      }
     });
   }
 

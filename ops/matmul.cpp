@@ -36,8 +36,10 @@ class MatmulOp final : public Op {
       T* c = ctx.output.data<T>();           // [M, N]
       const std::int64_t np = (n_ + L - 1) / L * L;
       T* bp = static_cast<T*>(ctx.workspace);  // [K, NP]
+      // Serial below ~64K elements: a few microseconds, less than another parallel region.
       constexpr std::int64_t kBlock = 16;  // transpose in 16x16 tiles: both sides stay in cache
-      parallel_for((k_ + kBlock - 1) / kBlock, 1, [&](std::int64_t lo, std::int64_t hi) {
+      const std::int64_t copy_grain = std::max<std::int64_t>(1, 65536 / (kBlock * np));
+      parallel_for((k_ + kBlock - 1) / kBlock, copy_grain, [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t kb = lo * kBlock; kb < std::min(k_, hi * kBlock); kb += kBlock) {
           const std::int64_t ke = std::min(k_, kb + kBlock);
           if (o_.transpose_b) {

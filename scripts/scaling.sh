@@ -21,7 +21,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export LD_LIBRARY_PATH="$bin:${LD_LIBRARY_PATH:-}"
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/"; }
+field() { sed -E "s/.*\"$1\": ?([0-9.eE+-]+).*/\1/"; }
 
 torch_ok=0
 if [[ "${TORCH:-1}" != 0 ]] && python3 -c "import torch, numpy" 2> /dev/null; then

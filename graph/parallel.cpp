@@ -47,6 +47,11 @@ int num_threads() {
   return c.threads > 0 ? c.threads : tbb::info::default_concurrency();
 }
 
+int& serial_depth() {
+  thread_local int depth = 0;
+  return depth;
+}
+
 int configured_num_threads() {
   ThreadConfig& c = config();
   std::lock_guard<std::mutex> lock(c.mutex);

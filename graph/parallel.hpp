@@ -42,13 +42,24 @@ void run_in_arena(Fn& fn) {
   run_in_arena_raw([](void* f) { (*static_cast<Fn*>(f))(); }, &fn);
 }
 
+// While a SerialScope lives on a thread, parallel_for runs inline there: for callers that already
+// split the work at a coarser level (one task per micro-batch) and want no nested fork/join.
+int& serial_depth();
+class SerialScope {
+ public:
+  SerialScope() { ++serial_depth(); }
+  ~SerialScope() { --serial_depth(); }
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+};
+
 // Calls body(begin, end) over [0, n) in blocks. `grain` is the smallest block worth a task: pick
 // it so one block is at least a few microseconds of work. A range of one block runs inline.
 template <typename Body>
 void parallel_for(std::int64_t n, std::int64_t grain, const Body& body) {
   if (n <= 0) return;
   grain = std::max<std::int64_t>(grain, 1);
-  if (n <= grain) {
+  if (n <= grain || serial_depth() > 0) {
     body(std::int64_t{0}, n);
     return;
   }

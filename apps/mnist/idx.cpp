@@ -175,7 +175,9 @@ struct OpenedFile {
 };
 
 OpenedFile open_idx_file(const fs::path& file) {
-  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK so that a FIFO (or other special file) given as a data file is refused below
+  // instead of blocking open() forever; it is cleared again once the file is known to be regular.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) fail(file, "not found; run scripts/fetch_mnist.sh or pass --data DIR");
@@ -189,6 +191,10 @@ OpenedFile open_idx_file(const fs::path& file) {
   if (S_ISDIR(info.st_mode)) fail(file, "is a directory, expected an idx file");
   if (!S_ISREG(info.st_mode)) fail(file, "is not a regular file");
   if (info.st_size == 0) fail(file, "empty file");
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    fail(file, "cannot read: " + errno_message(errno));
+  }
 
   if (is_gzip_name(file)) {
     return {std::make_unique<GzipSource>(file, std::move(owned)), std::nullopt};

@@ -98,7 +98,19 @@ po::variables_map parse(const po::options_description& desc, const std::vector<s
   po::command_line_parser parser(args);
   parser.options(desc);
   if (positional) parser.positional(*positional);
-  po::store(parser.run(), vm);
+  const po::parsed_options parsed = parser.run();
+  // Without a positional description, boost keeps stray words ("train junk") as nameless
+  // options that store() then silently drops; refuse them instead.
+  if (!positional) {
+    for (const po::option& o : parsed.options) {
+      if (o.position_key >= 0 || o.string_key.empty()) {
+        throw UsageError("unexpected argument '" +
+                         (o.original_tokens.empty() ? std::string() : o.original_tokens.front()) +
+                         "'");
+      }
+    }
+  }
+  po::store(parsed, vm);
   po::notify(vm);
   return vm;
 }

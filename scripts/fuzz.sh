@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang) and runs each for a bounded time, one after another.
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   SECONDS_PER_TARGET defaults to 30; TARGETs default to all four:
+#   fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image
+# Build dir: build-fuzz/ (or $FUZZ_BUILD_DIR). The corpus each run grows is kept in
+# <build>/corpus/<target> and reused by the next run; seeds are regenerated every time
+# (fuzz/seeds.cpp) and fuzz/regressions/<target>/ is always replayed first. A crash leaves its
+# input in <build>/artifacts/<target>/: copy it into fuzz/regressions/<target>/ once fixed, and
+# ctest's fuzz_regressions test replays it from then on. Exits 1 if any target found something.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+seconds="${1:-30}"
+shift || true
+targets=("$@")
+if ((${#targets[@]} == 0)); then
+  targets=(fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image)
+fi
+build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
+
+"$root/scripts/install_deps.sh" --with-clang
+if ! command -v clang++ > /dev/null; then
+  echo "scripts/fuzz.sh: clang++ is needed (Debian: apt-get install clang libclang-rt-14-dev)" >&2
+  exit 1
+fi
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DTBGRAD_FUZZ=ON -DTBGRAD_BUILD_TESTS=OFF -DTBGRAD_BUILD_APPS=OFF -DTBGRAD_BUILD_BENCH=OFF \
+  -DTBGRAD_NATIVE=OFF > /dev/null
+cmake --build "$build" -j "$(nproc)" --target fuzz_all
+
+rm -rf "$build/seeds"
+"$build/fuzz/make_seeds" "$build/seeds"
+
+summary="$build/fuzz-summary.txt"
+printf '%-16s %8s %12s %10s %8s %s\n' target seconds executions exec/s corpus result > "$summary"
+status=0
+for target in "${targets[@]}"; do
+  short="${target#fuzz_}"
+  corpus="$build/corpus/$short"
+  artifacts="$build/artifacts/$short"
+  regressions="$root/fuzz/regressions/$short"
+  log="$build/logs/$target.log"
+  mkdir -p "$corpus" "$artifacts" "$regressions" "$build/logs"
+  dict=()
+  [[ -f "$root/fuzz/$short.dict" ]] && dict=("-dict=$root/fuzz/$short.dict")
+  echo "== $target: ${seconds}s (log: $log)"
+  result=ok
+  # -malloc_limit_mb: one allocation above 256 MiB counts as a finding ("huge allocation");
+  # the largest legitimate one is a 64-Mpixel image (64 MiB). -timeout: one input over 10 s is
+  # a finding (a hang).
+  "$build/fuzz/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict[@]}" \
+    "$corpus" "$build/seeds/$short" "$regressions" > "$log" 2>&1 || result=FAILED
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
+  files=$(find "$corpus" -type f | wc -l)
+  if [[ "$result" != ok ]]; then
+    status=1
+    grep -E "ERROR|SUMMARY|invariant|Test unit written" "$log" | head -n 20 >&2 || true
+    tail -n 40 "$log" >&2
+  fi
+  printf '%-16s %8s %12s %10s %8s %s\n' "$target" "$seconds" "${execs:-?}" "${rate:-?}" "$files" \
+    "$result" | tee -a "$summary"
+done
+echo "fuzz summary: $summary"
+cat "$summary"
+exit "$status"

@@ -10,7 +10,7 @@ Graph& Value::graph() const {
   if (!graph_) throw Error("use of an invalid (default-constructed) Value");
   return *graph_;
 }
-const Shape& Value::shape() const { return graph().node(id_).shape; }
+Shape Value::shape() const { return graph().node(id_).shape; }
 DType Value::dtype() const { return graph().node(id_).dtype; }
 const std::string& Value::name() const { return graph().node(id_).name; }
 

@@ -25,7 +25,8 @@ class Value {
   bool valid() const { return graph_ != nullptr; }
   Graph& graph() const;
   int id() const { return id_; }
-  const Shape& shape() const;
+  // By value: a reference into the graph would dangle once an op appends a node.
+  Shape shape() const;
   DType dtype() const;
   const std::string& name() const;
   // "x ([32,1,28,28])": how error messages name a value.

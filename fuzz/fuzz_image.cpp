@@ -36,7 +36,7 @@ extern "C" int TBGRAD_FUZZ_ENTRY(const uint8_t* data, size_t size) {
   check(image.pixels.size() == static_cast<size_t>(image.width) * static_cast<size_t>(image.height),
         "pixel count differs from width*height");
   const std::vector<float> input = tbgrad::mnist::to_mnist_input(image);
-  check(input.size() == 28 * 28, "MNIST input is not 784 values");
+  check(input.size() == size_t{28} * 28, "MNIST input is not 784 values");
   for (float v : input) check(std::isfinite(v) && v >= 0.0f && v <= 1.0f, "MNIST input outside [0, 1]");
   return 0;
 }

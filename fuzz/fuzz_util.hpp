@@ -49,7 +49,7 @@ inline const std::filesystem::path& scratch_dir() {
 
 // Writes `size` bytes to scratch_dir()/name (replacing it) and returns the path.
 inline std::filesystem::path write_file(const std::string& name, const uint8_t* data, size_t size) {
-  const std::filesystem::path file = scratch_dir() / name;
+  std::filesystem::path file = scratch_dir() / name;
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) die("cannot create scratch file");
   size_t done = 0;

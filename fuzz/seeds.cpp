@@ -101,7 +101,8 @@ Bytes png(int width, int height, uint32_t format, int channels) {
   image.width = static_cast<png_uint_32>(width);
   image.height = static_cast<png_uint_32>(height);
   image.format = format;
-  const Bytes pixels = pattern(static_cast<size_t>(width * height * channels), 256);
+  const Bytes pixels =
+      pattern(static_cast<size_t>(width) * static_cast<size_t>(height) * static_cast<size_t>(channels), 256);
   png_alloc_size_t size = 0;
   if (!png_image_write_to_memory(&image, nullptr, &size, 0, pixels.data(), 0, nullptr)) {
     throw std::runtime_error(std::string("png size: ") + image.message);

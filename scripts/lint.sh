@@ -20,13 +20,20 @@ if [[ -z "$filter" ]]; then
   filter="$root/(graph|ops|autodiff|nn|apps/mnist|tests|fuzz|examples|bench)/[^/]*\\.cpp$"
 fi
 "$runner" -clang-tidy-binary "$tidy" -p "$build" -j "$(nproc)" -quiet \
-  -extra-arg=-Wno-unknown-warning-option "$filter" > "$build/clang-tidy.log" 2>&1 || true
-# run-clang-tidy's exit code does not always reflect findings; count them from the log.
-findings=$(grep -cE '^/.*:[0-9]+:[0-9]+: (warning|error):' "$build/clang-tidy.log" || true)
+  -extra-arg=-Wno-unknown-warning-option "$filter" 2>&1 |
+  sed -r 's/\x1b\[[0-9;]*m//g' > "$build/clang-tidy.log" || true
+# run-clang-tidy's exit code does not always reflect findings; count them from the log (colour
+# codes stripped above).
+grep -E '^/.*:[0-9]+:[0-9]+: (warning|error):' "$build/clang-tidy.log" | sort -u > "$build/findings.txt" || true
+findings=$(wc -l < "$build/findings.txt")
+checked=$(grep -cE '^[^ ]*clang-tidy[^ ]* ' "$build/clang-tidy.log" || true)
 if ((findings > 0)); then
-  grep -E '^/.*:[0-9]+:[0-9]+: (warning|error):' "$build/clang-tidy.log" | sort -u | head -n 200
-  echo "scripts/lint.sh: $findings clang-tidy finding(s); full log: $build/clang-tidy.log" >&2
+  cat "$build/findings.txt"
+  echo "scripts/lint.sh: $findings clang-tidy finding(s) in $checked translation units; full log: $build/clang-tidy.log" >&2
   exit 1
 fi
-checked=$(grep -E '"file"' "$build/compile_commands.json" | grep -cE "$filter\"" || true)
+if ((checked == 0)); then
+  echo "scripts/lint.sh: clang-tidy checked nothing; see $build/clang-tidy.log" >&2
+  exit 1
+fi
 echo "lint: clang-tidy clean ($checked translation units)"

@@ -702,7 +702,7 @@ class HostileInputs : public ::testing::Test {
 
   // A fresh copy of the small data set in its own directory, raw or gzip.
   static fs::path data_copy(const std::string& name, bool gzip = false) {
-    const fs::path d = *dir_ / "cases" / name;
+    fs::path d = *dir_ / "cases" / name;
     write_small_dataset(d, gzip);
     return d;
   }
@@ -848,7 +848,7 @@ TEST_F(HostileInputs, Checkpoints) {
   const std::string good = read_bytes(good_ckpt());
   int n = 0;
   auto eval_file = [&](const std::string& what, const std::string& bytes, const std::string& problem) {
-    const fs::path f = path("ckpt" + std::to_string(n++) + ".ckpt");
+    fs::path f = path("ckpt" + std::to_string(n++) + ".ckpt");
     write_bytes(f, bytes);
     cases.push_back({what, {"eval", "--load", f.string(), "--data", good_data()}, 1,
                      problem.empty() ? std::vector<std::string>{f.string()}

@@ -233,7 +233,7 @@ IdxHeader read_header(ByteSource& source, const fs::path& file, int expected_dim
                    std::to_string(expected_dims) + " for " + content);
   }
 
-  std::array<uint8_t, 4 * kMaxDims> dim_bytes{};
+  std::array<uint8_t, size_t{4} * kMaxDims> dim_bytes{};
   const size_t wanted = 4 * static_cast<size_t>(expected_dims);
   const size_t got = source.read(dim_bytes.data(), wanted);
   if (got < wanted) {
@@ -244,7 +244,7 @@ IdxHeader read_header(ByteSource& source, const fs::path& file, int expected_dim
   IdxHeader header;
   header.size_in_bytes = magic.size() + wanted;
   for (int d = 0; d < expected_dims; ++d) {
-    const uint8_t* be = dim_bytes.data() + 4 * d;
+    const uint8_t* be = dim_bytes.data() + size_t{4} * static_cast<size_t>(d);
     header.dims.push_back((uint64_t{be[0]} << 24) | (uint64_t{be[1]} << 16) |
                           (uint64_t{be[2]} << 8) | uint64_t{be[3]});
   }
@@ -313,8 +313,8 @@ std::string images_claim(uint64_t count, uint64_t bytes) {
 
 // Picks NAME or NAME.gz in `dir`, preferring the raw file.
 fs::path resolve_data_file(const fs::path& dir, std::string_view name) {
-  const fs::path raw = dir / name;
-  const fs::path gz = dir / (std::string(name) + ".gz");
+  fs::path raw = dir / name;
+  fs::path gz = dir / (std::string(name) + ".gz");
   std::error_code error;
   // An error other than "does not exist" (e.g. no permission on dir) is left for
   // open() to report precisely, rather than being mistaken for a missing file.

@@ -338,7 +338,7 @@ std::vector<float> to_mnist_input(const GrayImage& img) {
     for (uint8_t& p : ink) p = static_cast<uint8_t>(255 - p);
   }
 
-  std::vector<float> output(kMnistSide * kMnistSide, 0.0f);
+  std::vector<float> output(size_t{kMnistSide} * kMnistSide, 0.0f);
   if (img.width == kMnistSide && img.height == kMnistSide) {
     // Already MNIST-shaped: keep it as is, so exported MNIST digits
     // round-trip exactly.

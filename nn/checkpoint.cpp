@@ -553,6 +553,13 @@ void save_checkpoint(const std::filesystem::path& file, const Checkpoint& ckpt) 
   temp.commit();
 }
 
+void write_file_atomically(const std::filesystem::path& file, std::string_view bytes) {
+  if (!file.has_filename()) throw CheckpointError(file, "path does not name a file");
+  TempFile temp(file);
+  temp.write(bytes.data(), bytes.size());
+  temp.commit();
+}
+
 Checkpoint load_checkpoint(const std::filesystem::path& file) {
   // O_NONBLOCK so that opening a FIFO by mistake fails below instead of hanging.
   FileDescriptor fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));

@@ -66,6 +66,10 @@ class CheckpointError : public std::runtime_error {
 // temporary file behind, and the next save to `file` removes it.
 void save_checkpoint(const std::filesystem::path& file, const Checkpoint& ckpt);
 
+// Writes `bytes` to `file` the same atomic way (for reports and other outputs that must not
+// be left half-written); throws CheckpointError naming the file on failure.
+void write_file_atomically(const std::filesystem::path& file, std::string_view bytes);
+
 // Reads and fully validates a checkpoint written by save_checkpoint; throws
 // CheckpointError if the file is malformed, corrupt or from a newer format.
 Checkpoint load_checkpoint(const std::filesystem::path& file);

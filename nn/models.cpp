@@ -98,17 +98,19 @@ struct Builder {
     const std::int64_t in = x.shape()[1];
     Value w = store.param(g, name + ".w", Shape{out, in, k, k}, g.dtype());
     Value b = store.param(g, name + ".b", Shape{out}, g.dtype());
-    return keep(conv2d(x, w, b, o));
+    return keep(conv2d(x, w, b, o), name);
   }
   Value fc(Value x, const std::string& name, std::int64_t out) {
     Value w = store.param(g, name + ".w", Shape{out, x.shape()[1]}, g.dtype());
     Value b = store.param(g, name + ".b", Shape{out}, g.dtype());
-    return keep(linear(x, w, b));
+    return keep(linear(x, w, b), name);
   }
-  Value keep(Value v) {
-    net.activations.push_back(v);
+  Value keep(Value v, std::string name) {
+    net.layers.push_back({std::move(name), v});
     return v;
   }
+  // The ReLU of the last layer kept, named after it.
+  Value relu_of(Value v) { return keep(relu(v), net.layers.back().name + ".relu"); }
 };
 
 }  // namespace
@@ -123,22 +125,22 @@ Network build_network(const std::string& model, Graph& g, std::int64_t batch, Pa
     // The report's network: conv 5x5x3 -> avg-pool 4/2 -> conv 3x3x5 -> avg-pool 3/1 ->
     // FC 245 -> 100 -> 64 -> 10, with ReLU after every layer but the last.
     const bool pool = model == "seed";
-    h = b.keep(relu(b.conv(net.images, "conv1", 3, 5)));                 // [B, 3, 24, 24]
-    if (pool) h = b.keep(avg_pool2d(h, {.kernel = 4, .stride = 2}));     // [B, 3, 11, 11]
-    h = b.keep(relu(b.conv(h, "conv2", 5, 3)));                          // [B, 5, 9, 9] / 22x22
-    if (pool) h = b.keep(avg_pool2d(h, {.kernel = 3, .stride = 1}));     // [B, 5, 7, 7]
-    h = flatten(h);                                                      // [B, 245] / [B, 2420]
-    h = b.keep(relu(b.fc(h, "fc1", 100)));
-    h = b.keep(relu(b.fc(h, "fc2", 64)));
+    h = b.relu_of(b.conv(net.images, "conv1", 3, 5));                           // [B, 3, 24, 24]
+    if (pool) h = b.keep(avg_pool2d(h, {.kernel = 4, .stride = 2}), "pool1");  // [B, 3, 11, 11]
+    h = b.relu_of(b.conv(h, "conv2", 5, 3));                        // [B, 5, 9, 9] / 22x22
+    if (pool) h = b.keep(avg_pool2d(h, {.kernel = 3, .stride = 1}), "pool2");  // [B, 5, 7, 7]
+    h = flatten(h);                                                 // [B, 245] / [B, 2420]
+    h = b.relu_of(b.fc(h, "fc1", 100));
+    h = b.relu_of(b.fc(h, "fc2", 64));
     h = b.fc(h, "fc3", 10);
   } else if (model == "lenet5") {
-    h = b.keep(relu(b.conv(net.images, "conv1", 6, 5, {.stride = 1, .padding = 2})));  // 28x28
-    h = b.keep(max_pool2d(h, {.kernel = 2, .stride = 2}));                            // 14x14
-    h = b.keep(relu(b.conv(h, "conv2", 16, 5)));                                       // 10x10
-    h = b.keep(max_pool2d(h, {.kernel = 2, .stride = 2}));                            // 5x5
-    h = flatten(h);                                                                    // 400
-    h = b.keep(relu(b.fc(h, "fc1", 120)));
-    h = b.keep(relu(b.fc(h, "fc2", 84)));
+    h = b.relu_of(b.conv(net.images, "conv1", 6, 5, {.stride = 1, .padding = 2}));  // 28x28
+    h = b.keep(max_pool2d(h, {.kernel = 2, .stride = 2}), "pool1");                 // 14x14
+    h = b.relu_of(b.conv(h, "conv2", 16, 5));                                        // 10x10
+    h = b.keep(max_pool2d(h, {.kernel = 2, .stride = 2}), "pool2");                 // 5x5
+    h = flatten(h);                                                                  // 400
+    h = b.relu_of(b.fc(h, "fc1", 120));
+    h = b.relu_of(b.fc(h, "fc2", 84));
     h = b.fc(h, "fc3", 10);
   } else {
     throw Error("unknown model '" + model + "' (expected seed, seed-nopool or lenet5)");

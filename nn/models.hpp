@@ -41,7 +41,13 @@ struct Network {
   Value logits;  // [B, 10]
   Value loss;    // [] mean cross-entropy
   std::vector<Value> params;      // in the store's order
-  std::vector<Value> activations;  // each layer's output, for inspection
+  // Each layer's output, in order, for inspection: "conv1" (before its ReLU), "conv1.relu",
+  // "pool1", ..., "fc3" (the logits).
+  struct Layer {
+    std::string name;
+    Value value;
+  };
+  std::vector<Layer> layers;
 };
 
 // "seed" (the reference CNN), "seed-nopool", "lenet5". Throws tbgrad::Error for other names.

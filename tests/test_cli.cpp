@@ -53,7 +53,7 @@ TEST_F(Cli, NoArgumentsPrintsUsageAndExits2) {
 
 TEST_F(Cli, HelpOnTheProgramAndEachCommandExits0) {
   EXPECT_EQ(run("--help").code, 0);
-  for (const char* cmd : {"train", "eval", "predict"}) {
+  for (const char* cmd : {"train", "eval", "predict", "inspect"}) {
     Result r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0) << cmd;
     EXPECT_NE(r.out.find(std::string("usage: tbgrad-mnist ") + cmd), std::string::npos) << r.out;
@@ -72,6 +72,8 @@ TEST_F(Cli, BadFlagsAndValuesAreUsageErrorsNamingTheFlag) {
       {"train --optimizer rmsprop", "--optimizer"}, {"train --init zeros", "--init"},
       {"train --frobnicate", "frobnicate"},      {"train --batch-size 99999999999999999999", "--batch-size"},
       {"eval", "--load"},                        {"predict --load x.ckpt", "IMAGE"},
+      {"inspect --out x.json", "--load"},        {"inspect --load x.ckpt", "--out"},
+      {"inspect --load x.ckpt --out x.json --index -1", "--index"},
       {"fly", "unknown command"},
   };
   for (const auto& [args, needle] : cases) {
@@ -103,6 +105,21 @@ TEST_F(Cli, TrainEvalAndPredictWorkEndToEnd) {
   EXPECT_EQ(j["model"], "seed");
   EXPECT_EQ(j["threads"], 2);
   EXPECT_EQ(j["batch_size"], 32);
+  // --step-log: a header and one row per step (320 images / 32 = 10 steps).
+  {
+    Result sl = run("train " + data() + " --epochs 1 --limit 320 --step-log " + path("s.csv"));
+    ASSERT_EQ(sl.code, 0) << sl.out;
+    std::ifstream steps(path("s.csv"));
+    std::string l;
+    std::getline(steps, l);
+    EXPECT_EQ(l, "epoch,step,loss,lr,grad_norm,update_norm");
+    int n = 0;
+    while (std::getline(steps, l)) ++n;
+    EXPECT_EQ(n, 10);
+    Result nodir = run("train " + data() + " --epochs 1 --limit 64 --step-log " + path("no/s.csv"));
+    EXPECT_EQ(nodir.code, 1) << nodir.out;
+    EXPECT_NE(nodir.out.find("no/s.csv"), std::string::npos) << nodir.out;
+  }
   EXPECT_GT(j["test_accuracy"].get<double>(), 0.9);
 
   std::ifstream csv(path("m.csv"));
@@ -143,6 +160,25 @@ TEST_F(Cli, TrainEvalAndPredictWorkEndToEnd) {
   Result bad = run("predict --load " + path("m.ckpt") + " " + path("m.csv"));
   EXPECT_EQ(bad.code, 1) << bad.out;
   EXPECT_NE(bad.out.find("m.csv"), std::string::npos) << bad.out;
+
+  // inspect writes the layers of one test image as JSON, and refuses an index past the end.
+  Result in = run("inspect --load " + path("m.ckpt") + " " + data() + " --index 5 --out " +
+                  path("i.json"));
+  ASSERT_EQ(in.code, 0) << in.out;
+  std::ifstream ij(path("i.json"));
+  nlohmann::json ji = nlohmann::json::parse(ij);
+  EXPECT_EQ(ji["model"], "seed");
+  EXPECT_EQ(ji["index"], 5);
+  EXPECT_EQ(ji["layers"].size(), 11u);
+  EXPECT_EQ(ji["layers"][2]["name"], "pool1");
+  EXPECT_EQ(ji["layers"][2]["data"].size(), 3u * 11 * 11);
+  EXPECT_EQ(ji["kernels"][0]["shape"], nlohmann::json({3, 1, 5, 5}));
+  EXPECT_EQ(ji["image"]["data"].size(), 784u);
+  Result past = run("inspect --load " + path("m.ckpt") + " " + data() + " --index 300 --out " +
+                    path("j.json"));
+  EXPECT_EQ(past.code, 2) << past.out;
+  EXPECT_NE(past.out.find("--index"), std::string::npos) << past.out;
+  EXPECT_FALSE(fs::exists(path("j.json")));
 }
 
 TEST_F(Cli, ACorruptCheckpointIsRefusedWithExitCode1) {

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <sstream>
+#include <tbgrad.hpp>
 
 #include "apps/mnist/synthetic.hpp"
 #include "apps/mnist/trainer.hpp"
@@ -204,6 +206,107 @@ TEST(Trainer, ADivergingRunStopsWithoutTouchingTheCheckpoint) {
     EXPECT_NE(std::string(e.what()).find("epoch 2, step 1 "), std::string::npos) << e.what();
   }
   EXPECT_EQ(read_bytes(good.save), before);
+}
+
+// Parses a CSV with a header into rows of numbers.
+std::vector<std::vector<double>> read_csv(const fs::path& p, std::string* header) {
+  std::ifstream f(p);
+  std::getline(f, *header);
+  std::vector<std::vector<double>> rows;
+  std::string line;
+  while (std::getline(f, line)) {
+    std::vector<double> row;
+    std::stringstream ss(line);
+    std::string cell;
+    while (std::getline(ss, cell, ',')) row.push_back(std::stod(cell));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+TEST(Trainer, TheStepLogHasOneRowPerStepAndSgdStepsAreLrTimesTheGradient) {
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.optimizer = "sgd";
+  cfg.lr = 0.05;
+  cfg.schedule = "constant";
+  cfg.epochs = 2;
+  cfg.limit = 100;
+  cfg.batch_size = 32;  // 4 steps per epoch, the last with 4 images
+  cfg.step_log = dir.path() / "steps.csv";
+  const TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  std::string header;
+  const auto rows = read_csv(cfg.step_log, &header);
+  EXPECT_EQ(header, "epoch,step,loss,lr,grad_norm,update_norm");
+  ASSERT_EQ(rows.size(), 8u);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_EQ(rows[i].size(), 6u);
+    EXPECT_EQ(rows[i][0], static_cast<double>(i / 4 + 1));
+    EXPECT_EQ(rows[i][1], static_cast<double>(i % 4 + 1));
+    EXPECT_TRUE(std::isfinite(rows[i][2]) && rows[i][2] > 0);
+    EXPECT_EQ(rows[i][3], 0.05);
+    EXPECT_GT(rows[i][4], 0);
+    // Plain SGD moves the weights by exactly lr times the gradient (float rounding aside).
+    EXPECT_NEAR(rows[i][5], 0.05 * rows[i][4], 1e-5 * rows[i][4]) << "step " << i;
+  }
+  // The epoch's mean training loss is the batch-weighted mean of its steps' losses.
+  const double mean1 = (32 * (rows[0][2] + rows[1][2] + rows[2][2]) + 4 * rows[3][2]) / 100;
+  EXPECT_NEAR(mean1, r.epochs[0].train_loss, 1e-9);
+  // Logging changes nothing: the same run without it ends with the same weights.
+  TrainConfig plain = cfg;
+  plain.step_log.clear();
+  plain.save = dir.path() / "plain.ckpt";
+  cfg.save = dir.path() / "logged.ckpt";
+  cfg.step_log = dir.path() / "steps2.csv";
+  train(plain, synthetic_train(), synthetic_test(), nullptr);
+  train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  EXPECT_EQ(read_bytes(plain.save), read_bytes(cfg.save));
+}
+
+TEST(Trainer, InspectionGivesEveryLayerOfOneImageConsistentWithPredict) {
+  TempDir dir;
+  TrainConfig cfg;
+  cfg.epochs = 1;
+  cfg.limit = 500;
+  cfg.save = dir.path() / "m.ckpt";
+  train(cfg, synthetic_train(), synthetic_test(), nullptr);
+  const Model m = Model::load(cfg.save);
+  const std::int64_t index = 7;
+  const Inspection in = m.inspect(synthetic_test(), index);
+  EXPECT_EQ(in.index, index);
+  EXPECT_EQ(in.label, synthetic_test().labels[index]);
+  ASSERT_EQ(in.image.shape, (std::vector<std::int64_t>{1, 28, 28}));
+  for (std::size_t i = 0; i < 784; ++i) {
+    ASSERT_EQ(in.image.data[i], synthetic_test().images[index * 784 + i] * (1.0f / 255.0f));
+  }
+  std::vector<std::string> names;
+  for (const auto& l : in.layers) names.push_back(l.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"conv1", "conv1.relu", "pool1", "conv2", "conv2.relu",
+                                             "pool2", "fc1", "fc1.relu", "fc2", "fc2.relu", "fc3"}));
+  EXPECT_EQ(in.layers[0].shape, (std::vector<std::int64_t>{3, 24, 24}));
+  EXPECT_EQ(in.layers[2].shape, (std::vector<std::int64_t>{3, 11, 11}));
+  EXPECT_EQ(in.layers[5].shape, (std::vector<std::int64_t>{5, 7, 7}));
+  EXPECT_EQ(in.layers[10].shape, (std::vector<std::int64_t>{10}));
+  for (const auto& l : in.layers) {
+    std::int64_t n = 1;
+    for (std::int64_t d : l.shape) n *= d;
+    EXPECT_EQ(static_cast<std::int64_t>(l.data.size()), n) << l.name;
+  }
+  // Each ReLU layer is the ReLU of the layer before it.
+  for (std::size_t i = 0; i < in.layers[0].data.size(); ++i) {
+    ASSERT_EQ(in.layers[1].data[i], std::max(0.0f, in.layers[0].data[i]));
+  }
+  // The logits give the probabilities, which match predict() on the same pixels.
+  const std::array<double, 10> p = m.predict(in.image.data);
+  for (std::size_t c = 0; c < 10; ++c) EXPECT_NEAR(in.probabilities[c], p[c], 1e-6);
+  const auto& logits = in.layers.back().data;
+  EXPECT_EQ(in.predicted, std::max_element(logits.begin(), logits.end()) - logits.begin());
+  ASSERT_EQ(in.kernels.size(), 2u);
+  EXPECT_EQ(in.kernels[0].name, "conv1.w");
+  EXPECT_EQ(in.kernels[0].shape, (std::vector<std::int64_t>{3, 1, 5, 5}));
+  EXPECT_EQ(in.kernels[1].shape, (std::vector<std::int64_t>{5, 3, 3, 3}));
+  EXPECT_THROW(m.inspect(synthetic_test(), synthetic_test().count), Error);
+  EXPECT_THROW(m.inspect(synthetic_test(), -1), Error);
 }
 
 }  // namespace

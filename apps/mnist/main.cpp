@@ -43,6 +43,7 @@ const char* kProgramHelp =
     "  train     train a model (the report's reference CNN by default)\n"
     "  eval      evaluate a saved model on the test set\n"
     "  predict   classify image files (PNG or PGM) with a saved model\n"
+    "  inspect   write a saved model's kernels and one test digit's feature maps as JSON\n"
     "\n"
     "Run 'tbgrad-mnist <command> --help' for a command's options.\n"
     "Exit codes: 0 success, 1 bad data/checkpoint/image or I/O failure, 2 bad command line,\n"
@@ -163,6 +164,9 @@ int cmd_train(const std::vector<std::string>& args) {
       "save", po::value<std::string>(), "write the model to FILE after every epoch (atomically)")(
       "resume", po::value<std::string>(), "continue training from a checkpoint written by --save")(
       "metrics", po::value<std::string>(), "write per-epoch figures to FILE.csv")(
+      "step-log", po::value<std::string>(),
+      "write one CSV row per training step to FILE: loss, learning rate, gradient norm and the "
+      "norm of the step's weight change")(
       "json", "print a JSON summary as the last line of output");
   po::variables_map vm = parse(desc, args);
   if (vm.count("help")) {
@@ -200,6 +204,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (vm.count("save")) cfg.save = vm["save"].as<std::string>();
   if (vm.count("resume")) cfg.resume = vm["resume"].as<std::string>();
   if (vm.count("metrics")) cfg.metrics = vm["metrics"].as<std::string>();
+  if (vm.count("step-log")) cfg.step_log = vm["step-log"].as<std::string>();
   const bool json = vm.count("json") > 0;
   cfg.progress = isatty(STDOUT_FILENO) == 1;
   set_threads(vm);
@@ -328,6 +333,58 @@ int cmd_predict(const std::vector<std::string>& args) {
   return status;
 }
 
+int cmd_inspect(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "usage: tbgrad-mnist inspect --load FILE --out FILE.json [options]\n\n"
+      "Runs one test image through a saved model and writes, as JSON, the image, every\n"
+      "layer's output for it (feature maps before and after each ReLU, pooled maps, fully\n"
+      "connected activations, logits), the class probabilities and every convolution's\n"
+      "kernels. scripts/plot_experiments.py draws them.\n\noptions");
+  desc.add_options()("help,h", "show this help")("load", po::value<std::string>(),
+                                                  "checkpoint written by 'train --save'")(
+      "data", po::value<std::string>()->default_value(default_data_dir()),
+      "directory with the MNIST test files (raw or .gz)")(
+      "index", po::value<std::string>()->default_value("0"), "which test image (0-based)")(
+      "out", po::value<std::string>(), "JSON file to write (atomically)");
+  po::variables_map vm = parse(desc, args);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return kExitOk;
+  }
+  if (!vm.count("load")) throw UsageError("inspect needs --load FILE");
+  if (!vm.count("out")) throw UsageError("inspect needs --out FILE");
+  const std::int64_t index = int_option(vm, "index", 0, std::numeric_limits<std::int64_t>::max());
+  set_num_threads(1);
+  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
+  mnist::Dataset test_set = load(vm["data"].as<std::string>(), mnist::Split::kTest);
+  if (index >= test_set.count) {
+    throw UsageError("--index must be below the " + std::to_string(test_set.count) +
+                     " test images, got " + std::to_string(index));
+  }
+  const mnist::Inspection r = model.inspect(test_set, index);
+  auto to_json = [](const mnist::Inspection::Array& a) {
+    return nlohmann::json{{"name", a.name}, {"shape", a.shape}, {"data", a.data}};
+  };
+  nlohmann::json j = {{"model", model.name()},
+                      {"epochs", model.epochs_trained()},
+                      {"index", r.index},
+                      {"label", r.label},
+                      {"predicted", r.predicted},
+                      {"probabilities", r.probabilities},
+                      {"image", to_json(r.image)},
+                      {"layers", nlohmann::json::array()},
+                      {"kernels", nlohmann::json::array()}};
+  for (const auto& a : r.layers) j["layers"].push_back(to_json(a));
+  for (const auto& a : r.kernels) j["kernels"].push_back(to_json(a));
+  const std::string out = vm["out"].as<std::string>();
+  nn::write_file_atomically(out, j.dump() + "\n");
+  std::printf("test image %lld (digit %d): predicted %d (p=%.3f); %zu layers, %zu kernels -> %s\n",
+              static_cast<long long>(r.index), r.label, r.predicted,
+              r.probabilities[static_cast<std::size_t>(r.predicted)], r.layers.size(),
+              r.kernels.size(), out.c_str());
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -344,6 +401,7 @@ int main(int argc, char** argv) {
     if (command == "train") return cmd_train(args);
     if (command == "eval") return cmd_eval(args);
     if (command == "predict") return cmd_predict(args);
+    if (command == "inspect") return cmd_inspect(args);
     std::fprintf(stderr, "tbgrad-mnist: unknown command '%s'\n\n%s", command.c_str(), kProgramHelp);
     return kExitUsage;
   } catch (const UsageError& e) {

@@ -33,7 +33,7 @@ struct Runner {
   Tensor images, labels;
   std::int64_t batch;
 
-  enum class Mode { kTrain, kEval, kPredict };
+  enum class Mode { kTrain, kEval, kPredict, kInspect };
 
   Runner(const std::string& model, std::int64_t b, nn::ParamStore& store, Mode mode)
       : net(nn::build_network(model, g, b, store)),
@@ -53,6 +53,13 @@ struct Runner {
         probabilities = softmax(net.logits);
         ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{probabilities});
         break;
+      case Mode::kInspect: {
+        probabilities = softmax(net.logits);
+        std::vector<Value> layers;
+        for (const auto& layer : net.layers) layers.push_back(layer.value);
+        ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{probabilities, layers});
+        break;
+      }
     }
     ex->bind(net.images, images).bind(net.labels, labels);
   }
@@ -398,6 +405,16 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     metrics << "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,images_per_second\n";
   }
 
+  // The step log keeps a copy of the weights from before each step, allocated here once.
+  std::ofstream step_log;
+  std::vector<std::vector<float>> before;
+  if (!config.step_log.empty()) {
+    step_log.open(config.step_log, std::ios::trunc);
+    if (!step_log) throw DataError(config.step_log.string() + ": cannot open for writing");
+    step_log << "epoch,step,loss,lr,grad_norm,update_norm\n";
+    for (const Tensor& p : store.tensors()) before.emplace_back(static_cast<std::size_t>(p.numel()));
+  }
+
   std::unique_ptr<Runner> eval_full, eval_tail;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   ProgressBar bar(config.progress);
@@ -427,7 +444,31 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                             "; stopping (the learning rate is probably too high; the last saved "
                             "checkpoint, if any, is untouched)");
       }
-      opt->step(run.grads);
+      if (step_log) {
+        double grad_sq = 0;
+        for (std::size_t i = 0; i < before.size(); ++i) {
+          const Tensor& p = store.tensors()[i];
+          std::copy(p.data<float>(), p.data<float>() + p.numel(), before[i].begin());
+          const float* gv = run.grads[i].data<float>();
+          for (std::int64_t j = 0; j < run.grads[i].numel(); ++j) {
+            grad_sq += static_cast<double>(gv[j]) * gv[j];
+          }
+        }
+        opt->step(run.grads);
+        double update_sq = 0;
+        for (std::size_t i = 0; i < before.size(); ++i) {
+          const float* pv = store.tensors()[i].data<float>();
+          for (std::size_t j = 0; j < before[i].size(); ++j) {
+            const double d = static_cast<double>(pv[j]) - before[i][j];
+            update_sq += d * d;
+          }
+        }
+        step_log << epoch << ',' << step + 1 << ',' << format_double(loss) << ','
+                 << format_double(opt->learning_rate()) << ',' << format_double(std::sqrt(grad_sq))
+                 << ',' << format_double(std::sqrt(update_sq)) << '\n';
+      } else {
+        opt->step(run.grads);
+      }
       loss_sum += loss * static_cast<double>(run.batch);
       correct += run.correct();
       start += run.batch;
@@ -446,6 +487,10 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     s.test_loss = result.test.loss;
     s.test_accuracy = result.test.accuracy;
     result.epochs.push_back(s);
+    if (step_log) {
+      step_log.flush();
+      if (!step_log) throw DataError(config.step_log.string() + ": write failed");
+    }
     if (metrics) {
       metrics << s.epoch << ',' << format_double(s.train_loss) << ','
               << format_double(s.train_accuracy) << ',' << format_double(s.test_loss) << ','
@@ -529,6 +574,42 @@ std::array<double, 10> Model::predict(const std::vector<float>& image) const {
   const Tensor& probs = (*run.ex)[run.probabilities];
   for (int i = 0; i < 10; ++i) p[static_cast<std::size_t>(i)] = probs.at(i);
   return p;
+}
+
+Inspection Model::inspect(const Dataset& data, std::int64_t index) const {
+  if (index < 0 || index >= data.count) {
+    throw Error("inspect: example " + std::to_string(index) + " is outside the data set's " +
+                std::to_string(data.count) + " images");
+  }
+  Runner run(impl_->model, 1, impl_->store, Runner::Mode::kInspect);
+  run.load(data, &index);
+  run.ex->run();
+  auto array_of = [](std::string name, const Tensor& t) {
+    Inspection::Array a;
+    a.name = std::move(name);
+    const auto dims = t.shape().dims();
+    a.shape.assign(dims.begin(), dims.end());
+    a.data.assign(t.data<float>(), t.data<float>() + t.numel());
+    return a;
+  };
+  Inspection r;
+  r.index = index;
+  r.label = run.labels.data<std::int32_t>()[0];
+  const Tensor& probs = (*run.ex)[run.probabilities];
+  for (int i = 0; i < 10; ++i) r.probabilities[static_cast<std::size_t>(i)] = probs.at(i);
+  r.predicted = static_cast<int>(std::max_element(r.probabilities.begin(), r.probabilities.end()) -
+                                 r.probabilities.begin());
+  r.image = array_of("image", run.images);
+  r.image.shape.erase(r.image.shape.begin());
+  for (const auto& layer : run.net.layers) {
+    r.layers.push_back(array_of(layer.name, (*run.ex)[layer.value]));
+    r.layers.back().shape.erase(r.layers.back().shape.begin());
+  }
+  for (std::size_t i = 0; i < impl_->store.names().size(); ++i) {
+    const Tensor& t = impl_->store.tensors()[i];
+    if (t.shape().rank() == 4) r.kernels.push_back(array_of(impl_->store.names()[i], t));
+  }
+  return r;
 }
 
 }  // namespace tbgrad::mnist

@@ -29,6 +29,9 @@ struct TrainConfig {
   std::filesystem::path save;     // written after every epoch when set
   std::filesystem::path resume;   // continue from this checkpoint when set
   std::filesystem::path metrics;  // CSV, one row per epoch, when set
+  // CSV, one row per training step, when set: the loss, the learning rate, the gradient's norm
+  // and the norm of the step's change to the weights (all parameters as one vector).
+  std::filesystem::path step_log;
   bool progress = false;          // live progress bar on stdout
 };
 
@@ -83,6 +86,21 @@ class ModelError : public std::runtime_error {
 TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dataset& test_set,
                   const std::function<void(const EpochStats&)>& on_epoch);
 
+// What a model does with one image, layer by layer (tbgrad-mnist inspect).
+struct Inspection {
+  struct Array {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::vector<float> data;  // row-major
+  };
+  std::int64_t index = 0;  // in the data set
+  int label = 0, predicted = 0;
+  std::array<double, 10> probabilities{};
+  Array image;                // [1, 28, 28]
+  std::vector<Array> layers;  // each layer's output for this image, in order
+  std::vector<Array> kernels;  // every convolution's weights [out, in, kh, kw]
+};
+
 // A trained model loaded from a checkpoint.
 class Model {
  public:
@@ -96,6 +114,8 @@ class Model {
   EvalResult evaluate(const Dataset& data) const;
   // Class probabilities of one 28x28 image given as 784 floats in [0, 1].
   std::array<double, 10> predict(const std::vector<float>& image) const;
+  // Runs example `index` of `data` through the model, keeping every layer's output.
+  Inspection inspect(const Dataset& data, std::int64_t index) const;
 
  private:
   struct Impl;

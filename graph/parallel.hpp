@@ -67,6 +67,22 @@ void parallel_for(std::int64_t n, std::int64_t grain, const Body& body) {
                     [&body](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); });
 }
 
+// Like parallel_for with grain 1, but splits [0, n) evenly over the threads in the same way on
+// every call (tbb::static_partitioner): with the same thread count, item i runs on the same
+// thread each time, so the data it touched last call is still in that core's cache. For a few
+// large items that each own a lot of memory (the trainer's micro-batches and their buffers).
+template <typename Body>
+void parallel_for_static(std::int64_t n, const Body& body) {
+  if (n <= 0) return;
+  if (n == 1 || serial_depth() > 0) {
+    body(std::int64_t{0}, n);
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<std::int64_t>(0, n, 1),
+                    [&body](const tbb::blocked_range<std::int64_t>& r) { body(r.begin(), r.end()); },
+                    tbb::static_partitioner());
+}
+
 // Number of chunks of at most `chunk` items covering n items: depends on n only (Note
 // [Determinism]).
 constexpr std::int64_t fixed_chunks(std::int64_t n, std::int64_t chunk) {

@@ -8,7 +8,9 @@
 namespace tbgrad::nn {
 namespace {
 
-constexpr std::int64_t kUpdateGrain = 16384;
+// Elements per task: an update is a few flops per element, so below ~64K elements a second
+// thread costs more (waking it, moving the tensor between caches) than it saves.
+constexpr std::int64_t kUpdateGrain = 65536;
 
 std::vector<Tensor> zeros_like(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;

@@ -13,58 +13,44 @@ namespace {
 
 using detail::dispatch_float;
 
+// C = op(A) op(B). One micro-kernel does all the work: a tile of up to 4 rows of the result by
+// up to 4 vectors of columns, kept in registers, each element a single chain of FMAs over k in
+// order (so an element's value does not depend on which tile or task computed it, nor on the
+// thread count). B's rows must be contiguous along the result's columns:
+//  - B not transposed: read in place; only the last N mod L columns are copied, zero-padded to
+//    one vector, into the workspace ([K, L]).
+//  - B transposed, A not (linear's forward, x [M, K] times weight [N, K]ᵀ): computed as
+//    Cᵀ = B Aᵀ, with A (the batch: small) transposed into the workspace ([K, MP], MP = M
+//    rounded up to whole vectors) and the [N, MP] result transposed back. Copying the weight
+//    instead cost more than the multiplication at training batch sizes.
+//  - both transposed (no model uses it): op(B) copied to [K, NP], zero-padded.
 class MatmulOp final : public Op {
  public:
   MatmulOp(std::int64_t m, std::int64_t k, std::int64_t n, MatmulOptions o)
       : m_(m), k_(k), n_(n), o_(o) {}
   const char* name() const override { return "matmul"; }
 
-  // op(b) is first copied to [K, NP], NP = N rounded up to a whole vector with zero columns, so
-  // the inner loop only ever loads whole vectors along contiguous rows.
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     const std::int64_t lanes = in[1].dtype() == DType::kF32 ? detail::Simd<float>::kLanes
                                                             : detail::Simd<double>::kLanes;
-    return static_cast<std::size_t>(k_ * ((n_ + lanes - 1) / lanes * lanes)) *
-           dtype_size(in[1].dtype());
+    const auto round = [&](std::int64_t x) { return (x + lanes - 1) / lanes * lanes; };
+    std::int64_t elements = k_ * lanes;  // B's tail columns
+    if (o_.transpose_b && !o_.transpose_a) elements = (k_ + n_) * round(m_);
+    if (o_.transpose_b && o_.transpose_a) elements = k_ * round(n_);
+    return static_cast<std::size_t>(elements) * dtype_size(in[1].dtype());
   }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
-      constexpr std::int64_t L = detail::Simd<T>::kLanes;
       const T* a = ctx.inputs[0].data<T>();  // [M, K] or [K, M]
       const T* b = ctx.inputs[1].data<T>();  // [K, N] or [N, K]
       T* c = ctx.output.data<T>();           // [M, N]
-      const std::int64_t np = (n_ + L - 1) / L * L;
-      T* bp = static_cast<T*>(ctx.workspace);  // [K, NP]
-      // Serial below ~64K elements: a few microseconds, less than another parallel region.
-      constexpr std::int64_t kBlock = 16;  // transpose in 16x16 tiles: both sides stay in cache
-      const std::int64_t copy_grain = std::max<std::int64_t>(1, 65536 / (kBlock * np));
-      parallel_for((k_ + kBlock - 1) / kBlock, copy_grain, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t kb = lo * kBlock; kb < std::min(k_, hi * kBlock); kb += kBlock) {
-          const std::int64_t ke = std::min(k_, kb + kBlock);
-          if (o_.transpose_b) {
-            for (std::int64_t jb = 0; jb < n_; jb += kBlock) {
-              const std::int64_t je = std::min(n_, jb + kBlock);
-              for (std::int64_t j = jb; j < je; ++j) {
-                for (std::int64_t kk = kb; kk < ke; ++kk) bp[kk * np + j] = b[j * k_ + kk];
-              }
-            }
-          } else {
-            for (std::int64_t kk = kb; kk < ke; ++kk) {
-              std::copy(b + kk * n_, b + (kk + 1) * n_, bp + kk * np);
-            }
-          }
-          for (std::int64_t kk = kb; kk < ke; ++kk) std::fill(bp + kk * np + n_, bp + (kk + 1) * np, T(0));
-        }
-      });
-      // Each row of c is one task's, each element summed over k in a fixed order: deterministic.
-      const std::int64_t a_step = o_.transpose_a ? m_ : 1;  // stride between a(i, k) and a(i, k+1)
-      const std::int64_t grain = std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, k_ * np));
-      parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t i = lo; i < hi; ++i) {
-          axpy_rows(o_.transpose_a ? a + i : a + i * k_, a_step, bp, np, c + i * n_);
-        }
-      });
+      T* work = static_cast<T*>(ctx.workspace);
+      if (o_.transpose_b && !o_.transpose_a) {
+        times_transposed(a, b, c, work);
+      } else {
+        times_rows(a, b, c, work);
+      }
     });
   }
 
@@ -82,52 +68,156 @@ class MatmulOp final : public Op {
   }
 
  private:
-  // c_row[N] = sum over k of a_row[k * a_step] * b[k, :] (b is [K, NP], zero past N), with the
-  // row kept in registers: blocks of four vectors, then one block of the remaining one to
-  // three, each vector its own accumulator chain (one chain alone would be bound by the FMA
-  // latency).
+  // The operands of one product R [rows, cols] = P [rows, K] Q [K, cols]: p(i, k) is
+  // p[i * p_row + k * p_col]; Q's rows are contiguous, q_ld apart, whole vectors up to
+  // q_main columns, then (if q_main < cols) the last columns zero-padded in q_tail [K, L];
+  // R's rows are r_ld apart and hold cols valid columns.
   template <typename T>
-  void axpy_rows(const T* a_row, std::int64_t a_step, const T* b, std::int64_t np,
-                 T* c_row) const {
+  struct Product {
+    const T* p;
+    std::int64_t p_row, p_col;
+    const T* q;
+    std::int64_t q_ld, q_main;
+    const T* q_tail;
+    T* r;
+    std::int64_t r_ld, cols;
+  };
+
+  static constexpr std::int64_t kTileRows = 4;
+
+  // Rows i0 .. i0+MI of R: whole vectors of Q, four at a time, then the padded tail.
+  template <typename T, int MI>
+  void product_rows(const Product<T>& pr, std::int64_t i0) const {
     constexpr std::int64_t L = detail::Simd<T>::kLanes;
     std::int64_t j = 0;
-    for (; j + 4 * L <= np; j += 4 * L) axpy_block<T, 4>(a_row, a_step, b, np, c_row, j);
-    switch ((np - j) / L) {
-      case 3: axpy_block<T, 3>(a_row, a_step, b, np, c_row, j); break;
-      case 2: axpy_block<T, 2>(a_row, a_step, b, np, c_row, j); break;
-      case 1: axpy_block<T, 1>(a_row, a_step, b, np, c_row, j); break;
+    for (; j + 4 * L <= pr.q_main; j += 4 * L) tile<T, MI, 4>(pr, i0, pr.q + j, pr.q_ld, j);
+    switch ((pr.q_main - j) / L) {
+      case 3: tile<T, MI, 3>(pr, i0, pr.q + j, pr.q_ld, j); break;
+      case 2: tile<T, MI, 2>(pr, i0, pr.q + j, pr.q_ld, j); break;
+      case 1: tile<T, MI, 1>(pr, i0, pr.q + j, pr.q_ld, j); break;
       default: break;
+    }
+    if (pr.q_main < pr.cols) tile<T, MI, 1>(pr, i0, pr.q_tail, L, pr.q_main);
+  }
+
+  template <typename T>
+  void product_tile_rows(const Product<T>& pr, std::int64_t i0, std::int64_t rows) const {
+    switch (std::min(kTileRows, rows - i0)) {
+      case 4: return product_rows<T, 4>(pr, i0);
+      case 3: return product_rows<T, 3>(pr, i0);
+      case 2: return product_rows<T, 2>(pr, i0);
+      default: return product_rows<T, 1>(pr, i0);
     }
   }
 
-  template <typename T, int NV>
-  void axpy_block(const T* a_row, std::int64_t a_step, const T* b, std::int64_t np, T* c_row,
-                  std::int64_t j) const {
+  // r[i0 + i, j .. j + NV*L) = sum over k of p(i0 + i, k) * q[k * q_ld + 0 .. NV*L).
+  template <typename T, int MI, int NV>
+  void tile(const Product<T>& pr, std::int64_t i0, const T* q, std::int64_t q_ld,
+            std::int64_t j) const {
     using S = detail::Simd<T>;
     using V = typename S::Vec;
     constexpr std::int64_t L = S::kLanes;
-    V acc[NV];
+    const T* p0 = pr.p + i0 * pr.p_row;
+    V acc[MI][NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[v] = S::splat(0);
+    for (int i = 0; i < MI; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = S::splat(0);
+    }
     for (std::int64_t kk = 0; kk < k_; ++kk) {
-      const V av = S::splat(a_row[kk * a_step]);
-      const T* br = b + kk * np + j;
+      const T* qr = q + kk * q_ld;
+      V qv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[v] += av * S::load(br + v * L);
+      for (int v = 0; v < NV; ++v) qv[v] = S::load(qr + v * L);
+#pragma GCC unroll 4
+      for (int i = 0; i < MI; ++i) {
+        const V pv = S::splat(p0[i * pr.p_row + kk * pr.p_col]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] += pv * qv[v];
+      }
     }
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) store_row(c_row, j + v * L, acc[v]);
+    for (int i = 0; i < MI; ++i) {
+      T* r_row = pr.r + (i0 + i) * pr.r_ld;
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const std::int64_t col = j + v * L;
+        if (col + L <= pr.cols) {
+          S::store(r_row + col, acc[i][v]);
+        } else {
+          for (std::int64_t l = 0; col + l < pr.cols; ++l) r_row[col + l] = acc[i][v][l];
+        }
+      }
+    }
   }
 
-  // Stores the part of vector v that lies inside the row's N columns.
-  template <typename T, typename V>
-  void store_row(T* c_row, std::int64_t j, V v) const {
+  // Runs the product over tiles of rows, in parallel when it is big enough to pay.
+  template <typename T>
+  void run_product(const Product<T>& pr, std::int64_t rows) const {
+    const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+    const std::int64_t grain =
+        std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, kTileRows * k_ * pr.cols));
+    parallel_for(tiles, grain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t t = lo; t < hi; ++t) product_tile_rows(pr, t * kTileRows, rows);
+    });
+  }
+
+  // C = op(A) B, or op(A) op(B) through a padded copy of op(B).
+  template <typename T>
+  void times_rows(const T* a, const T* b, T* c, T* work) const {
     constexpr std::int64_t L = detail::Simd<T>::kLanes;
-    if (j + L <= n_) {
-      detail::Simd<T>::store(c_row + j, v);
-    } else {
-      for (std::int64_t l = 0; j + l < n_; ++l) c_row[j + l] = v[l];
+    Product<T> pr{a, o_.transpose_a ? 1 : k_, o_.transpose_a ? m_ : 1, b, n_, n_ / L * L, work,
+                  c, n_, n_};
+    if (o_.transpose_b) {
+      // Copy op(B) to [K, NP] in 16x16 tiles (both sides stay in cache).
+      const std::int64_t np = (n_ + L - 1) / L * L;
+      constexpr std::int64_t kBlock = 16;
+      const std::int64_t copy_grain = std::max<std::int64_t>(1, 65536 / (kBlock * np));
+      parallel_for((k_ + kBlock - 1) / kBlock, copy_grain, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t kb = lo * kBlock; kb < std::min(k_, hi * kBlock); kb += kBlock) {
+          const std::int64_t ke = std::min(k_, kb + kBlock);
+          for (std::int64_t jb = 0; jb < n_; jb += kBlock) {
+            const std::int64_t je = std::min(n_, jb + kBlock);
+            for (std::int64_t jj = jb; jj < je; ++jj) {
+              for (std::int64_t kk = kb; kk < ke; ++kk) work[kk * np + jj] = b[jj * k_ + kk];
+            }
+          }
+          for (std::int64_t kk = kb; kk < ke; ++kk) {
+            std::fill(work + kk * np + n_, work + (kk + 1) * np, T(0));
+          }
+        }
+      });
+      pr.q = work;
+      pr.q_ld = np;
+      pr.q_main = np;
+    } else if (pr.q_main < n_) {
+      for (std::int64_t kk = 0; kk < k_; ++kk) {
+        std::fill(std::copy(b + kk * n_ + pr.q_main, b + (kk + 1) * n_, work + kk * L),
+                  work + (kk + 1) * L, T(0));
+      }
     }
+    run_product(pr, m_);
+  }
+
+  // C = A Bᵀ as Cᵀ = B Aᵀ: B's rows are the tile rows, Aᵀ [K, MP] (zero-padded) the vectors.
+  template <typename T>
+  void times_transposed(const T* a, const T* b, T* c, T* work) const {
+    constexpr std::int64_t L = detail::Simd<T>::kLanes;
+    const std::int64_t mp = (m_ + L - 1) / L * L;
+    T* at = work;            // [K, MP]
+    T* ct = work + k_ * mp;  // [N, MP]
+    for (std::int64_t kk = 0; kk < k_; ++kk) {
+      T* row = at + kk * mp;
+      for (std::int64_t i = 0; i < m_; ++i) row[i] = a[i * k_ + kk];
+      std::fill(row + m_, row + mp, T(0));
+    }
+    run_product(Product<T>{b, k_, 1, at, mp, mp, nullptr, ct, mp, mp}, n_);
+    const std::int64_t grain = std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, n_));
+    parallel_for(m_, grain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) {
+        for (std::int64_t j = 0; j < n_; ++j) c[i * n_ + j] = ct[j * mp + i];
+      }
+    });
   }
 
   std::int64_t m_, k_, n_;

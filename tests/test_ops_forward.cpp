@@ -404,8 +404,12 @@ class MatmulForward : public ::testing::TestWithParam<std::tuple<bool, bool, DTy
 
 TEST_P(MatmulForward, MatchesNestedLoopReferenceForNonSquareMatrices) {
   const auto& [ta, tb, dtype] = GetParam();
+  // Tiles of 4x4 and their remainders, K and N below, at and past whole vectors (16 floats,
+  // 8 doubles), and the reference CNN's fc1 at batch 8.
   for (const auto& [m, k, n] : {std::tuple{3, 4, 5}, std::tuple{1, 7, 2}, std::tuple{17, 33, 9},
-                                std::tuple{64, 100, 10}}) {
+                                std::tuple{64, 100, 10}, std::tuple{8, 245, 100},
+                                std::tuple{5, 32, 16}, std::tuple{6, 40, 37},
+                                std::tuple{9, 16, 70}}) {
     SCOPED_TRACE("M=" + std::to_string(m) + " K=" + std::to_string(k) + " N=" + std::to_string(n));
     tbgrad::nn::Rng rng(4);
     Graph g(dtype);

@@ -149,13 +149,13 @@ struct TrainStep {
       parts[0]->ex->run();
     } else {
       auto body = [this] {
-        parallel_for(static_cast<std::int64_t>(parts.size()), 1,
-                     [this](std::int64_t lo, std::int64_t hi) {
-                       SerialScope serial;
-                       for (std::int64_t r = lo; r < hi; ++r) {
-                         parts[static_cast<std::size_t>(r)]->ex->run();
-                       }
-                     });
+        parallel_for_static(static_cast<std::int64_t>(parts.size()),
+                            [this](std::int64_t lo, std::int64_t hi) {
+                              SerialScope serial;
+                              for (std::int64_t r = lo; r < hi; ++r) {
+                                parts[static_cast<std::size_t>(r)]->ex->run();
+                              }
+                            });
       };
       run_in_arena(body);
     }

@@ -14,7 +14,8 @@ namespace {
 using detail::dispatch_float;
 
 // C = op(A) op(B). One micro-kernel does all the work: a tile of up to 4 rows of the result by
-// up to 4 vectors of columns, kept in registers, each element a single chain of FMAs over k in
+// up to 4 vectors of columns, kept in registers (tiles visited column block by column block, so
+// each block of B is reused from cache by all rows), each element a single chain of FMAs over k in
 // order (so an element's value does not depend on which tile or task computed it, nor on the
 // thread count). B's rows must be contiguous along the result's columns:
 //  - B not transposed: read in place; only the last N mod L columns are copied, zero-padded to
@@ -85,28 +86,33 @@ class MatmulOp final : public Op {
 
   static constexpr std::int64_t kTileRows = 4;
 
-  // Rows i0 .. i0+MI of R: whole vectors of Q, four at a time, then the padded tail.
+  // Column block `block` of R (4 vectors of Q; the last whole vectors; or the padded tail)
+  // for rows i0 .. i0+MI.
   template <typename T, int MI>
-  void product_rows(const Product<T>& pr, std::int64_t i0) const {
+  void product_block(const Product<T>& pr, std::int64_t i0, std::int64_t block) const {
     constexpr std::int64_t L = detail::Simd<T>::kLanes;
-    std::int64_t j = 0;
-    for (; j + 4 * L <= pr.q_main; j += 4 * L) tile<T, MI, 4>(pr, i0, pr.q + j, pr.q_ld, j);
-    switch ((pr.q_main - j) / L) {
-      case 3: tile<T, MI, 3>(pr, i0, pr.q + j, pr.q_ld, j); break;
-      case 2: tile<T, MI, 2>(pr, i0, pr.q + j, pr.q_ld, j); break;
-      case 1: tile<T, MI, 1>(pr, i0, pr.q + j, pr.q_ld, j); break;
-      default: break;
+    const std::int64_t full = pr.q_main / (4 * L);
+    const std::int64_t j = block * 4 * L;
+    if (block < full) return tile<T, MI, 4>(pr, i0, pr.q + j, pr.q_ld, j);
+    const std::int64_t rest = (pr.q_main - full * 4 * L) / L;
+    if (block == full && rest > 0) {
+      switch (rest) {
+        case 3: return tile<T, MI, 3>(pr, i0, pr.q + j, pr.q_ld, j);
+        case 2: return tile<T, MI, 2>(pr, i0, pr.q + j, pr.q_ld, j);
+        default: return tile<T, MI, 1>(pr, i0, pr.q + j, pr.q_ld, j);
+      }
     }
-    if (pr.q_main < pr.cols) tile<T, MI, 1>(pr, i0, pr.q_tail, L, pr.q_main);
+    tile<T, MI, 1>(pr, i0, pr.q_tail, L, pr.q_main);
   }
 
   template <typename T>
-  void product_tile_rows(const Product<T>& pr, std::int64_t i0, std::int64_t rows) const {
+  void product_tile(const Product<T>& pr, std::int64_t i0, std::int64_t rows,
+                    std::int64_t block) const {
     switch (std::min(kTileRows, rows - i0)) {
-      case 4: return product_rows<T, 4>(pr, i0);
-      case 3: return product_rows<T, 3>(pr, i0);
-      case 2: return product_rows<T, 2>(pr, i0);
-      default: return product_rows<T, 1>(pr, i0);
+      case 4: return product_block<T, 4>(pr, i0, block);
+      case 3: return product_block<T, 3>(pr, i0, block);
+      case 2: return product_block<T, 2>(pr, i0, block);
+      default: return product_block<T, 1>(pr, i0, block);
     }
   }
 
@@ -151,14 +157,22 @@ class MatmulOp final : public Op {
     }
   }
 
-  // Runs the product over tiles of rows, in parallel when it is big enough to pay.
+  // Runs the product over (column block, row tile) pairs, column blocks outermost so that a
+  // block of Q (K x 4 vectors) stays in cache while every row tile uses it; in parallel when
+  // it is big enough to pay.
   template <typename T>
   void run_product(const Product<T>& pr, std::int64_t rows) const {
+    constexpr std::int64_t L = detail::Simd<T>::kLanes;
+    const std::int64_t full = pr.q_main / (4 * L);
+    const std::int64_t blocks =
+        full + (pr.q_main > full * 4 * L ? 1 : 0) + (pr.q_main < pr.cols ? 1 : 0);
     const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
     const std::int64_t grain =
-        std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, kTileRows * k_ * pr.cols));
-    parallel_for(tiles, grain, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t t = lo; t < hi; ++t) product_tile_rows(pr, t * kTileRows, rows);
+        std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, kTileRows * k_ * 4 * L));
+    parallel_for(blocks * tiles, grain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t w = lo; w < hi; ++w) {
+        product_tile(pr, (w % tiles) * kTileRows, rows, w / tiles);
+      }
     });
   }
 

@@ -6,7 +6,8 @@
 #   BIN_DIR holds tbgrad-mnist and the shared libraries it needs (scripts/pack_bins.sh makes
 #   one), so it runs on a machine without TBB or Boost. Env: REPS (default 3), TORCH_REPS
 #   (default 1), BATCHES
-#   (default "32 256"), MODEL (default seed), TORCH=0 to skip PyTorch.
+#   (default "32 256"), MODEL (default seed), TORCH=0 to skip PyTorch, CSV=FILE to also append
+#   "model,batch,threads,seconds,torch_seconds" rows (medians) to FILE.
 set -euo pipefail
 bin=$(cd "$1" && pwd)
 data=$2
@@ -52,6 +53,7 @@ for t in "${threads[@]}"; do
     med=$(printf '%s\n' "${runs[@]}" | median)
     [[ -n "${base[$b]:-}" ]] || base[$b]=$med
     row+=" $(printf '%.3f' "$med") | $(awk -v a="${base[$b]}" -v m="$med" 'BEGIN { printf "%.2fx", a / m }') |"
+    tmed=""
     if ((torch_ok)); then
       truns=()
       for ((r = 0; r < torch_reps; r++)); do
@@ -61,6 +63,10 @@ for t in "${threads[@]}"; do
       done
       tmed=$(printf '%s\n' "${truns[@]}" | median)
       row+=" $(printf '%.3f' "$tmed") | $(awk -v a="$tmed" -v m="$med" 'BEGIN { printf "%.1fx", a / m }') |"
+    fi
+    if [[ -n "${CSV:-}" ]]; then
+      [[ -s "$CSV" ]] || echo "model,batch,threads,seconds,torch_seconds" > "$CSV"
+      echo "$model,$b,$t,$med,$tmed" >> "$CSV"
     fi
   done
   echo "$row"

@@ -37,9 +37,13 @@ struct ConvGeometry {
   std::int64_t kernel_size() const { return static_cast<std::int64_t>(win.kh) * win.kw; }
 };
 
-// The input copied into a zero-bordered buffer [N, IC, HP, WP] (HP = H + 2*ph, WP = W + 2*pw)
-// with kSlack zeroed elements after it: kernels then need no bounds logic for padding, and may
-// read a whole register-width tile past a row's end (the extra lanes are computed and dropped).
+// The input copied into a zero-bordered buffer [N, IC, HP, WP] (HP = H + 2*ph, WP = W + 2*pw),
+// each image followed by `slack` zeroed elements: kernels then need no bounds logic for
+// padding, and may read a whole register-width tile past a row's end (the extra lanes are
+// computed and dropped, or multiplied by zero). The slack is per image, not after the whole
+// buffer, so those reads never reach the next image, which another task may be writing at the
+// time (ThreadSanitizer found that race; it was harmless only while the stale bytes there
+// happened to be finite, since 0 * inf is NaN).
 template <typename T>
 struct PaddedInput {
   static constexpr std::int64_t kTile = 64 / sizeof(T);  // one 512-bit register of T
@@ -48,19 +52,24 @@ struct PaddedInput {
     const std::int64_t hp = g.h + 2 * g.win.ph, wp = g.w + 2 * g.win.pw;
     return {hp, wp, kTile * g.win.sw + g.win.kw};
   }
-  std::int64_t elements(const ConvGeometry& g) const { return g.n * g.ic * hp * wp + slack; }
-  std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp; }
+  std::int64_t elements(const ConvGeometry& g) const { return g.n * image_stride(g); }
+  std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp + slack; }
 };
 
-// Copies images [n0, n1) of x into the padded buffer. Kernels call it from inside their own
-// per-image tasks: one parallel region per op rather than a separate one for the copy.
+// Copies images [n0, n1) of x into the padded buffer, with their slack. Kernels call it from
+// inside their own per-image tasks: one parallel region per op rather than a separate one for
+// the copy.
 template <typename T>
 void pad_images(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* out,
                 std::int64_t n0, std::int64_t n1) {
   const Window2d& wn = g.win;
+  for (std::int64_t n = n0; n < n1; ++n) {
+    T* image = out + n * p.image_stride(g);
+    std::fill(image + g.ic * p.hp * p.wp, image + p.image_stride(g), T(0));
+  }
   for (std::int64_t plane = n0 * g.ic; plane < n1 * g.ic; ++plane) {
     const T* src = x + plane * g.h * g.w;
-    T* dst = out + plane * p.hp * p.wp;
+    T* dst = out + (plane / g.ic) * p.image_stride(g) + (plane % g.ic) * p.hp * p.wp;
     std::fill(dst, dst + wn.ph * p.wp, T(0));
     for (std::int64_t r = 0; r < g.h; ++r) {
       T* row = dst + (r + wn.ph) * p.wp;
@@ -70,11 +79,6 @@ void pad_images(const ConvGeometry& g, const PaddedInput<T>& p, const T* x, T* o
     }
     std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
   }
-}
-
-template <typename T>
-void zero_slack(const ConvGeometry& g, const PaddedInput<T>& p, T* out) {
-  std::fill(out + g.n * g.ic * p.hp * p.wp, out + p.elements(g), T(0));
 }
 
 // y[oc0 .. oc0+OCB) of one image: for each output row, OCB channels x one register of columns
@@ -139,7 +143,6 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput<T>& p, const T* 
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
   const PaddedInput<T> p = PaddedInput<T>::of(g);
-  zero_slack(g, p, padded);
   constexpr int kBlock = 4;
   // One task per image: pad it, then every block of 4 output channels.
   parallel_for(g.n, 1, [&](std::int64_t lo, std::int64_t hi) {
@@ -404,7 +407,6 @@ class Conv2dBackwardWeightOp final : public Op {
       const PaddedInput<T> p = PaddedInput<T>::of(g_);
       const T* x = ctx.inputs[0].data<T>();
       const T* gy = ctx.inputs[1].data<T>();
-      zero_slack(g_, p, xp);
       const std::int64_t owp = padded_row<T>(g_);
       const Window2d& wn = g_.win;
       const std::int64_t ks = g_.kernel_size();

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+DEVICE_CSV = ""
 COLORS = {"seed": "tab:blue", "seed-nopool": "tab:orange", "lenet5": "tab:green"}
 
 
@@ -130,16 +131,16 @@ def step_bins(path, batch, images, bins=100):
 
 
 def q2_batch(raw, figures, machine):
-    runs = [("batch_1", 1, 0.01), ("batch_32", 32, 0.1), ("batch_256", 256, 0.4),
-            ("batch_1_lr0.1", 1, 0.1), ("batch_256_lr0.1", 256, 0.1)]
+    runs = [(f"batch_{b}_lr{lr}", b, lr) for b in (1, 32, 256) for lr in (0.01, 0.1)]
     colors = {1: "tab:red", 32: "tab:blue", 256: "tab:purple"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     fig2, (c, d) = plt.subplots(1, 2, figsize=(10, 3.8))
     rows, summary_rows = [], []
+    jitters = {}
     images = None
     for name, batch, lr in runs:
         s = raw.summary(name)
-        style = "--" if name.endswith("lr0.1") and batch != 32 else "-"
+        style = "-" if lr == 0.1 else "--"
         label = f"batch {batch}, lr {lr}"
         if s.get("diverged"):
             rows.append([batch, lr, "diverged", "", "", "", s["message"][:60]])
@@ -167,6 +168,7 @@ def q2_batch(raw, figures, machine):
         # Smoothness: how much consecutive steps' losses differ, relative to the loss.
         jitter = statistics.median(abs(steps[i]["loss"] - steps[i - 1]["loss"])
                                    for i in range(1, len(steps))) if len(steps) > 1 else 0
+        jitters[(batch, lr)] = jitter
         rows.append([batch, lr, pct(e[0]["test_accuracy"]), pct(e[-1]["test_accuracy"]),
                      secs(statistics.median(r["seconds"] for r in e)),
                      f"{100 * e[-1]['test_accuracy'] / sum(r['seconds'] for r in e):.1f}",
@@ -181,12 +183,25 @@ def q2_batch(raw, figures, machine):
           title="training loss over epoch 1")
     c.legend(fontsize=7), d.legend(fontsize=7)
     names = save(fig, figures, "q2_batch_curves.png"), save(fig2, figures, "q2_step_size.png")
+    finals = {}
+    for name, batch, lr in runs:
+        s = raw.summary(name)
+        if not s.get("diverged"):
+            finals[(batch, lr)] = s["test_accuracy"]
+    best = max(finals, key=finals.get)
+    stuck = [f"batch {b} at lr {lr}" for (b, lr), a in sorted(finals.items()) if a < 0.2]
+    text = (f"Best: batch {best[0]} at lr {best[1]} ({pct(finals[best])}); "
+            + (("stuck near chance: " + ", ".join(stuck)) if stuck else "none stuck near chance"))
+    if (1, 0.01) in jitters and (256, 0.01) in jitters:
+        text += (f"; at lr 0.01 the training loss moves by a median {jitters[(1, 0.01)]:.3g} from "
+                 f"one step to the next at batch 1 against {jitters[(256, 0.01)]:.3g} at batch 256 "
+                 "(the report's \"minibatches converge smoother\")")
     with open(raw.path("step_size_summary.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", "batch", "lr", "images", "update_norm_median", "update_norm_p10",
                     "update_norm_p90", "loss_mean", "steps"])
         w.writerows(summary_rows)
-    return names, table(["batch", "lr", "test acc epoch 1", "test acc last epoch",
+    return names, text, table(["batch", "lr", "test acc epoch 1", "test acc last epoch",
                          "s/epoch (median)", "final acc % per training second",
                          "epoch-1 steps and their weight change"], rows)
 
@@ -281,29 +296,42 @@ def q5_threads(raw, figures, machine):
     ax.set_xticks([0, 1], ["seed", "seed-nopool"])
     ax.set(ylabel="seconds per epoch", title=f"1 (gray) and 2 threads, {machine['cpu']}")
     name = save(fig, figures, "q5_threads.png")
-    device = raw.path("scaling_device.csv")
+    device = DEVICE_CSV
     dev_name, dev_table = None, None
-    if os.path.exists(device):
+    if device and os.path.exists(device):
         d = read_csv_str(device)
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        fig, ax = plt.subplots(figsize=(6, 3.8))
         for (model, batch), pts in group(d, ("model", "batch")).items():
             pts.sort(key=lambda r: int(r["threads"]))
-            ax.plot([int(r["threads"]) for r in pts], [float(r["seconds"]) for r in pts],
-                    marker="o", label=f"{model}, batch {batch}")
-        ax.set(xscale="log", xlabel="threads", ylabel="seconds per epoch",
-               title="16-core server (scripts/scaling.sh)")
+            line, = ax.plot([int(r["threads"]) for r in pts], [float(r["seconds"]) for r in pts],
+                            marker="o", label=f"tbgrad {model}, batch {batch}")
+            torch = [(int(r["threads"]), float(r["torch_seconds"])) for r in pts
+                     if r.get("torch_seconds")]
+            if torch:
+                ax.plot([t for t, _ in torch], [v for _, v in torch], "--", marker="x",
+                        color=line.get_color(), label=f"PyTorch {model}, batch {batch}")
+        ax.set(xscale="log", yscale="log", xlabel="threads", ylabel="seconds per epoch",
+               title="16-core server")
         ax.set_xticks([1, 2, 4, 8, 16], ["1", "2", "4", "8", "16"])
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
         dev_name = save(fig, figures, "q5_threads_server.png")
         header = ["model", "batch"] + [f"{t} threads" for t in (1, 2, 4, 8, 16)]
         trows = []
         for (model, batch), pts in group(d, ("model", "batch")).items():
-            by_t = {int(r["threads"]): float(r["seconds"]) for r in pts}
-            trows.append([model, batch] + [secs(by_t[t]) if t in by_t else "" for t in
-                                           (1, 2, 4, 8, 16)])
+            by_t = {int(r["threads"]): r for r in pts}
+            cells = []
+            for t in (1, 2, 4, 8, 16):
+                r = by_t.get(t)
+                if r is None:
+                    cells.append("")
+                elif r.get("torch_seconds"):
+                    cells.append(f"{secs(float(r['seconds']))} (PyTorch {secs(float(r['torch_seconds']))})")
+                else:
+                    cells.append(secs(float(r["seconds"])))
+            trows.append([f"`{model}`", batch] + cells)
         dev_table = table(header, trows)
     return name, table(["model", "runs", "1 thread s/epoch", "2 threads s/epoch", "speed-up"],
-                       rows), dev_name, dev_table
+                       rows), dev_name, dev_table, "; ".join(f"{r[0]}: {r[4]}" for r in rows)
 
 
 def read_csv_str(path):
@@ -354,7 +382,8 @@ def q6_best(raw, figures):
     errors = sorted(((conf[t][p], t, p) for t in range(10) for p in range(10) if t != p),
                     reverse=True)[:3]
     text = ", ".join(f"{t} read as {p} ({n} times)" for n, t, p in errors)
-    return (name, conf_name), table(
+    summary = "; ".join(f"{r[0]} {r[3]} (epoch {r[4]}, {r[5]} s of training)" for r in rows)
+    return (name, conf_name), summary, table(
         ["model", "optimizer", "lr", "best test acc", "at epoch", "training s to that epoch",
          "final test acc (eval)", "training s (all epochs)"], rows), model, text
 
@@ -430,7 +459,11 @@ def main():
     ap.add_argument("--raw", required=True)
     ap.add_argument("--figures", required=True)
     ap.add_argument("--doc", required=True)
+    ap.add_argument("--device-csv", default="",
+                    help="thread scaling measured on a larger machine (scripts/scaling.sh CSV=)")
     args = ap.parse_args()
+    global DEVICE_CSV
+    DEVICE_CSV = args.device_csv
     raw = Raw(args.raw)
     os.makedirs(args.figures, exist_ok=True)
     machine = raw.json("machine.json")
@@ -441,11 +474,11 @@ def main():
         return f"![{alt}]({fig_rel}/{name})"
 
     f1, t1, x1 = q1_pooling(raw, args.figures)
-    (f2a, f2b), t2 = q2_batch(raw, args.figures, machine)
+    (f2a, f2b), x2, t2 = q2_batch(raw, args.figures, machine)
     f3, t3, x3 = q3_init(raw, args.figures)
     f4, t4, x4 = q4_lr(raw, args.figures)
-    f5, t5, f5d, t5d = q5_threads(raw, args.figures, machine)
-    (f6, f6c), t6, best_model, x6 = q6_best(raw, args.figures)
+    f5, t5, f5d, t5d, x5 = q5_threads(raw, args.figures, machine)
+    (f6, f6c), s6, t6, best_model, x6 = q6_best(raw, args.figures)
     fk, fm = inspection(raw, args.figures)
 
     scope = ("**Quick mode** (a smoke test of the pipeline: 2,000 training images, one or two "
@@ -470,6 +503,16 @@ Each run is `tbgrad-mnist train --data data/mnist --metrics raw/NAME.csv --json 
 options shown; "seconds" are the trainer's own training time (no data loading or evaluation).
 The same seed (1) everywhere unless stated, so runs differ only in what is compared.
 
+## Headline findings
+
+1. Pooling: {x1}
+2. Batch size: {x2}.
+3. Initialization: {x3}.
+4. Learning rate and optimizer: {x4}
+5. Threads (this machine, 1 to 2 threads, one epoch): {x5}.
+6. Best accuracy each model reached with its defaults, and the training time to that epoch:
+   {s6}.
+
 ## 1. Pooling or not
 
 SGD, learning rate 0.1, constant, batch 32, the report's setting. Command:
@@ -483,10 +526,9 @@ SGD, learning rate 0.1, constant, batch 32, the report's setting. Command:
 
 ## 2. Minibatch or not
 
-SGD with a constant learning rate at batch 1, 32 and 256: first each with a learning rate that
-suits it (0.01, 0.1, 0.4), then batch 1 and 256 at batch 32's 0.1 (dashed). Every step's
-weight change (the Euclidean norm of the change of all weights together) is logged with
-`--step-log`. Command:
+SGD with a constant learning rate at batch 1, 32 and 256, each at learning rates 0.1 (solid
+lines) and 0.01 (dashed). Every step's weight change (the Euclidean norm of the change of all
+weights together) is logged with `--step-log`. Command:
 `tbgrad-mnist train --batch-size B --optimizer sgd --lr LR --schedule constant --step-log raw/steps/NAME.csv --threads {threads}`
 
 {t2}
@@ -537,15 +579,18 @@ One epoch, SGD 0.1, batch 32, on 1 and 2 threads of this machine, medians of the
 """
     if f5d:
         doc += f"""
-On a 16-core server (Intel Xeon, the device machine of docs/performance.md; measured by
-`scripts/scaling.sh`, raw figures in `{raw_rel}/scaling_device.csv`), seconds per epoch:
+On a 16-core server (Intel Xeon with AVX-512, 1 thread per core: the machine lent to this
+project for scaling runs; `CSV=... bash scripts/scaling.sh BIN DATA 1 2 4 8 16` with the
+binaries of `scripts/pack_bins.sh`; medians of 3 runs for `seed`, one run for `seed-nopool`; raw figures in
+`{os.path.relpath(DEVICE_CSV, os.path.dirname(os.path.abspath(args.doc)))}`), seconds per epoch
+(PyTorch 2.11 on the same machine, one run each, in brackets):
 
 {t5d}
 
 {img(f5d, "seconds per epoch against threads on a 16-core server")}
 """
     else:
-        doc += "\nNo larger machine's figures are in this run (`raw/scaling_device.csv`).\n"
+        doc += "\nNo larger machine's figures were given to this run (`--device-csv`).\n"
     doc += f"""
 ## 6. Our best
 

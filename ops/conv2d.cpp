@@ -49,7 +49,7 @@ struct PaddedInput {
   static constexpr std::int64_t kTile = 64 / sizeof(T);  // one 512-bit register of T
   std::int64_t hp, wp, slack;
   static PaddedInput of(const ConvGeometry& g) {
-    const std::int64_t hp = g.h + 2 * g.win.ph, wp = g.w + 2 * g.win.pw;
+    const std::int64_t hp = g.h + 2 * std::int64_t{g.win.ph}, wp = g.w + 2 * std::int64_t{g.win.pw};
     return {hp, wp, kTile * g.win.sw + g.win.kw};
   }
   std::int64_t elements(const ConvGeometry& g) const { return g.n * image_stride(g); }

@@ -94,7 +94,7 @@ struct FlatPlane {
 
 FlatPlane flat_plane(const PoolGeometry& g) {
   const bool padded = g.win.ph != 0 || g.win.pw != 0;
-  return {g.h + 2 * g.win.ph, g.w + 2 * g.win.pw, padded};
+  return {g.h + 2 * std::int64_t{g.win.ph}, g.w + 2 * std::int64_t{g.win.pw}, padded};
 }
 
 // Elements of workspace per plane: u and t (forward) or gu and gt with their zero fronts

@@ -144,7 +144,7 @@ TEST_F(Cli, TrainEvalAndPredictWorkEndToEnd) {
     const std::string name = path(("digit" + std::to_string(i) + ".pgm").c_str());
     std::ofstream pgm(name, std::ios::binary);
     pgm << "P5\n28 28\n255\n";
-    pgm.write(reinterpret_cast<const char*>(test.images.data() + i * 784), 784);
+    pgm.write(reinterpret_cast<const char*>(test.images.data() + static_cast<std::ptrdiff_t>(i) * 784), 784);
     files += " " + name;
   }
   Result p = run("predict --load " + path("m.ckpt") + files);

@@ -364,7 +364,7 @@ TEST_F(IdxTest, HeaderSizeOverflowIsRejected) {
 
 TEST_F(IdxTest, TruncatedDataIsRejected) {
   Bytes bytes = images_file(10);
-  bytes.resize(bytes.size() - kPixels * 5 - 3);
+  bytes.resize(bytes.size() - static_cast<size_t>(kPixels) * 5 - 3);
   write_bytes(path("images"), bytes);
   expect_images_error(path("images"),
                       "truncated: header says 10 images (7840 bytes of pixels) but the file "
@@ -373,7 +373,7 @@ TEST_F(IdxTest, TruncatedDataIsRejected) {
 
 TEST_F(IdxTest, TruncatedGzipDataIsRejected) {
   Bytes bytes = images_file(10);
-  bytes.resize(bytes.size() - kPixels * 5);
+  bytes.resize(bytes.size() - static_cast<size_t>(kPixels) * 5);
   write_bytes(path("images.gz"), gzip(bytes));
   expect_images_error(path("images.gz"), "truncated: header says 10 images");
 }

@@ -107,12 +107,12 @@ std::string build_png(uint32_t width, uint32_t height, int bit_depth, int color_
 
 // A 28x28 MNIST-like "0": a bright anti-aliased ring on black.
 std::vector<uint8_t> mnist_like_digit() {
-  std::vector<uint8_t> pixels(28 * 28);
+  std::vector<uint8_t> pixels(size_t{28} * 28);
   for (int y = 0; y < 28; ++y) {
     for (int x = 0; x < 28; ++x) {
       const double radius = std::hypot(x - 13.5, (y - 13.5) * 0.8);
       const double value = 255.0 * std::max(0.0, 1.0 - std::abs(radius - 8.0) / 2.5);
-      pixels[static_cast<size_t>(y * 28 + x)] = static_cast<uint8_t>(value);
+      pixels[static_cast<size_t>(y) * 28 + static_cast<size_t>(x)] = static_cast<uint8_t>(value);
     }
   }
   return pixels;
@@ -126,7 +126,7 @@ CentreOfMass centre_of_mass(const std::vector<float>& input) {
   CentreOfMass com{0, 0, 0};
   for (int y = 0; y < 28; ++y) {
     for (int x = 0; x < 28; ++x) {
-      const float value = input[static_cast<size_t>(y * 28 + x)];
+      const float value = input[static_cast<size_t>(y) * 28 + static_cast<size_t>(x)];
       com.x += value * x;
       com.y += value * y;
       com.mass += value;
@@ -409,7 +409,7 @@ GrayImage blank(int width, int height, uint8_t value) {
 
 void fill_rect(GrayImage& image, int x0, int y0, int x1, int y1, uint8_t value) {
   for (int y = y0; y < y1; ++y) {
-    for (int x = x0; x < x1; ++x) image.pixels[static_cast<size_t>(y * image.width + x)] = value;
+    for (int x = x0; x < x1; ++x) image.pixels[static_cast<size_t>(y) * static_cast<size_t>(image.width) + static_cast<size_t>(x)] = value;
   }
 }
 
@@ -446,7 +446,7 @@ TEST(ToMnistInputTest, DarkBarOnLargeLightImageIsInvertedCroppedAndCentred) {
   int rows_with_ink = 0;
   for (int y = 0; y < 28; ++y) {
     float row = 0;
-    for (int x = 0; x < 28; ++x) row += input[static_cast<size_t>(y * 28 + x)];
+    for (int x = 0; x < 28; ++x) row += input[static_cast<size_t>(y) * 28 + static_cast<size_t>(x)];
     if (row > 0.5f) ++rows_with_ink;
   }
   EXPECT_EQ(rows_with_ink, 20);
@@ -460,8 +460,8 @@ TEST(ToMnistInputTest, WideDigitKeepsAspectRatio) {
   for (int i = 0; i < 28; ++i) {
     float column = 0, row = 0;
     for (int j = 0; j < 28; ++j) {
-      column += input[static_cast<size_t>(j * 28 + i)];
-      row += input[static_cast<size_t>(i * 28 + j)];
+      column += input[static_cast<size_t>(j) * 28 + static_cast<size_t>(i)];
+      row += input[static_cast<size_t>(i) * 28 + static_cast<size_t>(j)];
     }
     columns += column > 0 ? 1 : 0;
     rows += row > 0 ? 1 : 0;
@@ -485,7 +485,7 @@ TEST(ToMnistInputTest, LopsidedDigitIsNotCutOff) {
   int leftmost = 28, rightmost = -1;
   for (int y = 0; y < 28; ++y) {
     for (int x = 0; x < 28; ++x) {
-      if (input[static_cast<size_t>(y * 28 + x)] > 0) {
+      if (input[static_cast<size_t>(y) * 28 + static_cast<size_t>(x)] > 0) {
         leftmost = std::min(leftmost, x);
         rightmost = std::max(rightmost, x);
       }

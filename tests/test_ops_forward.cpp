@@ -86,7 +86,7 @@ Tensor f64_tensor(const Shape& shape, std::initializer_list<double> values) {
   return t;
 }
 
-std::int64_t out_size(std::int64_t in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+std::int64_t out_size(std::int64_t in, int k, int s, int p) { return (in + 2 * std::int64_t{p} - k) / s + 1; }
 
 const DType kFloatTypes[] = {DType::kF64, DType::kF32};
 

@@ -110,7 +110,7 @@ Value uniform_constant(Graph& g, const Shape& shape, tbgrad::nn::Rng& rng) {
   return ::testing::AssertionSuccess();
 }
 
-std::int64_t out_size(std::int64_t in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+std::int64_t out_size(std::int64_t in, int k, int s, int p) { return (in + 2 * std::int64_t{p} - k) / s + 1; }
 
 // ---------------------------------------------------------------------------------------------
 // conv2d grid

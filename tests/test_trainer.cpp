@@ -241,8 +241,9 @@ TEST(Trainer, TheStepLogHasOneRowPerStepAndSgdStepsAreLrTimesTheGradient) {
   ASSERT_EQ(rows.size(), 8u);
   for (std::size_t i = 0; i < rows.size(); ++i) {
     ASSERT_EQ(rows[i].size(), 6u);
-    EXPECT_EQ(rows[i][0], static_cast<double>(i / 4 + 1));
-    EXPECT_EQ(rows[i][1], static_cast<double>(i % 4 + 1));
+    const std::size_t epoch = i / 4 + 1, step = i % 4 + 1;
+    EXPECT_EQ(rows[i][0], static_cast<double>(epoch));
+    EXPECT_EQ(rows[i][1], static_cast<double>(step));
     EXPECT_TRUE(std::isfinite(rows[i][2]) && rows[i][2] > 0);
     EXPECT_EQ(rows[i][3], 0.05);
     EXPECT_GT(rows[i][4], 0);

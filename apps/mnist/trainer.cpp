@@ -16,7 +16,7 @@ namespace tbgrad::mnist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::int64_t kPixels = 28 * 28;
+constexpr std::int64_t kPixels = std::int64_t{28} * 28;
 constexpr std::int64_t kEvalBatch = 1000;
 
 double seconds_since(Clock::time_point t) {
@@ -274,7 +274,7 @@ double metadata_positive_double(const nn::Checkpoint& ckpt, const std::string& k
 }
 
 std::string model_of(const nn::Checkpoint& ckpt, const std::filesystem::path& file) {
-  const std::string model = metadata(ckpt, "model", file);
+  std::string model = metadata(ckpt, "model", file);
   const auto& names = nn::model_names();
   if (std::find(names.begin(), names.end(), model) == names.end()) {
     throw ModelError(file.string() + ": checkpoint is of unknown model '" + model + "'");

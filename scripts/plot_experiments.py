@@ -537,6 +537,11 @@ weights together) is logged with `--step-log`. Command:
 
 {img(f2b, "step size and training loss over the first epoch, by batch size")}
 
+The seconds of this table include the step log's own cost: to measure each step's weight
+change the trainer copies all 32 thousand weights before every step, which at batch 1 (60,000
+steps per epoch) is most of the epoch. Without `--step-log` an epoch at batch 1 takes 1.9 s on
+this machine (docs/performance.md), so the "per second" column understates batch 1 the most.
+
 "Median loss change" is the median absolute difference between consecutive steps' training
 losses in epoch 1: how jagged the loss curve is. The step-size figure bins epoch 1 into 100
 slices of the training set (x: images seen) and shows, per slice, the median step's weight

@@ -5,7 +5,7 @@
 #   fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image
 # Build dir: build-fuzz/ (or $FUZZ_BUILD_DIR). The corpus each run grows is kept in
 # <build>/corpus/<target> and reused by the next run; seeds are regenerated every time
-# (fuzz/seeds.cpp) and fuzz/regressions/<target>/ is always replayed first. A crash leaves its
+# (fuzz/seeds.cpp) and every file of fuzz/regressions/<target>/ is replayed once first. A crash leaves its
 # input in <build>/artifacts/<target>/: copy it into fuzz/regressions/<target>/ once fixed, and
 # ctest's fuzz_regressions test replays it from then on. Exits 1 if any target found something.
 set -euo pipefail
@@ -45,19 +45,30 @@ for target in "${targets[@]}"; do
   [[ -f "$root/fuzz/$short.dict" ]] && dict=("-dict=$root/fuzz/$short.dict")
   echo "== $target: ${seconds}s (log: $log)"
   result=ok
+  rm -f "$log.replay"
   # -malloc_limit_mb: one allocation above 256 MiB counts as a finding ("huge allocation");
   # the largest legitimate one is a 64-Mpixel image (64 MiB). -timeout: one input over 10 s is
   # a finding (a hang).
+  # The kept regressions are replayed once each, not fuzzed from: some are deliberately huge
+  # (a 64-Mpixel PNG) and, in the corpus, would take most of the run's executions.
+  regression_files=("$regressions"/*)
+  if [[ -e "${regression_files[0]}" ]]; then
+    "$build/fuzz/$target" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
+      -artifact_prefix="$artifacts/" "${regression_files[@]}" > "$log.replay" 2>&1 || result=FAILED
+  fi
   "$build/fuzz/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict[@]}" \
-    "$corpus" "$build/seeds/$short" "$regressions" > "$log" 2>&1 || result=FAILED
+    "$corpus" "$build/seeds/$short" > "$log" 2>&1 || result=FAILED
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
   files=$(find "$corpus" -type f | wc -l)
   if [[ "$result" != ok ]]; then
     status=1
-    grep -E "ERROR|SUMMARY|invariant|Test unit written" "$log" | head -n 20 >&2 || true
-    tail -n 40 "$log" >&2
+    for f in "$log.replay" "$log"; do
+      [[ -f "$f" ]] || continue
+      grep -E "ERROR|SUMMARY|invariant|Test unit written" "$f" | head -n 20 >&2 || true
+      tail -n 40 "$f" >&2
+    done
   fi
   printf '%-16s %8s %12s %10s %8s %s\n' "$target" "$seconds" "${execs:-?}" "${rate:-?}" "$files" \
     "$result" | tee -a "$summary"

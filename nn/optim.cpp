@@ -50,39 +50,39 @@ void Optimizer::check(std::span<const Tensor> grads) const {
   }
 }
 
+void Optimizer::step(std::span<const Tensor> grads) {
+  check(grads);
+  for_each_block(params_,
+                 [&](std::int64_t lo, std::int64_t hi, std::size_t i) { update(grads, i, lo, hi); });
+  ++steps_;
+}
+
 SGD::SGD(std::vector<Tensor> params, double lr) : Optimizer(std::move(params), lr) {}
 
-void SGD::step(std::span<const Tensor> grads) {
-  check(grads);
-  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
-    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
-      T* p = params_[i].data<T>();
-      const T* g = grads[i].data<T>();
-      const T lr = static_cast<T>(lr_);
-      for (std::int64_t j = lo; j < hi; ++j) p[j] -= lr * g[j];
-    });
+void SGD::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo, std::int64_t hi) {
+  detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+    T* p = params_[i].data<T>();
+    const T* g = grads[i].data<T>();
+    const T lr = static_cast<T>(lr_);
+    for (std::int64_t j = lo; j < hi; ++j) p[j] -= lr * g[j];
   });
-  ++steps_;
 }
 
 Momentum::Momentum(std::vector<Tensor> params, double lr, double momentum)
     : Optimizer(std::move(params), lr), momentum_(momentum), velocity_(zeros_like(params_)) {}
 
-void Momentum::step(std::span<const Tensor> grads) {
-  check(grads);
-  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
-    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
-      T* p = params_[i].data<T>();
-      T* v = velocity_[i].data<T>();
-      const T* g = grads[i].data<T>();
-      const T lr = static_cast<T>(lr_), mu = static_cast<T>(momentum_);
-      for (std::int64_t j = lo; j < hi; ++j) {
-        v[j] = mu * v[j] + g[j];
-        p[j] -= lr * v[j];
-      }
-    });
+void Momentum::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+                      std::int64_t hi) {
+  detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+    T* p = params_[i].data<T>();
+    T* v = velocity_[i].data<T>();
+    const T* g = grads[i].data<T>();
+    const T lr = static_cast<T>(lr_), mu = static_cast<T>(momentum_);
+    for (std::int64_t j = lo; j < hi; ++j) {
+      v[j] = mu * v[j] + g[j];
+      p[j] -= lr * v[j];
+    }
   });
-  ++steps_;
 }
 
 std::vector<std::pair<std::string, Tensor>> Momentum::state() const {
@@ -101,28 +101,25 @@ Adam::Adam(std::vector<Tensor> params, double lr, double beta1, double beta2, do
       m_(zeros_like(params_)),
       v_(zeros_like(params_)) {}
 
-void Adam::step(std::span<const Tensor> grads) {
-  check(grads);
+void Adam::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+                  std::int64_t hi) {
   const double t = static_cast<double>(steps_ + 1);
   const double c1 = 1.0 - std::pow(beta1_, t);
   const double c2 = 1.0 - std::pow(beta2_, t);
-  for_each_block(params_, [&](std::int64_t lo, std::int64_t hi, std::size_t i) {
-    detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
-      T* p = params_[i].data<T>();
-      T* m = m_[i].data<T>();
-      T* v = v_[i].data<T>();
-      const T* g = grads[i].data<T>();
-      const T b1 = static_cast<T>(beta1_), b2 = static_cast<T>(beta2_);
-      const T step = static_cast<T>(lr_ / c1), inv_c2 = static_cast<T>(1.0 / c2);
-      const T eps = static_cast<T>(eps_);
-      for (std::int64_t j = lo; j < hi; ++j) {
-        m[j] = b1 * m[j] + (T(1) - b1) * g[j];
-        v[j] = b2 * v[j] + (T(1) - b2) * g[j] * g[j];
-        p[j] -= step * m[j] / (std::sqrt(v[j] * inv_c2) + eps);
-      }
-    });
+  detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+    T* p = params_[i].data<T>();
+    T* m = m_[i].data<T>();
+    T* v = v_[i].data<T>();
+    const T* g = grads[i].data<T>();
+    const T b1 = static_cast<T>(beta1_), b2 = static_cast<T>(beta2_);
+    const T step = static_cast<T>(lr_ / c1), inv_c2 = static_cast<T>(1.0 / c2);
+    const T eps = static_cast<T>(eps_);
+    for (std::int64_t j = lo; j < hi; ++j) {
+      m[j] = b1 * m[j] + (T(1) - b1) * g[j];
+      v[j] = b2 * v[j] + (T(1) - b2) * g[j] * g[j];
+      p[j] -= step * m[j] / (std::sqrt(v[j] * inv_c2) + eps);
+    }
   });
-  ++steps_;
 }
 
 std::vector<std::pair<std::string, Tensor>> Adam::state() const {

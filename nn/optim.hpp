@@ -15,7 +15,15 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
   // grads[i] is the gradient of params[i]. Does not allocate.
-  virtual void step(std::span<const Tensor> grads) = 0;
+  void step(std::span<const Tensor> grads);
+  // The same step split by the caller, e.g. over its own threads: step_range() for disjoint
+  // element ranges [lo, hi) of parameters i that together cover every parameter (any order,
+  // any thread; each updates only its own range, as step number steps() + 1), then
+  // finish_step() once. Gives bit-identical results to step(). Does not allocate or check.
+  void step_range(std::span<const Tensor> grads, std::size_t i, std::int64_t lo, std::int64_t hi) {
+    update(grads, i, lo, hi);
+  }
+  void finish_step() { ++steps_; }
   virtual const char* name() const = 0;
 
   double learning_rate() const { return lr_; }
@@ -29,6 +37,9 @@ class Optimizer {
  protected:
   Optimizer(std::vector<Tensor> params, double lr);
   void check(std::span<const Tensor> grads) const;
+  // Updates elements [lo, hi) of parameter i as step number steps_ + 1.
+  virtual void update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+                      std::int64_t hi) = 0;
 
   std::vector<Tensor> params_;
   double lr_;
@@ -39,19 +50,23 @@ class Optimizer {
 class SGD final : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, double lr);
-  void step(std::span<const Tensor> grads) override;
   const char* name() const override { return "sgd"; }
+
+ private:
+  void update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+              std::int64_t hi) override;
 };
 
 // v = momentum * v + g; p -= lr * v   (PyTorch's formulation)
 class Momentum final : public Optimizer {
  public:
   Momentum(std::vector<Tensor> params, double lr, double momentum = 0.9);
-  void step(std::span<const Tensor> grads) override;
   const char* name() const override { return "momentum"; }
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
+  void update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+              std::int64_t hi) override;
   double momentum_;
   std::vector<Tensor> velocity_;
 };
@@ -61,11 +76,12 @@ class Adam final : public Optimizer {
  public:
   Adam(std::vector<Tensor> params, double lr, double beta1 = 0.9, double beta2 = 0.999,
        double eps = 1e-8);
-  void step(std::span<const Tensor> grads) override;
   const char* name() const override { return "adam"; }
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
+  void update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+              std::int64_t hi) override;
   double beta1_, beta2_, eps_;
   std::vector<Tensor> m_, v_;
 };

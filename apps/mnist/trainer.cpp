@@ -121,7 +121,14 @@ std::int64_t micro_batch_size(const std::string& model, std::int64_t batch) {
 
 struct TrainStep {
   std::vector<std::unique_ptr<Runner>> parts;
+  std::vector<std::int64_t> offsets;  // first image of each micro-batch within the batch
   std::vector<Tensor> grads;  // the batch's gradients, one per parameter, in the store's order
+  // The update split into element ranges of the parameters, for update().
+  struct Chunk {
+    std::size_t param;
+    std::int64_t lo, hi;
+  };
+  std::vector<Chunk> chunks;
   std::int64_t batch;
   double loss = 0;
 
@@ -130,53 +137,88 @@ struct TrainStep {
     for (std::int64_t start = 0; start < b; start += micro) {
       parts.push_back(std::make_unique<Runner>(model, std::min(micro, b - start), store,
                                                Runner::Mode::kTrain));
+      offsets.push_back(start);
     }
-    for (const Tensor& p : store.tensors()) grads.emplace_back(p.shape(), p.dtype());
+    constexpr std::int64_t kChunk = 4096;
+    for (std::size_t i = 0; i < store.tensors().size(); ++i) {
+      const Tensor& p = store.tensors()[i];
+      grads.emplace_back(p.shape(), p.dtype());
+      for (std::int64_t lo = 0; lo < p.numel(); lo += kChunk) {
+        chunks.push_back({i, lo, std::min(p.numel(), lo + kChunk)});
+      }
+    }
   }
 
-  void load(const Dataset& data, const std::int64_t* order) {
-    for (const auto& part : parts) {
-      part->load(data, order);
-      order += part->batch;
-    }
-  }
-
-  void run() {
+  // Loads each micro-batch's images (examples order[0..batch)) and runs its forward and
+  // backward pass, each micro-batch on one thread (Note [Micro-batches]); then the loss.
+  void run(const Dataset& data, const std::int64_t* order) {
+    auto one = [&](std::size_t r) {
+      parts[r]->load(data, order + offsets[r]);
+      parts[r]->ex->run();
+    };
     if (parts.size() == 1 && batch <= kMicroBatch) {
       SerialScope serial;
-      parts[0]->ex->run();
+      one(0);
     } else if (parts.size() == 1) {
-      parts[0]->ex->run();
+      one(0);
     } else {
-      auto body = [this] {
+      auto body = [&] {
         parallel_for_static(static_cast<std::int64_t>(parts.size()),
-                            [this](std::int64_t lo, std::int64_t hi) {
+                            [&](std::int64_t lo, std::int64_t hi) {
                               SerialScope serial;
-                              for (std::int64_t r = lo; r < hi; ++r) {
-                                parts[static_cast<std::size_t>(r)]->ex->run();
-                              }
+                              for (std::int64_t r = lo; r < hi; ++r) one(static_cast<std::size_t>(r));
                             });
       };
       run_in_arena(body);
     }
-    // Combine in micro-batch order.
     loss = 0;
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      float* dst = grads[i].data<float>();
-      const std::int64_t count = grads[i].numel();
-      for (std::size_t r = 0; r < parts.size(); ++r) {
-        const float w = static_cast<float>(parts[r]->batch) / static_cast<float>(batch);
-        const float* src = parts[r]->grad_values[i].data<float>();
-        if (r == 0) {
-          for (std::int64_t j = 0; j < count; ++j) dst[j] = w * src[j];
-        } else {
-          for (std::int64_t j = 0; j < count; ++j) dst[j] += w * src[j];
-        }
-      }
-    }
     for (const auto& part : parts) {
       loss += part->loss() * static_cast<double>(part->batch) / static_cast<double>(batch);
     }
+  }
+
+  // grads[i][lo, hi) = the batch's gradient: the micro-batches' gradients added in micro-batch
+  // order, each weighted by its share of the batch (so the gradient of the batch's mean loss).
+  void combine(std::size_t i, std::int64_t lo, std::int64_t hi) {
+    float* dst = grads[i].data<float>();
+    for (std::size_t r = 0; r < parts.size(); ++r) {
+      const float w = static_cast<float>(parts[r]->batch) / static_cast<float>(batch);
+      const float* src = parts[r]->grad_values[i].data<float>();
+      if (r == 0) {
+        for (std::int64_t j = lo; j < hi; ++j) dst[j] = w * src[j];
+      } else {
+        for (std::int64_t j = lo; j < hi; ++j) dst[j] += w * src[j];
+      }
+    }
+  }
+
+  // The whole gradient into grads (for callers that look at it before the update).
+  void combine_all() {
+    for (std::size_t i = 0; i < grads.size(); ++i) combine(i, 0, grads[i].numel());
+  }
+
+  // Combines the gradient and applies the optimizer's step, split into element ranges over the
+  // same threads as the micro-batches (parallel_for_static: each thread always gets the same
+  // ranges). Each thread then writes only its share of the weights and reads only its share
+  // of the other threads' gradients, instead of one thread pulling every gradient to itself
+  // and writing every weight that all threads read next step. Element-wise, so bit-identical
+  // to combine_all() followed by opt.step(grads), whatever the thread count.
+  void update(nn::Optimizer& opt) {
+    auto range = [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t c = lo; c < hi; ++c) {
+        const Chunk& ch = chunks[static_cast<std::size_t>(c)];
+        combine(ch.param, ch.lo, ch.hi);
+        opt.step_range(grads, ch.param, ch.lo, ch.hi);
+      }
+    };
+    const auto n = static_cast<std::int64_t>(chunks.size());
+    if (batch <= kMicroBatch) {
+      range(0, n);
+    } else {
+      auto body = [&] { parallel_for_static(n, range); };
+      run_in_arena(body);
+    }
+    opt.finish_step();
   }
 
   std::int64_t correct() const {
@@ -450,8 +492,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     const std::int64_t steps = (n + batch - 1) / batch;
     for (std::int64_t start = 0; start < n; ++step) {
       TrainStep& run = n - start >= batch ? *full : *tail;
-      run.load(train_set, order.data() + start);
-      run.run();
+      run.run(train_set, order.data() + start);
       const double loss = run.loss;
       if (!std::isfinite(loss)) {
         bar.clear();
@@ -462,6 +503,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                             "checkpoint, if any, is untouched)");
       }
       if (step_log) {
+        run.combine_all();
         double grad_sq = 0;
         for (std::size_t i = 0; i < before.size(); ++i) {
           const Tensor& p = store.tensors()[i];
@@ -484,7 +526,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                  << format_double(opt->learning_rate()) << ',' << format_double(std::sqrt(grad_sq))
                  << ',' << format_double(std::sqrt(update_sq)) << '\n';
       } else {
-        opt->step(run.grads);
+        run.update(*opt);
       }
       loss_sum += loss * static_cast<double>(run.batch);
       correct += run.correct();

@@ -98,10 +98,12 @@ struct Runner {
 
 // Note [Micro-batches]: a training batch is split into micro-batches of kMicroBatch images,
 // each with its own graph and executor over the shared parameters. The micro-batches run in
-// parallel, one task each with its kernels inline (SerialScope), and their gradients are added
-// in micro-batch order, weighted by their share of the batch, which gives the gradient of the
-// batch's mean loss. One parallel region per step instead of one per op: at batch 32 the ops
-// are too small for their fork/join to pay. The split depends only on the batch size, never on
+// parallel, one task each (loading its own images, then its kernels inline under SerialScope),
+// and their gradients are added in micro-batch order, weighted by their share of the batch,
+// which gives the gradient of the batch's mean loss; that sum and the optimizer's update run
+// as a second parallel region split by element ranges (TrainStep::update). Two parallel
+// regions per step instead of one per op: at batch 32 the ops are too small for their
+// fork/join to pay. The split depends only on the batch size, never on
 // the thread count, so results stay bit-identical for any number of threads.
 //
 // Each micro-batch computes a full set of parameter gradients, which are then added up: cheap

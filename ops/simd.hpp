@@ -19,16 +19,6 @@ struct Simd {
   }
   static void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
   static Vec splat(T x) { return Vec{} + x; }
-  // Sum of the lanes, as a fixed tree (halves added until one lane is left): the same order
-  // everywhere, so results do not depend on where a reduction happens.
-  static T reduce(Vec v) {
-    T lanes[kLanes];
-    std::memcpy(lanes, &v, sizeof v);
-    for (int width = kLanes / 2; width >= 1; width /= 2) {
-      for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
-    }
-    return lanes[0];
-  }
 };
 
 }  // namespace tbgrad::detail

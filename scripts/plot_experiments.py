@@ -20,7 +20,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DEVICE_CSV = ""
 COLORS = {"seed": "tab:blue", "seed-nopool": "tab:orange", "lenet5": "tab:green"}
 
 
@@ -130,7 +129,7 @@ def step_bins(path, batch, images, bins=100):
     return out, rows
 
 
-def q2_batch(raw, figures, machine):
+def q2_batch(raw, figures):
     runs = [(f"batch_{b}_lr{lr}", b, lr) for b in (1, 32, 256) for lr in (0.01, 0.1)]
     colors = {1: "tab:red", 32: "tab:blue", 256: "tab:purple"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -259,7 +258,6 @@ def q4_lr(raw, figures):
                 rows.append([opt, lr, "diverged", "", ""])
                 continue
             e = raw.epochs(name)
-            acc, ep, _ = best_epoch(e)
             xs.append(lr)
             ys.append(100 * e[-1]["test_accuracy"])
             rows.append([opt, lr, pct(e[-1]["test_accuracy"]), f"{e[-1]['test_loss']:.4f}",
@@ -279,7 +277,7 @@ def q4_lr(raw, figures):
                        rows), text
 
 
-def q5_threads(raw, figures, machine):
+def q5_threads(raw, figures, machine, device):
     times = {}
     for f in os.listdir(raw.dir):
         if f.startswith("threads_") and f.endswith(".json"):
@@ -296,7 +294,6 @@ def q5_threads(raw, figures, machine):
     ax.set_xticks([0, 1], ["seed", "seed-nopool"])
     ax.set(ylabel="seconds per epoch", title=f"1 (gray) and 2 threads, {machine['cpu']}")
     name = save(fig, figures, "q5_threads.png")
-    device = DEVICE_CSV
     dev_name, dev_table = None, None
     if device and os.path.exists(device):
         d = read_csv_str(device)
@@ -462,8 +459,6 @@ def main():
     ap.add_argument("--device-csv", default="",
                     help="thread scaling measured on a larger machine (scripts/scaling.sh CSV=)")
     args = ap.parse_args()
-    global DEVICE_CSV
-    DEVICE_CSV = args.device_csv
     raw = Raw(args.raw)
     os.makedirs(args.figures, exist_ok=True)
     machine = raw.json("machine.json")
@@ -474,10 +469,10 @@ def main():
         return f"![{alt}]({fig_rel}/{name})"
 
     f1, t1, x1 = q1_pooling(raw, args.figures)
-    (f2a, f2b), x2, t2 = q2_batch(raw, args.figures, machine)
+    (f2a, f2b), x2, t2 = q2_batch(raw, args.figures)
     f3, t3, x3 = q3_init(raw, args.figures)
     f4, t4, x4 = q4_lr(raw, args.figures)
-    f5, t5, f5d, t5d, x5 = q5_threads(raw, args.figures, machine)
+    f5, t5, f5d, t5d, x5 = q5_threads(raw, args.figures, machine, args.device_csv)
     (f6, f6c), s6, t6, best_model, x6 = q6_best(raw, args.figures)
     fk, fm = inspection(raw, args.figures)
 
@@ -587,7 +582,7 @@ One epoch, SGD 0.1, batch 32, on 1 and 2 threads of this machine, medians of the
 On a 16-core server (Intel Xeon with AVX-512, 1 thread per core: the machine lent to this
 project for scaling runs; `CSV=... bash scripts/scaling.sh BIN DATA 1 2 4 8 16` with the
 binaries of `scripts/pack_bins.sh`; medians of 3 runs for `seed`, one run for `seed-nopool`; raw figures in
-`{os.path.relpath(DEVICE_CSV, os.path.dirname(os.path.abspath(args.doc)))}`), seconds per epoch
+`{os.path.relpath(args.device_csv, os.path.dirname(os.path.abspath(args.doc)))}`), seconds per epoch
 (PyTorch 2.11 on the same machine, one run each, in brackets):
 
 {t5d}

@@ -14,6 +14,9 @@
 //   BM_StepProfile/<model>/threads:T
 //       The same step at batch 32 with Executor profiling on: microseconds per step spent in
 //       each op kind ("(bwd)" marks generic ops that belong to the backward pass), and in SGD.
+//   BM_OptimizerStep/<sgd|momentum|adam>/<model>/threads:T
+//       One optimizer step over all of the model's parameters (small random gradients), as
+//       Optimizer::step runs it. items_per_second is parameters updated per second.
 //   BM_ExecutorOverhead/nodes:N/threads:T
 //       A chain of N scale ops on a [1] tensor: what running a node costs beyond its kernel
 //       (ns_per_node), and the fixed cost of a run (nodes:1).
@@ -379,6 +382,28 @@ void BM_StepProfile(benchmark::State& state, const std::string& model) {
   state.SetItemsProcessed(state.iterations() * kOpBatch);
 }
 
+void BM_OptimizerStep(benchmark::State& state, const std::string& kind, const std::string& model) {
+  const int threads = static_cast<int>(state.range(0));
+  ThreadScope scope(threads);
+  Model m(model, 1);
+  nn::Rng rng(1);
+  nn::initialize(m.store, nn::Init::kXavierUniform, rng);
+  std::vector<Tensor> params(m.store.tensors().begin(), m.store.tensors().end());
+  std::vector<Tensor> grads;
+  std::int64_t count = 0;
+  for (const Tensor& p : params) {
+    grads.emplace_back(p.shape(), p.dtype());
+    nn::uniform(grads.back(), -1e-3, 1e-3, rng);
+    count += p.numel();
+  }
+  // A tiny learning rate: the same gradient is applied over and over.
+  auto opt = nn::make_optimizer(kind, params, 1e-6);
+  for (int i = 0; i < 3; ++i) opt->step(grads);
+  for (auto _ : state) opt->step(grads);  // NOLINT(clang-analyzer-deadcode.DeadStores)
+  benchmark::DoNotOptimize(params[0].raw());
+  state.SetItemsProcessed(state.iterations() * count);
+}
+
 void BM_ExecutorOverhead(benchmark::State& state) {
   const auto nodes = state.range(0);
   const int threads = static_cast<int>(state.range(1));
@@ -479,6 +504,12 @@ int main(int argc, char** argv) {
   }
   for (const std::string& model : tbgrad::nn::model_names()) {
     add_benchmark("BM_StepProfile/" + model, per_thread_count, BM_StepProfile, model);
+  }
+  for (const char* kind : {"sgd", "momentum", "adam"}) {
+    for (const std::string& model : tbgrad::nn::model_names()) {
+      add_benchmark(std::string("BM_OptimizerStep/") + kind + "/" + model, per_thread_count,
+                    BM_OptimizerStep, std::string(kind), model);
+    }
   }
   add_benchmark(
       "BM_ExecutorOverhead",

@@ -1,6 +1,7 @@
 // The trainer's logic on synthetic data: learning, checkpoints, resume, evaluation.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <cstring>
 #include <fstream>
@@ -97,6 +98,76 @@ TEST(Trainer, APartialLastBatchIsTrainedOn) {
   cfg.limit = 100;  // 3 full batches and one of 4
   TrainResult r = train(cfg, synthetic_train(), synthetic_test(), nullptr);
   EXPECT_EQ(r.images_trained, 100);
+}
+
+// A training step runs the batch as micro-batches of 8 whose gradients are summed over a tree
+// in parallel (trainer.cpp, Note [Micro-batches]): the step must still be SGD on the gradient
+// of the whole batch's mean loss. Checked against one graph over the batch, for batches of one
+// micro-batch, of a balanced and an unbalanced tree, and with a short last micro-batch.
+TEST(Trainer, OneStepIsSgdOnTheWholeBatchsMeanGradient) {
+  TempDir dir;
+  constexpr double kLr = 0.05;
+  for (std::int64_t batch : {8, 20, 32, 44}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    TrainConfig cfg;
+    cfg.optimizer = "sgd";
+    cfg.lr = kLr;
+    cfg.schedule = "constant";
+    cfg.epochs = 1;
+    cfg.limit = batch;  // one step per epoch, over the first `batch` images
+    cfg.batch_size = batch;
+    cfg.save = dir.path() / "before.ckpt";
+    train(cfg, synthetic_train(), synthetic_test(), nullptr);
+    cfg.epochs = 2;
+    cfg.resume = cfg.save;
+    cfg.save = dir.path() / "after.ckpt";
+    train(cfg, synthetic_train(), synthetic_test(), nullptr);
+    const nn::Checkpoint before = nn::load_checkpoint(dir.path() / "before.ckpt");
+    const nn::Checkpoint after = nn::load_checkpoint(dir.path() / "after.ckpt");
+
+    // The whole batch in one graph, at the weights before the step.
+    Graph g;
+    nn::ParamStore store;
+    nn::Network net = nn::build_network("seed", g, batch, store);
+    for (std::size_t i = 0; i < store.tensors().size(); ++i) {
+      const nn::CheckpointTensor* t = before.find(store.names()[i]);
+      ASSERT_NE(t, nullptr) << store.names()[i];
+      ASSERT_EQ(t->data.size(), store.tensors()[i].nbytes());
+      std::memcpy(store.tensors()[i].raw(), t->data.data(), t->data.size());
+    }
+    const Dataset& data = synthetic_train();
+    Tensor images({batch, 1, 28, 28}, DType::kF32), labels({batch}, DType::kI32);
+    for (std::int64_t k = 0; k < batch * 28 * 28; ++k) {
+      images.data<float>()[k] = static_cast<float>(data.images[static_cast<std::size_t>(k)]) *
+                                (1.0f / 255.0f);
+    }
+    for (std::int64_t k = 0; k < batch; ++k) {
+      labels.data<std::int32_t>()[k] = data.labels[static_cast<std::size_t>(k)];
+    }
+    auto grads = grad(net.loss, net.params);
+    Executor ex(g, {grads});
+    ex.bind(net.images, images).bind(net.labels, labels);
+    ex.run();
+
+    for (std::size_t i = 0; i < store.tensors().size(); ++i) {
+      const std::string& name = store.names()[i];
+      const nn::CheckpointTensor* w0 = before.find(name);
+      const nn::CheckpointTensor* w1 = after.find(name);
+      ASSERT_NE(w1, nullptr) << name;
+      const std::size_t n = w0->data.size() / sizeof(float);
+      std::vector<float> a(n), b(n);
+      std::memcpy(a.data(), w0->data.data(), w0->data.size());
+      std::memcpy(b.data(), w1->data.data(), w1->data.size());
+      const float* gv = ex[grads[i]].data<float>();
+      double largest = 0;
+      for (std::size_t j = 0; j < n; ++j) largest = std::max(largest, kLr * std::abs(gv[j]));
+      ASSERT_GT(largest, 0) << name << ": the step's gradient is zero, so nothing is checked";
+      for (std::size_t j = 0; j < n; ++j) {
+        const double expected = static_cast<double>(a[j]) - kLr * static_cast<double>(gv[j]);
+        ASSERT_NEAR(b[j], expected, 1e-4 * largest + 1e-7) << name << "[" << j << "]";
+      }
+    }
+  }
 }
 
 TEST(Trainer, TheSameSeedGivesTheSameCheckpointBytes) {

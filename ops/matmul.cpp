@@ -134,7 +134,10 @@ class MatmulOp final : public Op {
       const T* qr = q + kk * q_ld;
       V qv[NV];
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) qv[v] = S::load(qr + v * L);
+      for (int v = 0; v < NV; ++v) {
+        qv[v] = S::load(qr + v * L);
+        detail::keep_in_register(qv[v]);
+      }
 #pragma GCC unroll 4
       for (int i = 0; i < MI; ++i) {
         const V pv = S::splat(p0[i * pr.p_row + kk * pr.p_col]);

@@ -21,4 +21,17 @@ struct Simd {
   static Vec splat(T x) { return Vec{} + x; }
 };
 
+// An empty asm that claims to change v, so the compiler must hold v in a register. For a
+// loaded vector used by several FMAs: without it GCC folds the load into each FMA as a memory
+// operand, loading the vector once per use, and a register-tiled kernel then runs at the speed
+// of the load ports (half of what the FMA units do here: matmul tiles measured 1.9x faster).
+template <typename V>
+inline void keep_in_register(V& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
 }  // namespace tbgrad::detail

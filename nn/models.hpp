@@ -48,6 +48,15 @@ struct Network {
     Value value;
   };
   std::vector<Layer> layers;
+  // Each fully connected layer, output = input · weightᵀ + bias: its weight's gradient over a
+  // batch is the sum of the rows' outer products d(output)ᵀ · input, which callers can form
+  // from the two [B, ·] matrices instead of asking grad() for it (the MNIST trainer does, to
+  // move less data between threads). weight and bias index params.
+  struct Linear {
+    Value input, output;
+    std::size_t weight, bias;
+  };
+  std::vector<Linear> linears;
 };
 
 // "seed" (the reference CNN), "seed-nopool", "lenet5". Throws tbgrad::Error for other names.

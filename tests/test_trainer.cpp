@@ -170,6 +170,37 @@ TEST(Trainer, OneStepIsSgdOnTheWholeBatchsMeanGradient) {
   }
 }
 
+// Each thread of a step updates its own replica of the weights and optimizer state
+// (trainer.cpp, Note [Replicas]). A last batch that fits one micro-batch updates replica 0
+// only, and one of 20 images uses fewer replicas than a full batch, so the others must be
+// brought up to date before the next full batch: with Adam's moments too, or the thread
+// counts would diverge.
+TEST(Trainer, ReplicasStayEqualAcrossBatchesThatUseFewerOfThem) {
+  TempDir dir;
+  for (const char* opt : {"adam", "momentum"}) {
+    for (std::int64_t limit : {100, 84}) {  // last batches of 4 and of 20 images
+      std::string first;
+      for (int threads : {1, 2, 3}) {
+        ThreadScope scope(threads);
+        TrainConfig cfg;
+        cfg.optimizer = opt;
+        cfg.epochs = 3;
+        cfg.limit = limit;
+        cfg.save = dir.path() / "run.ckpt";
+        train(cfg, synthetic_train(), synthetic_test(), nullptr);
+        const std::string bytes = read_bytes(cfg.save);
+        ASSERT_FALSE(bytes.empty());
+        if (threads == 1) {
+          first = bytes;
+        } else {
+          EXPECT_TRUE(bytes == first) << opt << ", " << limit << " images, " << threads
+                                      << " threads: checkpoint differs from 1 thread's";
+        }
+      }
+    }
+  }
+}
+
 TEST(Trainer, TheSameSeedGivesTheSameCheckpointBytes) {
   TempDir dir;
   for (int run = 0; run < 2; ++run) {

@@ -30,11 +30,14 @@ struct Runner {
   Value probabilities;  // softmax(logits), for prediction
   std::vector<Value> grads;
   std::vector<Tensor> grad_values;  // views into the executor, stable across runs
+  // kTrainFactored: for each of net.linears, its input and the gradient of its output
+  // (grad_values then holds only the other parameters' gradients; Note [Replicas]).
+  std::vector<Tensor> linear_inputs, linear_output_grads;
   std::unique_ptr<Executor> ex;
   Tensor images, labels;
   std::int64_t batch;
 
-  enum class Mode { kTrain, kEval, kPredict, kInspect };
+  enum class Mode { kTrain, kTrainFactored, kEval, kPredict, kInspect };
 
   Runner(const std::string& model, std::int64_t b, nn::ParamStore& store, Mode mode)
       : net(nn::build_network(model, g, b, store)),
@@ -47,6 +50,31 @@ struct Runner {
         ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{net.loss, net.logits, grads});
         for (Value gv : grads) grad_values.push_back((*ex)[gv]);
         break;
+      case Mode::kTrainFactored: {
+        std::vector<char> in_linear(net.params.size(), 0);
+        for (const auto& l : net.linears) in_linear[l.weight] = in_linear[l.bias] = 1;
+        std::vector<Value> wrt, inputs;
+        for (std::size_t i = 0; i < net.params.size(); ++i) {
+          if (!in_linear[i]) wrt.push_back(net.params[i]);
+        }
+        for (const auto& l : net.linears) {
+          wrt.push_back(l.output);
+          inputs.push_back(l.input);
+        }
+        grads = grad(net.loss, wrt);
+        ex = std::make_unique<Executor>(
+            g, std::initializer_list<ValueList>{net.loss, net.logits, grads, inputs});
+        grad_values.resize(net.params.size());
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < net.params.size(); ++i) {
+          if (!in_linear[i]) grad_values[i] = (*ex)[grads[k++]];
+        }
+        for (const auto& l : net.linears) {
+          linear_output_grads.push_back((*ex)[grads[k++]]);
+          linear_inputs.push_back((*ex)[l.input]);
+        }
+        break;
+      }
       case Mode::kEval:
         ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{net.loss, net.logits});
         break;
@@ -97,20 +125,40 @@ struct Runner {
 };
 
 // Note [Micro-batches]: a training batch is split into micro-batches of kMicroBatch images,
-// each with its own graph and executor over the shared parameters. The micro-batches run in
-// parallel, one task each (loading its own images, then its kernels inline under SerialScope),
-// and their gradients are added in micro-batch order, weighted by their share of the batch,
-// which gives the gradient of the batch's mean loss; that sum and the optimizer's update run
-// as a second parallel region split by element ranges (TrainStep::update). Two parallel
-// regions per step instead of one per op: at batch 32 the ops are too small for their
-// fork/join to pay. The split depends only on the batch size, never on
-// the thread count, so results stay bit-identical for any number of threads.
+// each with its own graph and executor. The micro-batches run as R parallel tasks (R = the
+// thread count, at most one per micro-batch), task t running a fixed, contiguous block of them,
+// each loading its own images and running its kernels inline under SerialScope; a second
+// parallel region then forms the batch's gradient and applies the update (Note [Replicas]).
+// Two parallel regions per step instead of one per op: at batch 32 the ops are too small for
+// their fork/join to pay.
 //
-// Each micro-batch computes a full set of parameter gradients, which are then added up: cheap
-// for the reference CNN (32 thousand parameters) but not for seed-nopool (250 thousand, mostly
-// FC1), where it measured slower than parallel kernels over the whole batch. So models with
-// more than kMaxMicroBatchedParams parameters keep the whole batch in one graph. Batches of at
+// Models with more than kMaxMicroBatchedParams parameters keep the whole batch in one graph:
+// for seed-nopool (250 thousand parameters, 242 thousand of them FC1's) micro-batches measured
+// 1.36x slower at one thread (2.55 vs 1.87 s per epoch), though 1.1x faster at two (1.50 vs
+// 1.69 s), each task repeating FC1's 15-MFLOP weight gradient (Note [Replicas]). Batches of at
 // most one micro-batch run their kernels inline: they are too small for any fork/join to pay.
+//
+// Note [Replicas]: on two threads, moving gradients and weights between the cores cost more
+// than the arithmetic. Every micro-batch used to compute a full set of weight gradients (128 KB
+// for the seed model); one thread added them up and updated the weights, and the other read
+// the weights back: ~256 KB per step between cores ~240 ns apart (this VM), and a two-thread
+// step of 325-335 µs where the micro-batches alone took 259 (1.90x one thread; with the
+// update, 1.5x). Now:
+//  - The fully connected layers (99% of the parameters) compute no weight gradient per
+//    micro-batch. Their gradient over the batch is dW = dYᵀ·X and db = the column sums of
+//    dY, from the layer's inputs X and output gradients dY (each micro-batch's rows weighted
+//    by its share of the batch): 75 KB for the seed model at batch 32. The other parameters
+//    (the convolutions', a few hundred) are added up in micro-batch order.
+//  - Each task keeps its own replica of the parameters and the optimizer state. It copies its
+//    micro-batches' rows of X and dY into its own batch matrices right after running them
+//    (while in cache); in the update region it copies in the other tasks' rows, computes the
+//    whole batch's gradient itself and updates its own replica. The weights never leave the
+//    core that updates them; each thread reads ~37 KB of the other's rows per step.
+// Every task does the same arithmetic in the same order on equal replicas, so the replicas
+// stay bit-identical, and nothing depends on R, so results do not depend on the thread count.
+// Replica 0 is the trainer's ParamStore and optimizer: checkpoints and evaluation read it. The
+// cost, each task repeating the fully connected weight gradients for the whole batch (~2 MFLOP,
+// ~16 µs), is less than what it saves: two-thread step 252-256 µs, one thread 437-441 µs.
 constexpr std::int64_t kMicroBatch = 8;
 constexpr std::int64_t kMaxMicroBatchedParams = 100000;
 
@@ -121,54 +169,185 @@ std::int64_t micro_batch_size(const std::string& model, std::int64_t batch) {
   return probe.count() <= kMaxMicroBatchedParams ? kMicroBatch : batch;
 }
 
-struct TrainStep {
-  std::vector<std::unique_ptr<Runner>> parts;
-  std::vector<std::int64_t> offsets;  // first image of each micro-batch within the batch
-  std::vector<Tensor> grads;  // the batch's gradients, one per parameter, in the store's order
-  // The update split into element ranges of the parameters, for update().
-  struct Chunk {
-    std::size_t param;
-    std::int64_t lo, hi;
-  };
-  std::vector<Chunk> chunks;
-  std::int64_t batch;
-  double loss = 0;
+// The parameter replicas of one training run, shared by its TrainSteps (Note [Replicas]).
+// Replica 0 is the run's store and optimizer; replicas 1, 2, ... are copies, each brought up
+// to date with replica 0 before a step that uses it if a step without it changed replica 0.
+class Replicas {
+ public:
+  Replicas(std::string model, nn::ParamStore& main) : model_(std::move(model)), main_(main) {}
 
-  TrainStep(const std::string& model, std::int64_t b, nn::ParamStore& store) : batch(b) {
-    const std::int64_t micro = micro_batch_size(model, b);
-    for (std::int64_t start = 0; start < b; start += micro) {
-      parts.push_back(std::make_unique<Runner>(model, std::min(micro, b - start), store,
-                                               Runner::Mode::kTrain));
-      offsets.push_back(start);
+  // Replica r's parameters, creating replicas up to r (before training: it allocates).
+  nn::ParamStore& store(std::size_t r) {
+    if (r == 0) return main_;
+    while (extra_.size() < r) {
+      auto e = std::make_unique<Extra>();
+      Graph g;
+      nn::build_network(model_, g, 1, e->store);
+      extra_.push_back(std::move(e));
     }
-    constexpr std::int64_t kChunk = 4096;
-    for (std::size_t i = 0; i < store.tensors().size(); ++i) {
-      const Tensor& p = store.tensors()[i];
-      grads.emplace_back(p.shape(), p.dtype());
-      for (std::int64_t lo = 0; lo < p.numel(); lo += kChunk) {
-        chunks.push_back({i, lo, std::min(p.numel(), lo + kChunk)});
-      }
+    return extra_[r - 1]->store;
+  }
+
+  // Replica 0's optimizer; set once it exists, before the first step.
+  void set_optimizer(nn::Optimizer& opt) {
+    opt_ = &opt;
+    main_state_.clear();
+    for (const auto& [name, t] : opt.state()) main_state_.push_back(t);
+    for (auto& e : extra_) {
+      e->opt = nn::make_optimizer(opt.name(), e->store.tensors(), opt.learning_rate());
+      for (const auto& [name, t] : e->opt->state()) e->state.push_back(t);
+      e->fresh = false;
+    }
+  }
+  nn::Optimizer& optimizer(std::size_t r) { return r == 0 ? *opt_ : *extra_[r - 1]->opt; }
+
+  // Makes replicas 1..count-1 equal to replica 0: weights, optimizer state, learning rate and
+  // step count. Copies only replicas that a step since their last update left behind.
+  void sync(std::size_t count) {
+    for (std::size_t r = 1; r < count; ++r) {
+      Extra& e = *extra_[r - 1];
+      e.opt->set_learning_rate(opt_->learning_rate());
+      e.opt->set_steps(opt_->steps());
+      if (e.fresh) continue;
+      copy(main_.tensors(), e.store.tensors());
+      copy(main_state_, e.state);
+      e.fresh = true;
+    }
+  }
+  // After a step that updated replicas 0..count-1 only.
+  void updated(std::size_t count) {
+    for (std::size_t r = std::max<std::size_t>(count, 1); r <= extra_.size(); ++r) {
+      extra_[r - 1]->fresh = false;
     }
   }
 
+ private:
+  struct Extra {
+    nn::ParamStore store;
+    std::unique_ptr<nn::Optimizer> opt;
+    std::vector<Tensor> state;  // opt's state tensors
+    bool fresh = false;         // equal to replica 0
+  };
+  static void copy(const std::vector<Tensor>& from, const std::vector<Tensor>& to) {
+    for (std::size_t i = 0; i < from.size(); ++i) {
+      if (from[i].nbytes()) std::memcpy(to[i].raw(), from[i].raw(), from[i].nbytes());
+    }
+  }
+
+  std::string model_;
+  nn::ParamStore& main_;
+  nn::Optimizer* opt_ = nullptr;
+  std::vector<Tensor> main_state_;
+  std::vector<std::unique_ptr<Extra>> extra_;
+};
+
+// One task's gradients of the fully connected layers over the whole batch, from the rows of
+// every micro-batch (Note [Replicas]): dW = dYᵀ·X, db = the column sums of dY.
+struct LinearGrads {
+  Graph g;
+  std::vector<Tensor> x, dy;  // per layer: [batch, in], [batch, out], gathered by the caller
+  std::vector<Value> dw, db;
+  std::unique_ptr<Executor> ex;
+
+  LinearGrads(const nn::Network& net, std::int64_t batch) {
+    std::vector<Value> xs, dys;
+    for (const auto& l : net.linears) {
+      const std::int64_t in = l.input.shape()[1], out = l.output.shape()[1];
+      const std::string name = std::to_string(dw.size());
+      xs.push_back(g.input("x" + name, Shape{batch, in}));
+      dys.push_back(g.input("dy" + name, Shape{batch, out}));
+      dw.push_back(matmul(dys.back(), xs.back(), {.transpose_a = true}));  // [out, in]
+      db.push_back(sum_to(dys.back(), Shape{out}));
+      x.emplace_back(Shape{batch, in}, DType::kF32);
+      dy.emplace_back(Shape{batch, out}, DType::kF32);
+    }
+    ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{dw, db});
+    for (std::size_t l = 0; l < xs.size(); ++l) ex->bind(xs[l], x[l]).bind(dys[l], dy[l]);
+  }
+};
+
+struct TrainStep {
+  std::vector<std::unique_ptr<Runner>> parts;
+  std::vector<std::int64_t> offsets;  // first image of each micro-batch within the batch
+  std::int64_t batch;
+  double loss = 0;
+
+  // With several micro-batches (Note [Replicas]): task t runs parts [first[t], first[t + 1])
+  // and updates replica t, from its own gradients.
+  Replicas& replicas;
+  std::vector<std::size_t> first;
+  struct Task {
+    std::unique_ptr<LinearGrads> linear;
+    std::vector<Tensor> grads;  // the batch's gradient, one per parameter (linear's are views)
+  };
+  std::vector<Task> tasks;
+  std::vector<char> in_linear;  // per parameter: belongs to a fully connected layer
+
+  TrainStep(const std::string& model, std::int64_t b, Replicas& reps)
+      : batch(b), replicas(reps) {
+    const std::int64_t micro = micro_batch_size(model, b);
+    const std::size_t m = static_cast<std::size_t>((b + micro - 1) / micro);
+    if (m == 1) {
+      parts.push_back(
+          std::make_unique<Runner>(model, b, replicas.store(0), Runner::Mode::kTrain));
+      offsets.push_back(0);
+      return;
+    }
+    const std::size_t r = std::min(m, static_cast<std::size_t>(std::max(1, num_threads())));
+    for (std::size_t t = 0; t <= r; ++t) first.push_back(t * m / r);
+    for (std::size_t t = 0; t < r; ++t) {
+      for (std::size_t k = first[t]; k < first[t + 1]; ++k) {
+        const std::int64_t start = static_cast<std::int64_t>(k) * micro;
+        parts.push_back(std::make_unique<Runner>(model, std::min(micro, b - start),
+                                                 replicas.store(t), Runner::Mode::kTrainFactored));
+        offsets.push_back(start);
+      }
+    }
+    const nn::Network& net = parts[0]->net;
+    in_linear.assign(net.params.size(), 0);
+    for (const auto& l : net.linears) in_linear[l.weight] = in_linear[l.bias] = 1;
+    for (std::size_t t = 0; t < r; ++t) {
+      Task task;
+      task.linear = std::make_unique<LinearGrads>(net, b);
+      for (const Value& p : net.params) task.grads.emplace_back(p.shape(), p.dtype());
+      for (std::size_t l = 0; l < net.linears.size(); ++l) {
+        task.grads[net.linears[l].weight] = (*task.linear->ex)[task.linear->dw[l]];
+        task.grads[net.linears[l].bias] = (*task.linear->ex)[task.linear->db[l]];
+      }
+      tasks.push_back(std::move(task));
+    }
+  }
+
+  bool replicated() const { return !tasks.empty(); }
+
   // Loads each micro-batch's images (examples order[0..batch)) and runs its forward and
-  // backward pass, each micro-batch on one thread (Note [Micro-batches]); then the loss.
+  // backward pass (Note [Micro-batches]); then the loss.
   void run(const Dataset& data, const std::int64_t* order) {
-    auto one = [&](std::size_t r) {
-      parts[r]->load(data, order + offsets[r]);
-      parts[r]->ex->run();
-    };
-    if (parts.size() == 1 && batch <= kMicroBatch) {
-      SerialScope serial;
-      one(0);
-    } else if (parts.size() == 1) {
-      one(0);
+    if (!replicated()) {
+      // One graph for the batch: its kernels split their own work (inline for a micro-batch).
+      auto one = [&] {
+        parts[0]->load(data, order);
+        parts[0]->ex->run();
+      };
+      if (batch <= kMicroBatch) {
+        SerialScope serial;
+        one();
+      } else {
+        one();
+      }
     } else {
+      replicas.sync(tasks.size());
       auto body = [&] {
-        parallel_for_static(static_cast<std::int64_t>(parts.size()),
+        parallel_for_static(static_cast<std::int64_t>(tasks.size()),
                             [&](std::int64_t lo, std::int64_t hi) {
                               SerialScope serial;
-                              for (std::int64_t r = lo; r < hi; ++r) one(static_cast<std::size_t>(r));
+                              for (auto t = static_cast<std::size_t>(lo); t < static_cast<std::size_t>(hi); ++t) {
+                                for (std::size_t k = first[t]; k < first[t + 1]; ++k) {
+                                  parts[k]->load(data, order + offsets[k]);
+                                  parts[k]->ex->run();
+                                  gather_own_rows(t, k);
+                                }
+                              }
                             });
       };
       run_in_arena(body);
@@ -179,54 +358,106 @@ struct TrainStep {
     }
   }
 
-  // grads[i][lo, hi) = the batch's gradient: the micro-batches' gradients added in micro-batch
-  // order, each weighted by its share of the batch (so the gradient of the batch's mean loss).
-  void combine(std::size_t i, std::int64_t lo, std::int64_t hi) {
-    float* dst = grads[i].data<float>();
-    for (std::size_t r = 0; r < parts.size(); ++r) {
-      const float w = static_cast<float>(parts[r]->batch) / static_cast<float>(batch);
-      const float* src = parts[r]->grad_values[i].data<float>();
-      if (r == 0) {
-        for (std::int64_t j = lo; j < hi; ++j) dst[j] = w * src[j];
+  // The batch's gradient, one tensor per parameter in the store's order: valid after update()
+  // (replicated) or after run() (otherwise).
+  std::span<const Tensor> grads() const {
+    return replicated() ? std::span<const Tensor>(tasks[0].grads) : parts[0]->grad_values;
+  }
+
+  // Forms the batch's gradient and applies the optimizer's step: on every replica, each by its
+  // own task (Note [Replicas]); otherwise on the one graph's gradients.
+  void update() {
+    if (!replicated()) {
+      nn::Optimizer& opt = replicas.optimizer(0);
+      const auto& g = parts[0]->grad_values;
+      if (batch <= kMicroBatch) {
+        for (std::size_t i = 0; i < g.size(); ++i) opt.step_range(g, i, 0, g[i].numel());
+        opt.finish_step();
       } else {
-        for (std::int64_t j = lo; j < hi; ++j) dst[j] += w * src[j];
+        opt.step(g);  // split over the threads when large (seed-nopool)
       }
+      replicas.updated(1);
+      return;
     }
-  }
-
-  // The whole gradient into grads (for callers that look at it before the update).
-  void combine_all() {
-    for (std::size_t i = 0; i < grads.size(); ++i) combine(i, 0, grads[i].numel());
-  }
-
-  // Combines the gradient and applies the optimizer's step, split into element ranges over the
-  // same threads as the micro-batches (parallel_for_static: each thread always gets the same
-  // ranges). Each thread then writes only its share of the weights and reads only its share
-  // of the other threads' gradients, instead of one thread pulling every gradient to itself
-  // and writing every weight that all threads read next step. Element-wise, so bit-identical
-  // to combine_all() followed by opt.step(grads), whatever the thread count.
-  void update(nn::Optimizer& opt) {
-    auto range = [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t c = lo; c < hi; ++c) {
-        const Chunk& ch = chunks[static_cast<std::size_t>(c)];
-        combine(ch.param, ch.lo, ch.hi);
-        opt.step_range(grads, ch.param, ch.lo, ch.hi);
-      }
+    auto body = [&] {
+      parallel_for_static(static_cast<std::int64_t>(tasks.size()),
+                          [&](std::int64_t lo, std::int64_t hi) {
+                            SerialScope serial;
+                            for (auto t = static_cast<std::size_t>(lo); t < static_cast<std::size_t>(hi); ++t) {
+                              gradient(t);
+                              nn::Optimizer& opt = replicas.optimizer(t);
+                              const auto& g = tasks[t].grads;
+                              for (std::size_t i = 0; i < g.size(); ++i) {
+                                opt.step_range(g, i, 0, g[i].numel());
+                              }
+                              opt.finish_step();
+                            }
+                          });
     };
-    const auto n = static_cast<std::int64_t>(chunks.size());
-    if (batch <= kMicroBatch) {
-      range(0, n);
-    } else {
-      auto body = [&] { parallel_for_static(n, range); };
-      run_in_arena(body);
-    }
-    opt.finish_step();
+    run_in_arena(body);
+    replicas.updated(tasks.size());
   }
 
   std::int64_t correct() const {
     std::int64_t c = 0;
     for (const auto& part : parts) c += part->correct(nullptr);
     return c;
+  }
+
+ private:
+  // Copies micro-batch k's rows of each fully connected layer's input and output gradient
+  // (the latter weighted by k's share of the batch) into task t's batch matrices. Run by the
+  // task that ran k, right after it, while they are in its cache.
+  void gather_own_rows(std::size_t t, std::size_t k) {
+    LinearGrads& lin = *tasks[t].linear;
+    const Runner& part = *parts[k];
+    const float w = static_cast<float>(part.batch) / static_cast<float>(batch);
+    for (std::size_t l = 0; l < lin.x.size(); ++l) {
+      const Tensor& px = part.linear_inputs[l];
+      const Tensor& pdy = part.linear_output_grads[l];
+      const std::int64_t in = px.shape()[1], out = pdy.shape()[1];
+      std::memcpy(lin.x[l].data<float>() + offsets[k] * in, px.raw(), px.nbytes());
+      float* dy = lin.dy[l].data<float>() + offsets[k] * out;
+      const float* src = pdy.data<float>();
+      for (std::int64_t j = 0; j < pdy.numel(); ++j) dy[j] = w * src[j];
+    }
+  }
+
+  // task.grads = the batch's gradient (the same arithmetic in every task): the rows the other
+  // tasks gathered copied in from their matrices, then the fully connected layers' gradients
+  // over the batch, and the other parameters' gradients summed in micro-batch order, each
+  // weighted by its micro-batch's share of the batch.
+  void gradient(std::size_t t) {
+    Task& task = tasks[t];
+    LinearGrads& lin = *task.linear;
+    for (std::size_t u = 0; u < tasks.size(); ++u) {
+      if (u == t || first[u] == first[u + 1]) continue;
+      const std::int64_t row0 = offsets[first[u]];
+      const std::int64_t rows = (first[u + 1] < parts.size() ? offsets[first[u + 1]] : batch) - row0;
+      const LinearGrads& theirs = *tasks[u].linear;
+      for (std::size_t l = 0; l < lin.x.size(); ++l) {
+        const std::int64_t in = lin.x[l].shape()[1], out = lin.dy[l].shape()[1];
+        std::memcpy(lin.x[l].data<float>() + row0 * in, theirs.x[l].data<float>() + row0 * in,
+                    static_cast<std::size_t>(rows * in) * sizeof(float));
+        std::memcpy(lin.dy[l].data<float>() + row0 * out, theirs.dy[l].data<float>() + row0 * out,
+                    static_cast<std::size_t>(rows * out) * sizeof(float));
+      }
+    }
+    lin.ex->run();
+    for (std::size_t i = 0; i < task.grads.size(); ++i) {
+      if (in_linear[i]) continue;
+      float* dst = task.grads[i].data<float>();
+      const std::int64_t n = task.grads[i].numel();
+      for (std::size_t r = 0; r < parts.size(); ++r) {
+        const float w = static_cast<float>(parts[r]->batch) / static_cast<float>(batch);
+        const float* src = parts[r]->grad_values[i].data<float>();
+        if (r == 0) {
+          for (std::int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
+        } else {
+          for (std::int64_t j = 0; j < n; ++j) dst[j] += w * src[j];
+        }
+      }
+    }
   }
 };
 
@@ -438,11 +669,13 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   result.batch_size = batch;
 
   nn::ParamStore store;
-  auto full = std::make_unique<TrainStep>(model, batch, store);
+  Replicas replicas(model, store);
+  auto full = std::make_unique<TrainStep>(model, batch, replicas);
   nn::initialize(store, nn::parse_init(config.init), rng);
   std::unique_ptr<TrainStep> tail;
-  if (n % batch) tail = std::make_unique<TrainStep>(model, n % batch, store);
+  if (n % batch) tail = std::make_unique<TrainStep>(model, n % batch, replicas);
   auto opt = nn::make_optimizer(optimizer, store.tensors(), lr);
+  replicas.set_optimizer(*opt);
 
   if (resumed) {
     for (std::size_t i = 0; i < store.names().size(); ++i) {
@@ -505,19 +738,20 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                             "checkpoint, if any, is untouched)");
       }
       if (step_log) {
-        run.combine_all();
-        double grad_sq = 0;
         for (std::size_t i = 0; i < before.size(); ++i) {
           const Tensor& p = store.tensors()[i];
           std::copy(p.data<float>(), p.data<float>() + p.numel(), before[i].begin());
-          const float* gv = run.grads[i].data<float>();
-          for (std::int64_t j = 0; j < run.grads[i].numel(); ++j) {
+        }
+      }
+      run.update();
+      if (step_log) {
+        double grad_sq = 0, update_sq = 0;
+        const auto grads = run.grads();  // not changed by the update
+        for (std::size_t i = 0; i < before.size(); ++i) {
+          const float* gv = grads[i].data<float>();
+          for (std::int64_t j = 0; j < grads[i].numel(); ++j) {
             grad_sq += static_cast<double>(gv[j]) * gv[j];
           }
-        }
-        opt->step(run.grads);
-        double update_sq = 0;
-        for (std::size_t i = 0; i < before.size(); ++i) {
           const float* pv = store.tensors()[i].data<float>();
           for (std::size_t j = 0; j < before[i].size(); ++j) {
             const double d = static_cast<double>(pv[j]) - before[i][j];
@@ -527,8 +761,6 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
         step_log << epoch << ',' << step + 1 << ',' << format_double(loss) << ','
                  << format_double(opt->learning_rate()) << ',' << format_double(std::sqrt(grad_sq))
                  << ',' << format_double(std::sqrt(update_sq)) << '\n';
-      } else {
-        run.update(*opt);
       }
       loss_sum += loss * static_cast<double>(run.batch);
       correct += run.correct();

@@ -6,7 +6,7 @@
 #                               [--build-dir build] [--tbgrad-bin PATH] [--python /usr/bin/python3]
 #                               [--openblas-coretype NAME] [--torch-env VAR=VALUE]...
 #                               [--torch-arg ARG]...
-#                               [--install-torch] [--no-torch]
+#                               [--install-torch] [--no-torch] [--no-per-cpu]
 #
 # Builds tbgrad-mnist (Release) if needed, then for each repetition runs
 #   tbgrad-mnist train --epochs E --batch-size B --optimizer sgd --lr LR --schedule constant
@@ -21,6 +21,13 @@
 # Prints every run's training seconds (the trainers' own figure: training loops only, no data
 # loading or evaluation) and peak RSS, the medians, and the ratio PyTorch / tbgrad.
 #
+# When --threads lists 1 and a larger count N (and taskset exists), each repetition also runs
+# tbgrad on one thread pinned to each of CPUs 0 .. N-1: on a shared VM the CPUs do not always
+# run at the same speed, and an N-thread step waits for the slowest. The summary then prints
+# each CPU's median and the speed-up N perfectly balanced threads would reach on CPUs of
+# those speeds (the 1-thread median times the sum of 1 / each CPU's median), and the measured
+# speed-up as a fraction of it. --no-per-cpu skips these runs.
+#
 # PyTorch (Debian python3-torch, with --install-torch as root: python3-torch python3-numpy
 # libopenblas0-pthread) runs with OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX on an
 # AVX-512 CPU (OpenBLAS 0.3.21 misdetects newer AVX-512 CPUs and falls back to a slow kernel;
@@ -31,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model=seed batch=32 threads=2 reps=3 lr=0.1 epochs=1 limit=0 data=data/mnist
-build=build python=/usr/bin/python3 install_torch=0 no_torch=0 coretype="" tbgrad_bin=""
+build=build python=/usr/bin/python3 install_torch=0 no_torch=0 coretype="" tbgrad_bin="" per_cpu=1
 extra_env=() extra_args=()
 usage() {
   local text
@@ -57,6 +64,7 @@ while [[ $# -gt 0 ]]; do
     --torch-arg) extra_args+=("$2"); shift 2 ;;
     --install-torch) install_torch=1; shift ;;
     --no-torch) no_torch=1; shift ;;
+    --no-per-cpu) per_cpu=0; shift ;;
     -h|--help) usage 0 ;;
     *) echo "bench_epoch.sh: unknown option '$1'" >&2; usage 2 ;;
   esac
@@ -180,7 +188,14 @@ json_field() {  # json_field FILE KEY: the number after "KEY": on the file's las
 run() {
   local name=$1 t=$2 rep=$3 out=$tmp/$1.$2.$3.out tv=$tmp/$1.$2.$3.time status=0
   local -a cmd
-  if [[ $name == tbgrad ]]; then tb_cmd "$t"; else pt_cmd "$t"; fi
+  if [[ $name == tbgrad ]]; then
+    tb_cmd "$t"
+  elif [[ $name == cpu* ]]; then
+    tb_cmd 1
+    cmd=(taskset -c "${name#cpu}" "${cmd[@]}")
+  else
+    pt_cmd "$t"
+  fi
   if [[ $have_time -eq 1 ]]; then
     /usr/bin/time -v -o "$tv" "${cmd[@]}" >"$out" 2>"$out.err" || status=$?
   else
@@ -212,6 +227,17 @@ if [[ $torch_ok -eq 1 ]]; then
   echo "            env: ${torch_env[*]}${extra_args[*]:+; args: ${extra_args[*]}}"
 fi
 : >"$tmp/results"
+# One-thread runs pinned to each CPU the largest thread count uses (see the header).
+pinned_cpus=()
+max_t=0
+has_one=0
+for t in "${thread_list[@]}"; do
+  [[ $t -gt $max_t ]] && max_t=$t
+  [[ $t -eq 1 ]] && has_one=1
+done
+if [[ $per_cpu -eq 1 && $has_one -eq 1 && $max_t -gt 1 && $max_t -le $(nproc) ]] && command -v taskset >/dev/null; then
+  for ((c = 0; c < max_t; c++)); do pinned_cpus+=("cpu$c"); done
+fi
 # Alternation: tbgrad and PyTorch take turns going first (ABBA), thread counts likewise, so a
 # drift in the machine's load hits both sides alike.
 for ((r = 1; r <= reps; r++)); do
@@ -228,6 +254,7 @@ for ((r = 1; r <= reps; r++)); do
       if [[ $torch_ok -eq 1 ]]; then run pytorch "$t" "$r"; fi
     fi
   done
+  for c in "${pinned_cpus[@]}"; do run "$c" 1 "$r"; done
 done
 
 # median NAME THREADS COLUMN
@@ -257,6 +284,17 @@ if [[ ${#thread_list[@]} -gt 1 ]]; then
   if [[ $torch_ok -eq 1 ]]; then
     pt_speedup=$(awk -v a="$(median pytorch "$first" 4)" -v b="$(median pytorch "$last" 4)" 'BEGIN { printf "%.2f", a / b }')
     echo "  pytorch speedup, $first -> $last threads: ${pt_speedup}x"
+  fi
+  if [[ ${#pinned_cpus[@]} -gt 0 ]]; then
+    inv_sum=0
+    for c in "${pinned_cpus[@]}"; do
+      m=$(median "$c" 1 4)
+      printf '  tbgrad    1 thread on %-5s train %8.3f s\n' "$c" "$m"
+      inv_sum=$(awk -v s="$inv_sum" -v m="$m" 'BEGIN { printf "%.9f", s + 1 / m }')
+    done
+    ideal=$(awk -v t="$(median tbgrad 1 4)" -v s="$inv_sum" 'BEGIN { printf "%.2f", t * s }')
+    eff=$(awk -v a="$speedup" -v b="$ideal" 'BEGIN { printf "%.0f", 100 * a / b }')
+    echo "  ideal speedup on CPUs of these speeds, 1 -> $max_t threads: ${ideal}x; measured ${speedup}x (${eff}% of it)"
   fi
 fi
 printf '%s\n' "${summaries[@]}"

@@ -183,21 +183,19 @@ class Replicas {
       auto e = std::make_unique<Extra>();
       Graph g;
       nn::build_network(model_, g, 1, e->store);
+      if (opt_) equip(*e);
       extra_.push_back(std::move(e));
     }
     return extra_[r - 1]->store;
   }
 
-  // Replica 0's optimizer; set once it exists, before the first step.
+  // Replica 0's optimizer, once it exists, before the first step: the other replicas get one
+  // of the same kind.
   void set_optimizer(nn::Optimizer& opt) {
     opt_ = &opt;
     main_state_.clear();
     for (const auto& [name, t] : opt.state()) main_state_.push_back(t);
-    for (auto& e : extra_) {
-      e->opt = nn::make_optimizer(opt.name(), e->store.tensors(), opt.learning_rate());
-      for (const auto& [name, t] : e->opt->state()) e->state.push_back(t);
-      e->fresh = false;
-    }
+    for (auto& e : extra_) equip(*e);
   }
   nn::Optimizer& optimizer(std::size_t r) { return r == 0 ? *opt_ : *extra_[r - 1]->opt; }
 
@@ -228,6 +226,12 @@ class Replicas {
     std::vector<Tensor> state;  // opt's state tensors
     bool fresh = false;         // equal to replica 0
   };
+  void equip(Extra& e) const {
+    e.opt = nn::make_optimizer(opt_->name(), e.store.tensors(), opt_->learning_rate());
+    e.state.clear();
+    for (const auto& [name, t] : e.opt->state()) e.state.push_back(t);
+    e.fresh = false;
+  }
   static void copy(const std::vector<Tensor>& from, const std::vector<Tensor>& to) {
     for (std::size_t i = 0; i < from.size(); ++i) {
       if (from[i].nbytes()) std::memcpy(to[i].raw(), from[i].raw(), from[i].nbytes());

@@ -60,7 +60,7 @@ int configured_num_threads() {
 
 void run_in_arena_raw(void (*fn)(void*), void* context) {
   tbb::task_arena* arena = config().arena.get();
-  if (arena) {
+  if (arena && serial_depth() == 0) {
     arena->execute([fn, context] { fn(context); });
   } else {
     fn(context);

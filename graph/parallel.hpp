@@ -34,8 +34,9 @@ class ThreadScope {
   int previous_;
 };
 
-// Runs fn() inside the arena sized by set_num_threads. Executors wrap each run in it. Takes a
-// plain function pointer and context so that no std::function (which may allocate) is built.
+// Runs fn() inside the arena sized by set_num_threads (directly under a SerialScope, where
+// nothing forks). Executors wrap each run in it. Takes a plain function pointer and context
+// so that no std::function (which may allocate) is built.
 void run_in_arena_raw(void (*fn)(void*), void* context);
 template <typename Fn>
 void run_in_arena(Fn& fn) {

@@ -94,7 +94,6 @@ struct Builder {
   Graph& g;
   ParamStore& store;
   Network& net;
-  std::vector<std::string> linear_names;
 
   Value conv(Value x, const std::string& name, std::int64_t out, std::int64_t k,
              Conv2dOptions o = {}) {
@@ -107,9 +106,13 @@ struct Builder {
     Value w = store.param(g, name + ".w", Shape{out, x.shape()[1]}, g.dtype());
     Value b = store.param(g, name + ".b", Shape{out}, g.dtype());
     Value y = keep(linear(x, w, b), name);
-    linear_names.push_back(name);
-    net.linears.push_back({x, y, 0, 0});  // parameter indices filled in by build_network
+    net.linears.push_back({x, y, index_of(name + ".w"), index_of(name + ".b")});
     return y;
+  }
+  // Position of parameter `name` in the store (and so in net.params).
+  std::size_t index_of(const std::string& name) const {
+    const auto& names = store.names();
+    return static_cast<std::size_t>(std::find(names.begin(), names.end(), name) - names.begin());
   }
   Value keep(Value v, std::string name) {
     net.layers.push_back({std::move(name), v});
@@ -125,7 +128,7 @@ Network build_network(const std::string& model, Graph& g, std::int64_t batch, Pa
   Network net;
   net.images = g.input("images", Shape{batch, 1, 28, 28});
   net.labels = g.input_labels("labels", Shape{batch});
-  Builder b{g, store, net, {}};
+  Builder b{g, store, net};
   Value h;
   if (model == "seed" || model == "seed-nopool") {
     // The report's network: conv 5x5x3 -> avg-pool 4/2 -> conv 3x3x5 -> avg-pool 3/1 ->
@@ -154,14 +157,6 @@ Network build_network(const std::string& model, Graph& g, std::int64_t batch, Pa
   net.logits = h;
   net.loss = softmax_cross_entropy(net.logits, net.labels);
   for (const std::string& name : store.names()) net.params.push_back(g.find(name));
-  auto index_of = [&](const std::string& name) {
-    const auto& names = store.names();
-    return static_cast<std::size_t>(std::find(names.begin(), names.end(), name) - names.begin());
-  };
-  for (std::size_t l = 0; l < net.linears.size(); ++l) {
-    net.linears[l].weight = index_of(b.linear_names[l] + ".w");
-    net.linears[l].bias = index_of(b.linear_names[l] + ".b");
-  }
   return net;
 }
 

@@ -14,16 +14,9 @@ namespace tbgrad::nn {
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
-  // grads[i] is the gradient of params[i]. Does not allocate.
+  // grads[i] is the gradient of params[i]. Does not allocate. Large parameters are split over
+  // the threads; under a SerialScope the whole step runs on the calling thread.
   void step(std::span<const Tensor> grads);
-  // The same step split by the caller, e.g. over its own threads: step_range() for disjoint
-  // element ranges [lo, hi) of parameters i that together cover every parameter (any order,
-  // any thread; each updates only its own range, as step number steps() + 1), then
-  // finish_step() once. Gives bit-identical results to step(). Does not allocate or check.
-  void step_range(std::span<const Tensor> grads, std::size_t i, std::int64_t lo, std::int64_t hi) {
-    update(grads, i, lo, hi);
-  }
-  void finish_step() { ++steps_; }
   virtual const char* name() const = 0;
 
   double learning_rate() const { return lr_; }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #include <tbgrad.hpp>
 
 #include "nn/checkpoint.hpp"
@@ -21,6 +22,13 @@ constexpr std::int64_t kEvalBatch = 1000;
 
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Per parameter of `net`: whether it is a fully connected layer's weight or bias.
+std::vector<char> linear_params(const nn::Network& net) {
+  std::vector<char> mask(net.params.size(), 0);
+  for (const auto& l : net.linears) mask[l.weight] = mask[l.bias] = 1;
+  return mask;
 }
 
 // One graph and executor for one batch size; several share a ParamStore.
@@ -51,8 +59,7 @@ struct Runner {
         for (Value gv : grads) grad_values.push_back((*ex)[gv]);
         break;
       case Mode::kTrainFactored: {
-        std::vector<char> in_linear(net.params.size(), 0);
-        for (const auto& l : net.linears) in_linear[l.weight] = in_linear[l.bias] = 1;
+        const std::vector<char> in_linear = linear_params(net);
         std::vector<Value> wrt, inputs;
         for (std::size_t i = 0; i < net.params.size(); ++i) {
           if (!in_linear[i]) wrt.push_back(net.params[i]);
@@ -272,7 +279,8 @@ struct LinearGrads {
 
 struct TrainStep {
   std::vector<std::unique_ptr<Runner>> parts;
-  std::vector<std::int64_t> offsets;  // first image of each micro-batch within the batch
+  // Micro-batch k is images [offsets[k], offsets[k + 1]) of the batch.
+  std::vector<std::int64_t> offsets;
   std::int64_t batch;
   double loss = 0;
 
@@ -294,7 +302,7 @@ struct TrainStep {
     if (m == 1) {
       parts.push_back(
           std::make_unique<Runner>(model, b, replicas.store(0), Runner::Mode::kTrain));
-      offsets.push_back(0);
+      offsets = {0, b};
       return;
     }
     const std::size_t r = std::min(m, static_cast<std::size_t>(std::max(1, num_threads())));
@@ -307,9 +315,9 @@ struct TrainStep {
         offsets.push_back(start);
       }
     }
+    offsets.push_back(b);
     const nn::Network& net = parts[0]->net;
-    in_linear.assign(net.params.size(), 0);
-    for (const auto& l : net.linears) in_linear[l.weight] = in_linear[l.bias] = 1;
+    in_linear = linear_params(net);
     for (std::size_t t = 0; t < r; ++t) {
       Task task;
       task.linear = std::make_unique<LinearGrads>(net, b);
@@ -341,20 +349,13 @@ struct TrainStep {
       }
     } else {
       replicas.sync(tasks.size());
-      auto body = [&] {
-        parallel_for_static(static_cast<std::int64_t>(tasks.size()),
-                            [&](std::int64_t lo, std::int64_t hi) {
-                              SerialScope serial;
-                              for (auto t = static_cast<std::size_t>(lo); t < static_cast<std::size_t>(hi); ++t) {
-                                for (std::size_t k = first[t]; k < first[t + 1]; ++k) {
-                                  parts[k]->load(data, order + offsets[k]);
-                                  parts[k]->ex->run();
-                                  gather_own_rows(t, k);
-                                }
-                              }
-                            });
-      };
-      run_in_arena(body);
+      for_each_task([&](std::size_t t) {
+        for (std::size_t k = first[t]; k < first[t + 1]; ++k) {
+          parts[k]->load(data, order + offsets[k]);
+          parts[k]->ex->run();
+          gather_own_rows(t, k);
+        }
+      });
     }
     loss = 0;
     for (const auto& part : parts) {
@@ -372,33 +373,17 @@ struct TrainStep {
   // own task (Note [Replicas]); otherwise on the one graph's gradients.
   void update() {
     if (!replicated()) {
-      nn::Optimizer& opt = replicas.optimizer(0);
-      const auto& g = parts[0]->grad_values;
-      if (batch <= kMicroBatch) {
-        for (std::size_t i = 0; i < g.size(); ++i) opt.step_range(g, i, 0, g[i].numel());
-        opt.finish_step();
-      } else {
-        opt.step(g);  // split over the threads when large (seed-nopool)
-      }
+      // A micro-batch's update is too small to split; seed-nopool's is split over the threads.
+      std::optional<SerialScope> serial;
+      if (batch <= kMicroBatch) serial.emplace();
+      replicas.optimizer(0).step(parts[0]->grad_values);
       replicas.updated(1);
       return;
     }
-    auto body = [&] {
-      parallel_for_static(static_cast<std::int64_t>(tasks.size()),
-                          [&](std::int64_t lo, std::int64_t hi) {
-                            SerialScope serial;
-                            for (auto t = static_cast<std::size_t>(lo); t < static_cast<std::size_t>(hi); ++t) {
-                              gradient(t);
-                              nn::Optimizer& opt = replicas.optimizer(t);
-                              const auto& g = tasks[t].grads;
-                              for (std::size_t i = 0; i < g.size(); ++i) {
-                                opt.step_range(g, i, 0, g[i].numel());
-                              }
-                              opt.finish_step();
-                            }
-                          });
-    };
-    run_in_arena(body);
+    for_each_task([&](std::size_t t) {
+      gradient(t);
+      replicas.optimizer(t).step(tasks[t].grads);
+    });
     replicas.updated(tasks.size());
   }
 
@@ -409,13 +394,32 @@ struct TrainStep {
   }
 
  private:
+  // fn(t) for every task t, in parallel, each task on the same thread every step
+  // (parallel_for_static) and its kernels inline.
+  template <typename Fn>
+  void for_each_task(const Fn& fn) {
+    auto body = [&] {
+      parallel_for_static(static_cast<std::int64_t>(tasks.size()),
+                          [&](std::int64_t lo, std::int64_t hi) {
+                            SerialScope serial;
+                            for (std::int64_t t = lo; t < hi; ++t) fn(static_cast<std::size_t>(t));
+                          });
+    };
+    run_in_arena(body);
+  }
+
+  // Micro-batch k's share of the batch: the weight of its mean loss and gradients in the batch's.
+  float share(std::size_t k) const {
+    return static_cast<float>(parts[k]->batch) / static_cast<float>(batch);
+  }
+
   // Copies micro-batch k's rows of each fully connected layer's input and output gradient
   // (the latter weighted by k's share of the batch) into task t's batch matrices. Run by the
   // task that ran k, right after it, while they are in its cache.
   void gather_own_rows(std::size_t t, std::size_t k) {
     LinearGrads& lin = *tasks[t].linear;
     const Runner& part = *parts[k];
-    const float w = static_cast<float>(part.batch) / static_cast<float>(batch);
+    const float w = share(k);
     for (std::size_t l = 0; l < lin.x.size(); ++l) {
       const Tensor& px = part.linear_inputs[l];
       const Tensor& pdy = part.linear_output_grads[l];
@@ -435,9 +439,9 @@ struct TrainStep {
     Task& task = tasks[t];
     LinearGrads& lin = *task.linear;
     for (std::size_t u = 0; u < tasks.size(); ++u) {
-      if (u == t || first[u] == first[u + 1]) continue;
+      if (u == t) continue;
       const std::int64_t row0 = offsets[first[u]];
-      const std::int64_t rows = (first[u + 1] < parts.size() ? offsets[first[u + 1]] : batch) - row0;
+      const std::int64_t rows = offsets[first[u + 1]] - row0;
       const LinearGrads& theirs = *tasks[u].linear;
       for (std::size_t l = 0; l < lin.x.size(); ++l) {
         const std::int64_t in = lin.x[l].shape()[1], out = lin.dy[l].shape()[1];
@@ -453,7 +457,7 @@ struct TrainStep {
       float* dst = task.grads[i].data<float>();
       const std::int64_t n = task.grads[i].numel();
       for (std::size_t r = 0; r < parts.size(); ++r) {
-        const float w = static_cast<float>(parts[r]->batch) / static_cast<float>(batch);
+        const float w = share(r);
         const float* src = parts[r]->grad_values[i].data<float>();
         if (r == 0) {
           for (std::int64_t j = 0; j < n; ++j) dst[j] = w * src[j];

@@ -470,8 +470,14 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  // The peak: one thread, and each thread count benchmarked (the best of 64- and 32-byte
-  // vectors, in case the wider ones run slower on this CPU).
+  // The peak of the SIMD target in use (TBGRAD_MAX_ISA caps it): one thread, and each thread
+  // count benchmarked.
+  try {
+    benchmark::AddCustomContext("simd_target", tbgrad::isa());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_ops: %s\n", e.what());
+    return 2;
+  }
   if (!given_peak.empty()) {
     g_peak[1] = given_peak[0];
     if (given_peak.size() > 1) g_peak[2] = given_peak[1];
@@ -484,8 +490,7 @@ int main(int argc, char** argv) {
     std::sort(counts.begin(), counts.end());
     counts.erase(std::unique(counts.begin(), counts.end()), counts.end());
     for (int t : counts) {
-      g_peak[t] = std::max(tbgrad::bench::measure_fma_peak<64>(t, 0.05).gflops,
-                           tbgrad::bench::measure_fma_peak<32>(t, 0.05).gflops);
+      g_peak[t] = tbgrad::bench::measure_fma_peak(t, 0.05).gflops;
     }
   }
   for (const auto& [t, gflops] : g_peak) {

@@ -1,12 +1,6 @@
-// Measures this machine's peak single-precision FMA throughput, the yardstick the op benchmarks
-// report their `peak_fraction` against.
-//
-// The kernel: kChains independent accumulators of one vector each, every one updated by
-// acc = acc * m + a (one fused multiply-add per lane, 2 flops) per loop trip. Independent chains
-// hide the FMA latency (4 cycles on recent x86 cores, 2 FMA pipes: at least 8 chains in flight);
-// 16 chains of 64-byte vectors fill half of AVX-512's 32 registers, so nothing spills. The
-// vector type is the one the kernels use (ops/simd.hpp): with -march=native it is one zmm
-// register on an AVX-512 machine, two ymm registers on an AVX2 one.
+// Measures this machine's peak single-precision FMA throughput on the SIMD target the library
+// runs on (graph/isa.hpp; TBGRAD_MAX_ISA or set_max_isa choose another), the yardstick the op
+// benchmarks report their `peak_fraction` against. The kernel is in bench/fma_kernel.cpp.
 //
 // m < 1 and a > 0 keep every accumulator at a normal number near a / (1 - m), so no denormal or
 // overflow slows the loop down.
@@ -16,72 +10,37 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "graph/isa.hpp"
+
 namespace tbgrad::bench {
 
-typedef float Vec64 __attribute__((vector_size(64)));
-typedef float Vec32 __attribute__((vector_size(32)));
-template <int kBytes>
-struct VecOf {
-  using type = Vec64;
-};
-template <>
-struct VecOf<32> {
-  using type = Vec32;
-};
-
-template <int kBytes>
-struct FmaKernel {
-  // (GCC ignores vector_size with a template-dependent size, hence VecOf.)
-  using Vec = typename VecOf<kBytes>::type;
-  static_assert(sizeof(Vec) == kBytes);
-  static constexpr int kLanes = kBytes / static_cast<int>(sizeof(float));
-  static constexpr int kChains = kBytes == 64 ? 16 : 12;
-
-  // Runs `trips` loop trips; returns a value depending on every accumulator so nothing is
-  // optimised away. flops = trips * kChains * kLanes * 2.
-  __attribute__((noinline)) static float run(std::int64_t trips, float m, float a) {
-    // Read through volatiles: with known constants GCC folds a chain that starts at its fixed
-    // point a / (1 - m) away entirely.
-    volatile float opaque_m = m, opaque_a = a, opaque_start = 1.0f;
-    Vec acc[kChains];
-    for (int c = 0; c < kChains; ++c) acc[c] = Vec{} + opaque_start * static_cast<float>(c + 1);
-    const Vec vm = Vec{} + opaque_m, va = Vec{} + opaque_a;
-    for (std::int64_t t = 0; t < trips; ++t) {
-#pragma GCC unroll 16
-      for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * vm + va;  // contracted to one FMA
-    }
-    Vec s = acc[0];
-    for (int c = 1; c < kChains; ++c) s += acc[c];
-    float r = 0;
-    for (int l = 0; l < kLanes; ++l) r += s[l];
-    return r;
-  }
-  static constexpr double flops_per_trip() { return 2.0 * kChains * kLanes; }
-};
+// Runs `trips` loop trips on the current target; returns a value depending on every
+// accumulator so nothing is optimised away. flops = trips * fma_flops_per_trip().
+float fma_run(std::int64_t trips, float m, float a);
+double fma_flops_per_trip();
 
 struct FmaPeak {
-  double gflops = 0;     // best over the trials, all threads together
+  double gflops = 0;  // best over the trials, all threads together
   int threads = 1;
-  int vector_bytes = 64;
+  std::string isa;    // the target it ran on
 };
 
 // Best GFLOP/s over `trials` runs of about `seconds` each, with `threads` std::threads running
 // the kernel at once (each thread's flops over the slowest thread's time). The best, not the
 // median: on a busy machine slowdowns only ever come from outside, so the maximum is the
 // estimate of what the core can do.
-template <int kBytes = 64>
-FmaPeak measure_fma_peak(int threads = 1, double seconds = 0.1, int trials = 5) {
-  using K = FmaKernel<kBytes>;
+inline FmaPeak measure_fma_peak(int threads = 1, double seconds = 0.1, int trials = 5) {
   using clock = std::chrono::steady_clock;
   // Calibrate the trip count on one thread.
   std::int64_t trips = 1 << 16;
   volatile float sink = 0;
   for (;;) {
     const auto t0 = clock::now();
-    sink = sink + K::run(trips, 0.999f, 1e-3f);
+    sink = sink + fma_run(trips, 0.999f, 1e-3f);
     const double dt = std::chrono::duration<double>(clock::now() - t0).count();
     if (dt >= seconds / 4 || trips > (std::int64_t{1} << 40)) {
       trips = static_cast<std::int64_t>(static_cast<double>(trips) * seconds / std::max(dt, 1e-9));
@@ -90,7 +49,7 @@ FmaPeak measure_fma_peak(int threads = 1, double seconds = 0.1, int trials = 5) 
     trips *= 4;
   }
   trips = std::max<std::int64_t>(trips, 1024);
-  FmaPeak best{0, threads, kBytes};
+  FmaPeak best{0, threads, tbgrad::isa()};
   for (int trial = 0; trial < trials; ++trial) {
     std::atomic<int> ready{0};
     std::atomic<bool> go{false};
@@ -101,7 +60,7 @@ FmaPeak measure_fma_peak(int threads = 1, double seconds = 0.1, int trials = 5) 
       while (!go.load(std::memory_order_acquire)) {
       }
       const auto t0 = clock::now();
-      result[static_cast<std::size_t>(i)] = K::run(trips, 0.999f, 1e-3f);
+      result[static_cast<std::size_t>(i)] = fma_run(trips, 0.999f, 1e-3f);
       elapsed[static_cast<std::size_t>(i)] =
           std::chrono::duration<double>(clock::now() - t0).count();
     };
@@ -114,7 +73,7 @@ FmaPeak measure_fma_peak(int threads = 1, double seconds = 0.1, int trials = 5) 
     for (float r : result) sink = sink + r;
     const double slowest = *std::max_element(elapsed.begin(), elapsed.end());
     const double gflops =
-        static_cast<double>(trips) * K::flops_per_trip() * threads / slowest * 1e-9;
+        static_cast<double>(trips) * fma_flops_per_trip() * threads / slowest * 1e-9;
     best.gflops = std::max(best.gflops, gflops);
   }
   return best;

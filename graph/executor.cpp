@@ -6,6 +6,7 @@
 #include <limits>
 #include <map>
 
+#include "graph/isa.hpp"
 #include "graph/op.hpp"
 #include "graph/parallel.hpp"
 
@@ -85,6 +86,7 @@ Executor::Executor(Graph& graph, std::initializer_list<ValueList> outputs)
 
 Executor::Executor(Graph& graph, std::span<const Value> outputs)
     : graph_(graph), outputs_(outputs.begin(), outputs.end()) {
+  detail::init_isa();  // a bad TBGRAD_MAX_ISA is reported here, before any kernel runs
   for (const Value& v : outputs_) {
     if (!v.valid() || &v.graph() != &graph_) {
       throw Error("Executor: output " + v.describe() + " is not a value of this graph");

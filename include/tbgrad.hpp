@@ -6,6 +6,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "graph/executor.hpp"
 #include "graph/graph.hpp"
+#include "graph/isa.hpp"
 #include "graph/op.hpp"
 #include "graph/parallel.hpp"
 #include "graph/tensor.hpp"

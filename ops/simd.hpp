@@ -1,37 +1,30 @@
-// Portable SIMD through GCC/Clang vector extensions: one register-width vector of T. The
-// compiler maps it to AVX-512, AVX2 (two registers) or SSE as the target allows, and keeps
-// small fixed arrays of them in registers, which plain arrays of scalars do not guarantee.
+// The one home of SIMD sizes that do not depend on the target: the widest vector any compiled
+// target uses (Note [Vector widths]), rounding up to whole vectors, and the padding a kernel may
+// read past a row. The per-target side (lane counts, loads, horizontal sums, register budget)
+// lives in ops/simd-inl.hpp, which kernels include inside Highway's per-target namespace.
+//
+// Note [Vector widths]: kernels are compiled once per target (SSE4, AVX2, AVX-512, scalar on
+// x86; NEON, SVE, SVE2 on AArch64) by Highway's foreach_target.h and picked when they first run
+// (graph/isa.hpp). Their vectors have Lanes(d) <= kMaxVectorBytes / sizeof(T) lanes: tags are
+// capped at 64 bytes, so an SVE machine with 1024-bit vectors uses 512 of them. Buffers are
+// sized for the widest vector (workspace sizes must not depend on the target, which can change
+// between planning and running), and each kernel lays its data out with its own lane count,
+// which always fits, because every target's lane count divides the widest one.
 #pragma once
 
-#include <cstring>
+#include <cstddef>
+#include <cstdint>
 
 namespace tbgrad::detail {
 
+inline constexpr std::int64_t kMaxVectorBytes = 64;
+
 template <typename T>
-struct Simd {
-  static constexpr int kLanes = 64 / sizeof(T);
-  typedef T Vec __attribute__((vector_size(64)));
+inline constexpr std::int64_t kMaxLanes = kMaxVectorBytes / static_cast<std::int64_t>(sizeof(T));
 
-  static Vec load(const T* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-  }
-  static void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
-  static Vec splat(T x) { return Vec{} + x; }
-};
-
-// An empty asm that claims to change v, so the compiler must hold v in a register. For a
-// loaded vector used by several FMAs: without it GCC folds the load into each FMA as a memory
-// operand, loading the vector once per use, and a register-tiled kernel then runs at the speed
-// of the load ports (half of what the FMA units do here: matmul tiles measured 1.9x faster).
-template <typename V>
-inline void keep_in_register(V& v) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-  __asm__("" : "+v"(v));
-#else
-  (void)v;
-#endif
+// n rounded up to a whole number of `lanes`-wide vectors.
+inline constexpr std::int64_t round_up(std::int64_t n, std::int64_t lanes) {
+  return (n + lanes - 1) / lanes * lanes;
 }
 
 }  // namespace tbgrad::detail

@@ -47,7 +47,11 @@ const char* kProgramHelp =
     "\n"
     "Run 'tbgrad-mnist <command> --help' for a command's options.\n"
     "Exit codes: 0 success, 1 bad data/checkpoint/image or I/O failure, 2 bad command line,\n"
-    "3 training diverged (non-finite loss).\n";
+    "3 training diverged (non-finite loss).\n"
+    "\n"
+    "Environment: TBGRAD_MAX_ISA caps the SIMD target the kernels use (avx512, avx2, sse4,\n"
+    "scalar on x86-64; sve2, sve, neon, scalar on AArch64); by default the best this CPU\n"
+    "supports. 'train' prints the target in use on its first line.\n";
 
 std::string default_data_dir() { return "data/mnist"; }
 
@@ -120,6 +124,15 @@ void set_threads(const po::variables_map& vm) {
   const std::int64_t threads =
       vm.count("threads") ? int_option(vm, "threads", 1, 1024) : hardware_threads();
   set_num_threads(static_cast<int>(threads));
+}
+
+// The SIMD target the kernels will use; a bad TBGRAD_MAX_ISA is a usage error (exit 2).
+std::string simd_target() {
+  try {
+    return isa();
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
 }
 
 mnist::Dataset load(const std::string& dir, mnist::Split split, std::int64_t limit = 0) {
@@ -208,14 +221,15 @@ int cmd_train(const std::vector<std::string>& args) {
   const bool json = vm.count("json") > 0;
   cfg.progress = isatty(STDOUT_FILENO) == 1;
   set_threads(vm);
+  const std::string target = simd_target();
 
   const std::string data_dir = vm["data"].as<std::string>();
   mnist::Dataset train_set = load(data_dir, mnist::Split::kTrain, cfg.limit);
   mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
 
-  std::printf("tbgrad-mnist: model %s, %lld training images, batch %lld, %d threads\n",
+  std::printf("tbgrad-mnist: model %s, %lld training images, batch %lld, %d threads, SIMD %s\n",
               cfg.model.c_str(), static_cast<long long>(train_set.count),
-              static_cast<long long>(cfg.batch_size), num_threads());
+              static_cast<long long>(cfg.batch_size), num_threads(), target.c_str());
   std::printf("%5s %10s %9s %9s %9s %8s %9s\n", "epoch", "train_loss", "train_acc", "test_loss",
               "test_acc", "seconds", "images/s");
   std::fflush(stdout);
@@ -237,6 +251,7 @@ int cmd_train(const std::vector<std::string>& args) {
                         {"optimizer", r.optimizer},
                         {"lr", r.lr},
                         {"threads", num_threads()},
+                        {"isa", target},
                         {"seed", cfg.seed},
                         {"train_images", train_set.count},
                         {"train_seconds", r.train_seconds},
@@ -265,6 +280,7 @@ int cmd_eval(const std::vector<std::string>& args) {
   }
   if (!vm.count("load")) throw UsageError("eval needs --load FILE");
   set_threads(vm);
+  const std::string target = simd_target();
   mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
   mnist::Dataset test_set = load(vm["data"].as<std::string>(), mnist::Split::kTest);
   mnist::EvalResult r = model.evaluate(test_set);
@@ -291,7 +307,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     nlohmann::json j = {{"model", model.name()},          {"epochs", model.epochs_trained()},
                         {"test_images", r.count},          {"test_accuracy", r.accuracy},
                         {"test_loss", r.loss},             {"per_class_accuracy", per_class},
-                        {"confusion", r.confusion}};
+                        {"confusion", r.confusion},        {"isa", target}};
     std::printf("%s\n", j.dump().c_str());
   }
   return kExitOk;

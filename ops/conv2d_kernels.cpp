@@ -1,0 +1,383 @@
+// Convolution kernels, compiled once per SIMD target (this file re-includes itself through
+// Highway's foreach_target.h) and dispatched at run time. Geometry and workspace layouts:
+// ops/conv2d_kernels.hpp.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/conv2d_kernels.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+
+#include "graph/parallel.hpp"
+#include "ops/conv2d_kernels.hpp"
+#include "ops/simd-inl.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace tbgrad::HWY_NAMESPACE {
+namespace {
+
+using detail::ConvGeometry;
+using detail::PaddedInput;
+using detail::Window2d;
+
+// Copies images [n0, n1) of x into the padded buffer, with their slack. Kernels call it from
+// inside their own per-image tasks: one parallel region per op rather than a separate one for
+// the copy.
+template <typename T>
+void pad_images(const ConvGeometry& g, const PaddedInput& p, const T* x, T* out, std::int64_t n0,
+                std::int64_t n1) {
+  const Window2d& wn = g.win;
+  for (std::int64_t n = n0; n < n1; ++n) {
+    T* image = out + n * p.image_stride(g);
+    std::fill(image + g.ic * p.hp * p.wp, image + p.image_stride(g), T(0));
+  }
+  for (std::int64_t plane = n0 * g.ic; plane < n1 * g.ic; ++plane) {
+    const T* src = x + plane * g.h * g.w;
+    T* dst = out + (plane / g.ic) * p.image_stride(g) + (plane % g.ic) * p.hp * p.wp;
+    std::fill(dst, dst + wn.ph * p.wp, T(0));
+    for (std::int64_t r = 0; r < g.h; ++r) {
+      T* row = dst + (r + wn.ph) * p.wp;
+      std::fill(row, row + wn.pw, T(0));
+      std::copy(src + r * g.w, src + (r + 1) * g.w, row + wn.pw);
+      std::fill(row + wn.pw + g.w, row + p.wp, T(0));
+    }
+    std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
+  }
+}
+
+// Lanes j of a vector of x at stride sw: x[j * sw].
+template <typename T>
+HWY_INLINE VecT<T> load_strided(const T* x, std::int64_t sw) {
+  HWY_ALIGN T buf[detail::kMaxLanes<T>];
+  const std::int64_t L = lanes<T>();
+  for (std::int64_t j = 0; j < L; ++j) buf[j] = x[j * sw];
+  return hn::Load(Tag<T>(), buf);
+}
+
+// y[oc0 .. oc0+OCB) of one image: for each output row, OCB channels x one vector of columns
+// accumulate in registers while each input row segment is loaded once for all of them. The
+// loops over the block are unrolled so the accumulators stay in registers (a rolled loop over
+// an array of vectors kept them on the stack, a load and store per FMA). Each output element is
+// one chain of FMAs over (c, ky, kx) in order, whatever the target's width.
+template <typename T, int OCB, bool kUnitStride>
+void conv_forward_rows(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
+                       const T* bias, T* yn, std::int64_t oc0, int ocb) {
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t kTile = lanes<T>();
+  const Window2d& wn = g.win;
+  const std::int64_t ks = g.kernel_size();
+  const std::int64_t sw = wn.sw;
+  // Kernel offsets of each channel in the block; channels past ocb reuse the last real one and
+  // are computed but never stored.
+  std::int64_t koff[OCB];
+  T b0[OCB];
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OCB; ++ob) {
+    koff[ob] = std::min(ob, ocb - 1) * g.ic * ks;
+    b0[ob] = bias ? bias[oc0 + std::min(ob, ocb - 1)] : T(0);
+  }
+  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+    for (std::int64_t ox0 = 0; ox0 < g.ow; ox0 += kTile) {
+      V acc[OCB];
+#pragma GCC unroll 8
+      for (int ob = 0; ob < OCB; ++ob) acc[ob] = hn::Set(d, b0[ob]);
+      for (std::int64_t c = 0; c < g.ic; ++c) {
+        const T* kc = k + (oc0 * g.ic + c) * ks;  // kernel [oc0, c, :, :]
+        for (int ky = 0; ky < wn.kh; ++ky) {
+          const T* xr = xn + (c * p.hp + oy * wn.sh + ky) * p.wp + ox0 * sw;
+          const T* kr = kc + ky * wn.kw;
+          for (int kx = 0; kx < wn.kw; ++kx) {
+            V xv;
+            if constexpr (kUnitStride) {
+              xv = hn::LoadU(d, xr + kx);
+            } else {
+              xv = load_strided(xr + kx, sw);
+            }
+            keep_in_register(xv);
+#pragma GCC unroll 8
+            for (int ob = 0; ob < OCB; ++ob) {
+              acc[ob] = hn::MulAdd(hn::Set(d, kr[koff[ob] + kx]), xv, acc[ob]);
+            }
+          }
+        }
+      }
+      const std::int64_t n = std::min(kTile, g.ow - ox0);
+      for (int ob = 0; ob < ocb; ++ob) {
+        T* yr = yn + ((oc0 + ob) * g.oh + oy) * g.ow + ox0;
+        if (n == kTile) {
+          hn::StoreU(acc[ob], d, yr);
+        } else {
+          HWY_ALIGN T buf[detail::kMaxLanes<T>];
+          hn::Store(acc[ob], d, buf);
+          std::copy(buf, buf + n, yr);
+        }
+      }
+    }
+  }
+}
+
+// One task per image: pad it, then every block of 4 output channels.
+template <typename T>
+void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
+  const PaddedInput p = PaddedInput::of(g, lanes<T>());
+  constexpr int kBlock = 4;
+  parallel_for(g.n, 1, [&](std::int64_t lo, std::int64_t hi) {
+    pad_images(g, p, x, padded, lo, hi);
+    for (std::int64_t n = lo; n < hi; ++n) {
+      const T* xn = padded + n * p.image_stride(g);
+      T* yn = y + n * g.oc * g.oh * g.ow;
+      for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
+        const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+        if (g.win.sw == 1) {
+          conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
+        } else {
+          conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+        }
+      }
+    }
+  });
+}
+
+// gx_plane[H, W] += transpose-conv(gy_plane[OH, OW], k[KH, KW]): scatter through the window.
+template <typename T>
+void scatter_plane(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
+  const Window2d& wn = g.win;
+  for (int ky = 0; ky < wn.kh; ++ky) {
+    std::int64_t oy_lo, oy_hi;
+    Window2d::valid_range(ky, wn.sh, wn.ph, g.h, g.oh, oy_lo, oy_hi);
+    for (int kx = 0; kx < wn.kw; ++kx) {
+      std::int64_t ox_lo, ox_hi;
+      Window2d::valid_range(kx, wn.sw, wn.pw, g.w, g.ow, ox_lo, ox_hi);
+      const T kv = k[ky * wn.kw + kx];
+      for (std::int64_t oy = oy_lo; oy < oy_hi; ++oy) {
+        const std::int64_t xoff = (oy * wn.sh - wn.ph + ky) * g.w + kx - wn.pw;
+        const T* gr = gy + oy * g.ow;
+        for (std::int64_t ox = ox_lo; ox < ox_hi; ++ox) gx[xoff + ox * wn.sw] += kv * gr[ox];
+      }
+    }
+  }
+}
+
+template <typename T>
+void input_grad_scatter(const ConvGeometry& g, const T* gy, const T* k, T* gx) {
+  const std::int64_t ks = g.kernel_size();
+  const std::int64_t plane = g.h * g.w;
+  parallel_for(g.n * g.ic, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const std::int64_t n = t / g.ic, c = t % g.ic;
+      T* gp = gx + t * plane;
+      std::fill(gp, gp + plane, T(0));
+      for (std::int64_t oc = 0; oc < g.oc; ++oc) {
+        scatter_plane(g, gy + (n * g.oc + oc) * g.oh * g.ow, k + (oc * g.ic + c) * ks, gp);
+      }
+    }
+  });
+}
+
+// Copies the output-gradient planes of images [n0, n1) into the buffer whose rows are padded
+// with zeros to `owp` (whole vectors), so kernels can always load full vectors of it.
+template <typename T>
+void pad_rows(const ConvGeometry& g, std::int64_t owp, const T* gy, T* out, std::int64_t n0,
+              std::int64_t n1) {
+  for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
+    for (std::int64_t r = 0; r < g.oh; ++r) {
+      const T* src = gy + (plane * g.oh + r) * g.ow;
+      T* dst = out + (plane * g.oh + r) * owp;
+      std::copy(src, src + g.ow, dst);
+      std::fill(dst + g.ow, dst + owp, T(0));
+    }
+  }
+}
+
+// out[b] += sum over the window positions of gy_plane * x shifted by b columns, for the NB
+// kernel columns starting at xrow (already offset by the kernel row and first column). One
+// vector of partial sums per column, summed in lane order at the end: deterministic.
+template <typename T, int NB, bool kUnitStride>
+void weight_grad_columns(const ConvGeometry& g, const PaddedInput& p, const T* gplane,
+                         std::int64_t owp, const T* xrow, T* out) {
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t sw = g.win.sw, row_step = g.win.sh * p.wp;
+  V acc[NB];
+#pragma GCC unroll 8
+  for (int b = 0; b < NB; ++b) acc[b] = hn::Zero(d);
+  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+    const T* gr = gplane + oy * owp;
+    const T* xr = xrow + oy * row_step;
+    for (std::int64_t ox = 0; ox < owp; ox += L) {
+      V gv = hn::LoadU(d, gr + ox);  // padded gradient columns are zero
+      keep_in_register(gv);
+#pragma GCC unroll 8
+      for (int b = 0; b < NB; ++b) {
+        if constexpr (kUnitStride) {
+          acc[b] = hn::MulAdd(gv, hn::LoadU(d, xr + b + ox), acc[b]);
+        } else {
+          acc[b] = hn::MulAdd(gv, load_strided(xr + b + ox * sw, sw), acc[b]);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int b = 0; b < NB; ++b) out[b] += horizontal_sum<T>(acc[b]);
+}
+
+// Kernel columns per call: independent accumulator chains hide the FMA latency that a single
+// chain per (ky, kx) was bound by; as many as the registers hold beside the loaded vectors.
+constexpr int kWeightGradColumns = kVectorRegisters >= 32 ? 8 : 6;
+
+template <typename T, int NB>
+void weight_grad_columns(const ConvGeometry& g, const PaddedInput& p, const T* gplane,
+                         std::int64_t owp, const T* xrow, T* out) {
+  if (g.win.sw == 1) {
+    weight_grad_columns<T, NB, true>(g, p, gplane, owp, xrow, out);
+  } else {
+    weight_grad_columns<T, NB, false>(g, p, gplane, owp, xrow, out);
+  }
+}
+
+template <typename T>
+void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplane,
+                     std::int64_t owp, const T* xrow, T* out, int nb) {
+  switch (nb) {
+    case 1: return weight_grad_columns<T, 1>(g, p, gplane, owp, xrow, out);
+    case 2: return weight_grad_columns<T, 2>(g, p, gplane, owp, xrow, out);
+    case 3: return weight_grad_columns<T, 3>(g, p, gplane, owp, xrow, out);
+    case 4: return weight_grad_columns<T, 4>(g, p, gplane, owp, xrow, out);
+    case 5: return weight_grad_columns<T, 5>(g, p, gplane, owp, xrow, out);
+    case 6: return weight_grad_columns<T, 6>(g, p, gplane, owp, xrow, out);
+    case 7: return weight_grad_columns<T, 7>(g, p, gplane, owp, xrow, out);
+    default: return weight_grad_columns<T, 8>(g, p, gplane, owp, xrow, out);
+  }
+}
+
+template <typename T>
+void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
+  const std::int64_t L = lanes<T>();
+  const auto lay = detail::ConvWeightGradLayout::of<T>(g);
+  T* partial = ws + lay.partial;  // [chunks, OC, IC, KH, KW]
+  T* xp = ws + lay.xp;            // [N, IC, HP, WP] + slack
+  T* gyp = ws + lay.gyp;          // [N, OC, OH, OWP]
+  const PaddedInput p = PaddedInput::of(g, L);
+  const std::int64_t owp = detail::round_up(g.ow, L);
+  const Window2d& wn = g.win;
+  const std::int64_t ks = g.kernel_size();
+  const std::int64_t per_oc = g.ic * ks;
+  const std::int64_t wsize = g.oc * per_oc;
+  const std::int64_t chunks = fixed_chunks(g.n, detail::kConvBatchChunk);
+  // One task per chunk of images: pad its inputs and gradients, then sum its images'
+  // contributions to every weight into the chunk's own slot.
+  parallel_for(chunks, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t chunk = lo; chunk < hi; ++chunk) {
+      const std::int64_t n0 = chunk * detail::kConvBatchChunk;
+      const std::int64_t n1 = std::min(g.n, n0 + detail::kConvBatchChunk);
+      pad_images(g, p, x, xp, n0, n1);
+      pad_rows(g, owp, gy, gyp, n0, n1);
+      T* pk = partial + chunk * wsize;
+      std::fill(pk, pk + wsize, T(0));
+      for (std::int64_t n = n0; n < n1; ++n) {
+        for (std::int64_t oc = 0; oc < g.oc; ++oc) {
+          const T* gplane = gyp + (n * g.oc + oc) * g.oh * owp;
+          for (std::int64_t c = 0; c < g.ic; ++c) {
+            const T* xplane = xp + n * p.image_stride(g) + c * p.hp * p.wp;
+            for (int ky = 0; ky < wn.kh; ++ky) {
+              for (int kx0 = 0; kx0 < wn.kw; kx0 += kWeightGradColumns) {
+                const int nb = std::min(kWeightGradColumns, wn.kw - kx0);
+                weight_grad_run(g, p, gplane, owp, xplane + ky * p.wp + kx0,
+                                pk + oc * per_oc + c * ks + ky * wn.kw + kx0, nb);
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  // Combine the chunks in order (small: the kernel's size times the chunk count).
+  for (std::int64_t i = 0; i < wsize; ++i) {
+    T sum = 0;
+    for (std::int64_t c = 0; c < chunks; ++c) sum += partial[c * wsize + i];
+    gk[i] = sum;
+  }
+}
+
+// One task per channel, summing in a fixed order (vector lanes, then lanes in order, then the
+// scalar tails): deterministic without a workspace.
+template <typename T>
+void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, T* gb) {
+  const Tag<T> d;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t pv = plane / L * L;
+  parallel_for(oc, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t c = lo; c < hi; ++c) {
+      VecT<T> acc = hn::Zero(d);
+      T tail = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T* p = gy + (i * oc + c) * plane;
+        for (std::int64_t j = 0; j < pv; j += L) acc = hn::Add(acc, hn::LoadU(d, p + j));
+        for (std::int64_t j = pv; j < plane; ++j) tail += p[j];
+      }
+      gb[c] = horizontal_sum<T>(acc) + tail;
+    }
+  });
+}
+
+}  // namespace
+
+#define TBGRAD_CONV_ENTRIES(T, S)                                                            \
+  void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,       \
+                      T* padded) {                                                           \
+    conv_forward(g, x, k, b, y, padded);                                                     \
+  }                                                                                          \
+  void ConvInputGradScatter##S(const ConvGeometry& g, const T* gy, const T* k, T* gx) {      \
+    input_grad_scatter(g, gy, k, gx);                                                        \
+  }                                                                                          \
+  void ConvWeightGrad##S(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {     \
+    weight_grad(g, x, gy, gk, ws);                                                           \
+  }                                                                                          \
+  void ConvBiasGrad##S(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,     \
+                       T* gb) {                                                              \
+    bias_grad(n, oc, plane, gy, gb);                                                         \
+  }
+TBGRAD_CONV_ENTRIES(float, F32)
+TBGRAD_CONV_ENTRIES(double, F64)
+#undef TBGRAD_CONV_ENTRIES
+
+}  // namespace tbgrad::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace tbgrad {
+HWY_EXPORT(ConvForwardF32);
+HWY_EXPORT(ConvForwardF64);
+HWY_EXPORT(ConvInputGradScatterF32);
+HWY_EXPORT(ConvInputGradScatterF64);
+HWY_EXPORT(ConvWeightGradF32);
+HWY_EXPORT(ConvWeightGradF64);
+HWY_EXPORT(ConvBiasGradF32);
+HWY_EXPORT(ConvBiasGradF64);
+
+namespace detail {
+#define TBGRAD_CONV_DISPATCH(T, S)                                                            \
+  void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, \
+                             T* padded) {                                                     \
+    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, padded);                              \
+  }                                                                                           \
+  void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k,       \
+                                        T* gx) {                                              \
+    HWY_DYNAMIC_DISPATCH(ConvInputGradScatter##S)(g, gy, k, gx);                              \
+  }                                                                                           \
+  void conv2d_weight_grad_kernel(const ConvGeometry& g, const T* x, const T* gy, T* gk,       \
+                                 T* ws) {                                                     \
+    HWY_DYNAMIC_DISPATCH(ConvWeightGrad##S)(g, x, gy, gk, ws);                                \
+  }                                                                                           \
+  void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane,           \
+                               const T* gy, T* gb) {                                          \
+    HWY_DYNAMIC_DISPATCH(ConvBiasGrad##S)(n, oc, plane, gy, gb);                              \
+  }
+TBGRAD_CONV_DISPATCH(float, F32)
+TBGRAD_CONV_DISPATCH(double, F64)
+#undef TBGRAD_CONV_DISPATCH
+}  // namespace detail
+}  // namespace tbgrad
+#endif  // HWY_ONCE

@@ -1,0 +1,252 @@
+// C = op(A) op(B), compiled once per SIMD target (this file re-includes itself through
+// Highway's foreach_target.h) and dispatched at run time.
+//
+// One micro-kernel does all the work: a tile of up to kTileRows rows of the result by up to
+// kTileVectors vectors of columns, kept in registers (tiles visited column block by column
+// block, so each block of B is reused from cache by all rows), each element a single chain of
+// FMAs over k in order (so an element's value does not depend on which tile or task computed
+// it, nor on the thread count, nor on the vector width of the target: AVX2 and AVX-512 give
+// the same bits). The tile's size comes from the target's register count: 4 x 4 vectors on
+// 32-register targets (16 accumulators, 4 loaded vectors of B, a broadcast), 4 x 3 on
+// 16-register ones. B's rows must be contiguous along the result's columns:
+//  - B not transposed: read in place; only the last N mod L columns are copied, zero-padded to
+//    one vector, into the workspace ([K, L]).
+//  - B transposed, A not (linear's forward, x [M, K] times weight [N, K]ᵀ): computed as
+//    Cᵀ = B Aᵀ, with A (the batch: small) transposed into the workspace ([K, MP], MP = M
+//    rounded up to whole vectors) and the [N, MP] result transposed back. Copying the weight
+//    instead cost more than the multiplication at training batch sizes.
+//  - both transposed (no model uses it): op(B) copied to [K, NP], zero-padded.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/matmul_kernels.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <algorithm>
+
+#include "graph/parallel.hpp"
+#include "ops/matmul_kernels.hpp"
+#include "ops/simd-inl.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace tbgrad::HWY_NAMESPACE {
+namespace {
+
+constexpr std::int64_t kTileRows = 4;
+constexpr int kTileVectors = kVectorRegisters >= 32 ? 4 : 3;
+
+// The operands of one product R [rows, cols] = P [rows, K] Q [K, cols]: p(i, k) is
+// p[i * p_row + k * p_col]; Q's rows are contiguous, q_ld apart, whole vectors up to
+// q_main columns, then (if q_main < cols) the last columns zero-padded in q_tail [K, L];
+// R's rows are r_ld apart and hold cols valid columns.
+template <typename T>
+struct Product {
+  const T* p;
+  std::int64_t p_row, p_col;
+  const T* q;
+  std::int64_t q_ld, q_main;
+  const T* q_tail;
+  T* r;
+  std::int64_t r_ld, cols;
+  std::int64_t k;
+};
+
+// r[i0 + i, j .. j + NV*L) = sum over k of p(i0 + i, k) * q[k * q_ld + 0 .. NV*L).
+template <typename T, int MI, int NV>
+HWY_INLINE void tile(const Product<T>& pr, std::int64_t i0, const T* HWY_RESTRICT q,
+                     std::int64_t q_ld, std::int64_t j) {
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const T* HWY_RESTRICT p0 = pr.p + i0 * pr.p_row;
+  V acc[MI][NV];
+#pragma GCC unroll 4
+  for (int i = 0; i < MI; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = hn::Zero(d);
+  }
+  for (std::int64_t kk = 0; kk < pr.k; ++kk) {
+    const T* HWY_RESTRICT qr = q + kk * q_ld;
+    V qv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      qv[v] = hn::LoadU(d, qr + v * L);
+      keep_in_register(qv[v]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MI; ++i) {
+      const V pv = hn::Set(d, p0[i * pr.p_row + kk * pr.p_col]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = hn::MulAdd(pv, qv[v], acc[i][v]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MI; ++i) {
+    T* HWY_RESTRICT r_row = pr.r + (i0 + i) * pr.r_ld;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      const std::int64_t col = j + v * L;
+      if (col + L <= pr.cols) {
+        hn::StoreU(acc[i][v], d, r_row + col);
+      } else if (col < pr.cols) {
+        HWY_ALIGN T buf[detail::kMaxLanes<T>];
+        hn::Store(acc[i][v], d, buf);
+        std::copy(buf, buf + (pr.cols - col), r_row + col);
+      }
+    }
+  }
+}
+
+// Column block `block` of R (kTileVectors vectors of Q; the last whole vectors; or the padded
+// tail) for rows i0 .. i0+MI.
+template <typename T, int MI>
+HWY_INLINE void product_block(const Product<T>& pr, std::int64_t i0, std::int64_t block) {
+  const std::int64_t L = lanes<T>();
+  constexpr int NV = kTileVectors;
+  const std::int64_t full = pr.q_main / (NV * L);
+  const std::int64_t j = block * NV * L;
+  if (block < full) return tile<T, MI, NV>(pr, i0, pr.q + j, pr.q_ld, j);
+  const std::int64_t rest = (pr.q_main - full * NV * L) / L;
+  if (block == full && rest > 0) {
+    if constexpr (NV > 3) {
+      if (rest == 3) return tile<T, MI, 3>(pr, i0, pr.q + j, pr.q_ld, j);
+    }
+    if (rest == 2) return tile<T, MI, 2>(pr, i0, pr.q + j, pr.q_ld, j);
+    return tile<T, MI, 1>(pr, i0, pr.q + j, pr.q_ld, j);
+  }
+  tile<T, MI, 1>(pr, i0, pr.q_tail, L, pr.q_main);
+}
+
+template <typename T>
+void product_tile(const Product<T>& pr, std::int64_t i0, std::int64_t rows, std::int64_t block) {
+  switch (std::min(kTileRows, rows - i0)) {
+    case 4: return product_block<T, 4>(pr, i0, block);
+    case 3: return product_block<T, 3>(pr, i0, block);
+    case 2: return product_block<T, 2>(pr, i0, block);
+    default: return product_block<T, 1>(pr, i0, block);
+  }
+}
+
+// Runs the product over (column block, row tile) pairs, column blocks outermost so that a
+// block of Q (K x kTileVectors vectors) stays in cache while every row tile uses it; in
+// parallel when it is big enough to pay.
+template <typename T>
+void run_product(const Product<T>& pr, std::int64_t rows) {
+  const std::int64_t L = lanes<T>();
+  constexpr int NV = kTileVectors;
+  const std::int64_t full = pr.q_main / (NV * L);
+  const std::int64_t blocks =
+      full + (pr.q_main > full * NV * L ? 1 : 0) + (pr.q_main < pr.cols ? 1 : 0);
+  const std::int64_t tiles = (rows + kTileRows - 1) / kTileRows;
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, 32768 / std::max<std::int64_t>(1, kTileRows * pr.k * NV * L));
+  parallel_for(blocks * tiles, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t w = lo; w < hi; ++w) {
+      product_tile(pr, (w % tiles) * kTileRows, rows, w / tiles);
+    }
+  });
+}
+
+// C = op(A) B, or op(A) op(B) through a padded copy of op(B).
+template <typename T>
+void times_rows(const detail::MatmulDims& dm, const T* a, const T* b, T* c, T* work) {
+  const std::int64_t L = lanes<T>();
+  const std::int64_t m = dm.m, k = dm.k, n = dm.n;
+  Product<T> pr{a, dm.transpose_a ? 1 : k, dm.transpose_a ? m : 1, b, n, n / L * L, work,
+                c, n, n, k};
+  if (dm.transpose_b) {
+    // Copy op(B) to [K, NP] in 16x16 tiles (both sides stay in cache).
+    const std::int64_t np = detail::round_up(n, L);
+    constexpr std::int64_t kBlock = 16;
+    const std::int64_t copy_grain = std::max<std::int64_t>(1, 65536 / (kBlock * np));
+    parallel_for((k + kBlock - 1) / kBlock, copy_grain, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t kb = lo * kBlock; kb < std::min(k, hi * kBlock); kb += kBlock) {
+        const std::int64_t ke = std::min(k, kb + kBlock);
+        for (std::int64_t jb = 0; jb < n; jb += kBlock) {
+          const std::int64_t je = std::min(n, jb + kBlock);
+          for (std::int64_t jj = jb; jj < je; ++jj) {
+            for (std::int64_t kk = kb; kk < ke; ++kk) work[kk * np + jj] = b[jj * k + kk];
+          }
+        }
+        for (std::int64_t kk = kb; kk < ke; ++kk) {
+          std::fill(work + kk * np + n, work + (kk + 1) * np, T(0));
+        }
+      }
+    });
+    pr.q = work;
+    pr.q_ld = np;
+    pr.q_main = np;
+  } else if (pr.q_main < n) {
+    for (std::int64_t kk = 0; kk < k; ++kk) {
+      std::fill(std::copy(b + kk * n + pr.q_main, b + (kk + 1) * n, work + kk * L),
+                work + (kk + 1) * L, T(0));
+    }
+  }
+  run_product(pr, m);
+}
+
+// C = A Bᵀ as Cᵀ = B Aᵀ: B's rows are the tile rows, Aᵀ [K, MP] (zero-padded) the vectors.
+template <typename T>
+void times_transposed(const detail::MatmulDims& dm, const T* a, const T* b, T* c, T* work) {
+  const std::int64_t L = lanes<T>();
+  const std::int64_t m = dm.m, k = dm.k, n = dm.n;
+  const std::int64_t mp = detail::round_up(m, L);
+  T* at = work;           // [K, MP]
+  T* ct = work + k * mp;  // [N, MP]
+  for (std::int64_t kk = 0; kk < k; ++kk) {
+    T* row = at + kk * mp;
+    for (std::int64_t i = 0; i < m; ++i) row[i] = a[i * k + kk];
+    std::fill(row + m, row + mp, T(0));
+  }
+  run_product(Product<T>{b, k, 1, at, mp, mp, nullptr, ct, mp, mp, k}, n);
+  const std::int64_t grain = std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, n));
+  parallel_for(m, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) {
+      for (std::int64_t j = 0; j < n; ++j) c[i * n + j] = ct[j * mp + i];
+    }
+  });
+}
+
+template <typename T>
+void matmul(const detail::MatmulDims& d, const T* a, const T* b, T* c, T* work) {
+  if (d.m == 0 || d.n == 0) return;
+  if (d.k == 0) {
+    std::fill(c, c + d.m * d.n, T(0));
+    return;
+  }
+  if (d.transpose_b && !d.transpose_a) {
+    times_transposed(d, a, b, c, work);
+  } else {
+    times_rows(d, a, b, c, work);
+  }
+}
+
+}  // namespace
+
+void MatmulF32(const detail::MatmulDims& d, const float* a, const float* b, float* c,
+               float* work) {
+  matmul(d, a, b, c, work);
+}
+void MatmulF64(const detail::MatmulDims& d, const double* a, const double* b, double* c,
+               double* work) {
+  matmul(d, a, b, c, work);
+}
+
+}  // namespace tbgrad::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace tbgrad {
+HWY_EXPORT(MatmulF32);
+HWY_EXPORT(MatmulF64);
+
+namespace detail {
+void matmul_kernel(const MatmulDims& d, const float* a, const float* b, float* c, float* work) {
+  HWY_DYNAMIC_DISPATCH(MatmulF32)(d, a, b, c, work);
+}
+void matmul_kernel(const MatmulDims& d, const double* a, const double* b, double* c,
+                   double* work) {
+  HWY_DYNAMIC_DISPATCH(MatmulF64)(d, a, b, c, work);
+}
+}  // namespace detail
+}  // namespace tbgrad
+#endif  // HWY_ONCE

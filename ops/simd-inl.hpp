@@ -1,0 +1,77 @@
+// Per-target SIMD helpers, included by kernel files inside HWY_BEFORE_NAMESPACE() /
+// namespace tbgrad::HWY_NAMESPACE, once per target (Highway's foreach_target.h re-includes the
+// kernel file, and with it this header, with HWY_TARGET set to each target in turn). The
+// target-independent sizes are in ops/simd.hpp; Note [Vector widths] there.
+
+// Per-target include guard, as Highway's own -inl.h headers do.
+#if defined(TBGRAD_OPS_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef TBGRAD_OPS_SIMD_INL_H_
+#undef TBGRAD_OPS_SIMD_INL_H_
+#else
+#define TBGRAD_OPS_SIMD_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include "ops/simd.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace tbgrad::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// The vector descriptor every kernel uses: the target's full width, capped at kMaxVectorBytes.
+template <typename T>
+using Tag = hn::CappedTag<T, static_cast<std::size_t>(detail::kMaxLanes<T>)>;
+template <typename T>
+using VecT = hn::Vec<Tag<T>>;
+
+template <typename T>
+HWY_INLINE std::int64_t lanes() {
+  return static_cast<std::int64_t>(hn::Lanes(Tag<T>()));
+}
+
+// Vector registers of the target, for sizing register tiles: 32 on AVX-512 and on AArch64
+// (NEON and SVE), 16 on AVX2 and SSE4. The scalar target has none; its "vectors" are scalars,
+// of which the compiler has 16 general-purpose or SSE registers.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL || HWY_ARCH_ARM
+inline constexpr int kVectorRegisters = 32;
+#else
+inline constexpr int kVectorRegisters = 16;
+#endif
+
+// An empty asm that claims to change v, so the compiler must hold v in a register. For a
+// loaded vector used by several FMAs: without it GCC folds the load into each FMA as a memory
+// operand, loading the vector once per use, and a register-tiled kernel then runs at the speed
+// of the load ports (matmul tiles measured 1.9x faster on AVX-512 with it). Only where Highway's
+// vector wraps one native register; a no-op elsewhere.
+template <typename V>
+HWY_INLINE void keep_in_register(V& v) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL) && defined(__GNUC__)
+  __asm__("" : "+v"(v.raw));  // any of zmm0-31
+#elif HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_SSE4) && defined(__GNUC__)
+  __asm__("" : "+x"(v.raw));
+#elif HWY_ARCH_ARM_A64 && HWY_TARGET == HWY_NEON && defined(__GNUC__)
+  __asm__("" : "+w"(v.raw));
+#else
+  (void)v;
+#endif
+}
+
+// The sum of v's lanes in lane order (0, 1, 2, ...): a fixed order, so a result does not depend
+// on how the compiler would have associated a tree of shuffles. Results still depend on the
+// lane count, that is on the target (docs/design.md, Determinism).
+template <typename T>
+HWY_INLINE T horizontal_sum(VecT<T> v) {
+  const Tag<T> d;
+  HWY_ALIGN T buf[detail::kMaxLanes<T>];
+  hn::Store(v, d, buf);
+  T s = 0;
+  const std::int64_t n = lanes<T>();
+  for (std::int64_t l = 0; l < n; ++l) s += buf[l];
+  return s;
+}
+
+}  // namespace tbgrad::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // TBGRAD_OPS_SIMD_INL_H_

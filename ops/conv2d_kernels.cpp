@@ -117,7 +117,122 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput& p, const T* xn,
   }
 }
 
-// One task per image: pad it, then every block of 4 output channels.
+// Channel blocks of a register tile: OCB output channels x NV vectors of positions take
+// OCB*NV accumulators, OCB broadcast kernel values and one loaded vector of x.
+constexpr int kMaxTileChannels = kVectorRegisters >= 32 ? 8 : 6;
+template <int OCB>
+constexpr int tile_vectors() {
+  const int nv = (kVectorRegisters - 1 - OCB) / OCB;
+  return nv < 1 ? 1 : (nv > 8 ? 8 : nv);
+}
+
+// Splits `oc` channels into blocks of at most kMaxTileChannels, as even as possible (5 -> 5,
+// 10 -> 5 + 5, 16 -> 6 + 5 + 5 on 16 registers), calling fn(first, count) for each.
+template <typename Fn>
+void for_each_channel_block(std::int64_t oc, const Fn& fn) {
+  const std::int64_t blocks = (oc + kMaxTileChannels - 1) / kMaxTileChannels;
+  std::int64_t first = 0;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::int64_t count = (oc - first) / (blocks - b);
+    fn(first, static_cast<int>(count));
+    first += count;
+  }
+}
+
+// Note [Wide planes]: with stride 1, output position (oy, ox) reads input (oy + ky, ox + kx) of
+// the padded plane, that is flat index p + ky*WP + kx with p = oy*WP + ox. So the kernels run
+// over the flat positions p in [0, OH*WP) of the padded plane's row grid ("wide": the WP - OW
+// positions at the end of each row are computed and dropped, or multiplied by a zero
+// gradient), and every tap is one contiguous vector load at a fixed offset, whatever the row.
+// Vectors never stop at a row's end, so a 9-wide plane wastes 2 of 11 lanes instead of 7 of 16
+// (AVX-512) in a row-by-row loop, and register tiles can span many vectors.
+
+// y[oc0 .. oc0+OCB) of one image, stride 1 (Note [Wide planes]): tiles of OCB channels x NV
+// vectors of wide positions. Each output element is one chain of FMAs over (c, ky, kx) in order
+// after the bias, as in conv_forward_rows: the same bits on every FMA target.
+template <typename T, int OCB>
+void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
+                       const T* bias, T* yn, std::int64_t oc0) {
+  constexpr int NV = tile_vectors<OCB>();
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t wp = p.wp, plane = p.hp * p.wp, total = g.oh * wp;
+  const int kh = g.win.kh, kw = g.win.kw;
+  const std::int64_t ks = g.kernel_size(), per_oc = g.ic * ks;
+  T b0[OCB];
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OCB; ++ob) b0[ob] = bias ? bias[oc0 + ob] : T(0);
+  HWY_ALIGN T out[OCB * NV * detail::kMaxLanes<T>];
+  for (std::int64_t p0 = 0; p0 < total; p0 += NV * L) {
+    V acc[OCB][NV];
+#pragma GCC unroll 8
+    for (int ob = 0; ob < OCB; ++ob) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[ob][v] = hn::Set(d, b0[ob]);
+    }
+    for (std::int64_t c = 0; c < g.ic; ++c) {
+      const T* xc = xn + c * plane + p0;
+      const T* kc = k + oc0 * per_oc + c * ks;  // kernel [oc0, c, :, :]
+      for (int ky = 0; ky < kh; ++ky) {
+        for (int kx = 0; kx < kw; ++kx) {
+          const T* xt = xc + ky * wp + kx;
+          const std::int64_t tap = ky * kw + kx;
+          V kv[OCB];
+#pragma GCC unroll 8
+          for (int ob = 0; ob < OCB; ++ob) kv[ob] = hn::Set(d, kc[ob * per_oc + tap]);
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            V xv = hn::LoadU(d, xt + v * L);
+            keep_in_register(xv);
+#pragma GCC unroll 8
+            for (int ob = 0; ob < OCB; ++ob) acc[ob][v] = hn::MulAdd(kv[ob], xv, acc[ob][v]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int ob = 0; ob < OCB; ++ob) {
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) hn::Store(acc[ob][v], d, out + (ob * NV + v) * L);
+    }
+    // The valid columns of each row the tile covers.
+    const std::int64_t p1 = std::min(total, p0 + NV * L);
+    for (std::int64_t q = p0; q < p1;) {
+      const std::int64_t oy = q / wp, ox = q % wp;
+      const std::int64_t row_end = std::min(p1, (oy + 1) * wp);
+      if (ox < g.ow) {
+        const std::int64_t n = std::min(g.ow, ox + (row_end - q)) - ox;
+        for (int ob = 0; ob < OCB; ++ob) {
+          const T* src = out + ob * NV * L + (q - p0);
+          std::copy(src, src + n, yn + ((oc0 + ob) * g.oh + oy) * g.ow + ox);
+        }
+      }
+      q = row_end;
+    }
+  }
+}
+
+template <typename T>
+void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* xn,
+                             const T* k, const T* bias, T* yn, std::int64_t oc0, int ocb) {
+  switch (ocb) {
+    case 1: return conv_forward_wide<T, 1>(g, p, xn, k, bias, yn, oc0);
+    case 2: return conv_forward_wide<T, 2>(g, p, xn, k, bias, yn, oc0);
+    case 3: return conv_forward_wide<T, 3>(g, p, xn, k, bias, yn, oc0);
+    case 4: return conv_forward_wide<T, 4>(g, p, xn, k, bias, yn, oc0);
+    case 5: return conv_forward_wide<T, 5>(g, p, xn, k, bias, yn, oc0);
+    case 6: return conv_forward_wide<T, 6>(g, p, xn, k, bias, yn, oc0);
+    default:
+      if constexpr (kMaxTileChannels >= 8) {
+        if (ocb == 7) return conv_forward_wide<T, 7>(g, p, xn, k, bias, yn, oc0);
+        return conv_forward_wide<T, 8>(g, p, xn, k, bias, yn, oc0);
+      }
+  }
+}
+
+// One task per image: pad it, then every block of output channels (wide planes for stride 1,
+// rows of 4 channels x one vector otherwise).
 template <typename T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
   const PaddedInput p = PaddedInput::of(g, lanes<T>());
@@ -127,6 +242,12 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* 
     for (std::int64_t n = lo; n < hi; ++n) {
       const T* xn = padded + n * p.image_stride(g);
       T* yn = y + n * g.oc * g.oh * g.ow;
+      if (g.win.sh == 1 && g.win.sw == 1) {
+        for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
+          conv_forward_wide_block(g, p, xn, k, b, yn, oc0, ocb);
+        });
+        continue;
+      }
       for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
         const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
         if (g.win.sw == 1) {
@@ -252,6 +373,103 @@ void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplan
   }
 }
 
+// partial [OC, IC, KH*KW] += for channels oc0 .. oc0+OCB, input channel c and taps
+// tap0 .. tap0+TB: the sum over images n0 .. n1 and wide positions (Note [Wide planes]) of the
+// wide output gradient times x at the tap's offset. One vector of partial sums per weight over
+// both images of a chunk, its lanes added in order at the end: deterministic.
+template <typename T, int OCB, int TB>
+void weight_grad_wide(const ConvGeometry& g, const PaddedInput& p, const T* gw,
+                      std::int64_t gw_len, const T* xp, std::int64_t n0, std::int64_t n1,
+                      std::int64_t oc0, std::int64_t c, int tap0, T* partial) {
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t ks = g.kernel_size(), plane = p.hp * p.wp;
+  std::int64_t off[TB];
+#pragma GCC unroll 8
+  for (int t = 0; t < TB; ++t) off[t] = (tap0 + t) / g.win.kw * p.wp + (tap0 + t) % g.win.kw;
+  V acc[OCB][TB];
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OCB; ++ob) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) acc[ob][t] = hn::Zero(d);
+  }
+  for (std::int64_t n = n0; n < n1; ++n) {
+    const T* gn = gw + (n * g.oc + oc0) * gw_len;
+    const T* xn = xp + n * p.image_stride(g) + c * plane;
+    for (std::int64_t q = 0; q < gw_len; q += L) {
+      V gv[OCB];
+#pragma GCC unroll 8
+      for (int ob = 0; ob < OCB; ++ob) gv[ob] = hn::LoadU(d, gn + ob * gw_len + q);
+#pragma GCC unroll 8
+      for (int t = 0; t < TB; ++t) {
+        V xv = hn::LoadU(d, xn + q + off[t]);
+        keep_in_register(xv);
+#pragma GCC unroll 8
+        for (int ob = 0; ob < OCB; ++ob) acc[ob][t] = hn::MulAdd(gv[ob], xv, acc[ob][t]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int ob = 0; ob < OCB; ++ob) {
+#pragma GCC unroll 8
+    for (int t = 0; t < TB; ++t) {
+      partial[((oc0 + ob) * g.ic + c) * ks + tap0 + t] += horizontal_sum<T>(acc[ob][t]);
+    }
+  }
+}
+
+// All taps of one (channel block, input channel): blocks of as many taps as the registers
+// hold, the remainder one tap at a time.
+template <typename T, int OCB>
+void weight_grad_wide_taps(const ConvGeometry& g, const PaddedInput& p, const T* gw,
+                           std::int64_t gw_len, const T* xp, std::int64_t n0, std::int64_t n1,
+                           std::int64_t oc0, std::int64_t c, T* partial) {
+  constexpr int TB = tile_vectors<OCB>();
+  const int ks = static_cast<int>(g.kernel_size());
+  int tap = 0;
+  for (; tap + TB <= ks; tap += TB) {
+    weight_grad_wide<T, OCB, TB>(g, p, gw, gw_len, xp, n0, n1, oc0, c, tap, partial);
+  }
+  for (; tap < ks; ++tap) {
+    weight_grad_wide<T, OCB, 1>(g, p, gw, gw_len, xp, n0, n1, oc0, c, tap, partial);
+  }
+}
+
+template <typename T>
+void weight_grad_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* gw,
+                            std::int64_t gw_len, const T* xp, std::int64_t n0, std::int64_t n1,
+                            std::int64_t oc0, int ocb, std::int64_t c, T* partial) {
+  switch (ocb) {
+    case 1: return weight_grad_wide_taps<T, 1>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    case 2: return weight_grad_wide_taps<T, 2>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    case 3: return weight_grad_wide_taps<T, 3>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    case 4: return weight_grad_wide_taps<T, 4>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    case 5: return weight_grad_wide_taps<T, 5>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    case 6: return weight_grad_wide_taps<T, 6>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+    default:
+      if constexpr (kMaxTileChannels >= 8) {
+        if (ocb == 7) return weight_grad_wide_taps<T, 7>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+        return weight_grad_wide_taps<T, 8>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+      }
+  }
+}
+
+// Copies the output gradient of images [n0, n1) into the wide layout [N, OC, gw_len]: position
+// oy*WP + ox holds gy[oy, ox] for ox < OW and zero elsewhere (Note [Wide planes]).
+template <typename T>
+void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const T* gy, T* out,
+              std::int64_t n0, std::int64_t n1) {
+  for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
+    T* dst = out + plane * gw_len;
+    std::fill(dst, dst + gw_len, T(0));
+    for (std::int64_t r = 0; r < g.oh; ++r) {
+      const T* src = gy + (plane * g.oh + r) * g.ow;
+      std::copy(src, src + g.ow, dst + r * wp);
+    }
+  }
+}
+
 template <typename T>
 void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
   const std::int64_t L = lanes<T>();
@@ -266,6 +484,8 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
   const std::int64_t per_oc = g.ic * ks;
   const std::int64_t wsize = g.oc * per_oc;
   const std::int64_t chunks = fixed_chunks(g.n, detail::kConvBatchChunk);
+  const bool unit_stride = wn.sh == 1 && wn.sw == 1;
+  const std::int64_t gw_len = detail::round_up(g.oh * p.wp, L);
   // One task per chunk of images: pad its inputs and gradients, then sum its images'
   // contributions to every weight into the chunk's own slot.
   parallel_for(chunks, 1, [&](std::int64_t lo, std::int64_t hi) {
@@ -273,9 +493,18 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
       const std::int64_t n0 = chunk * detail::kConvBatchChunk;
       const std::int64_t n1 = std::min(g.n, n0 + detail::kConvBatchChunk);
       pad_images(g, p, x, xp, n0, n1);
-      pad_rows(g, owp, gy, gyp, n0, n1);
       T* pk = partial + chunk * wsize;
       std::fill(pk, pk + wsize, T(0));
+      if (unit_stride) {
+        pad_wide(g, p.wp, gw_len, gy, gyp, n0, n1);
+        for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
+          for (std::int64_t c = 0; c < g.ic; ++c) {
+            weight_grad_wide_block(g, p, gyp, gw_len, xp, n0, n1, oc0, ocb, c, pk);
+          }
+        });
+        continue;
+      }
+      pad_rows(g, owp, gy, gyp, n0, n1);
       for (std::int64_t n = n0; n < n1; ++n) {
         for (std::int64_t oc = 0; oc < g.oc; ++oc) {
           const T* gplane = gyp + (n * g.oc + oc) * g.oh * owp;

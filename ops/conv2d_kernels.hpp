@@ -3,6 +3,7 @@
 // ops/simd.hpp). Workspace sizes here hold for every target.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "graph/tensor.hpp"
@@ -57,8 +58,10 @@ std::int64_t conv_forward_workspace(const ConvGeometry& g) {
 }
 
 // Workspace of the weight-gradient kernel: [chunks, OC, IC, KH, KW] partial sums, the padded
-// input, the output gradient with rows padded to whole vectors [N, OC, OH, OWP]. Offsets are
-// those of the widest vector; a narrower kernel uses a prefix of each part.
+// input, the output gradient with rows padded to whole vectors [N, OC, OH, OWP] (or, for
+// stride 1, laid out on the padded input's row grid [N, OC, OH*WP rounded up to a vector]:
+// Note [Wide planes] in ops/conv2d_kernels.cpp). Offsets are those of the widest vector; a
+// narrower kernel uses a prefix of each part.
 struct ConvWeightGradLayout {
   std::int64_t partial, xp, gyp, total;
   template <typename T>
@@ -68,7 +71,9 @@ struct ConvWeightGradLayout {
     lay.partial = 0;
     lay.xp = round_up((g.n + kConvBatchChunk - 1) / kConvBatchChunk * g.oc * g.ic * g.kernel_size(), L);
     lay.gyp = lay.xp + round_up(PaddedInput::of(g, L).elements(g), L);
-    lay.total = lay.gyp + g.n * g.oc * g.oh * round_up(g.ow, L);
+    const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
+    const std::int64_t plane = std::max(g.oh * round_up(g.ow, L), round_up(g.oh * wp, L));
+    lay.total = lay.gyp + g.n * g.oc * plane;
     return lay;
   }
 };

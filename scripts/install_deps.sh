@@ -5,8 +5,8 @@
 #   clang-tidy only for scripts/lint.sh; matplotlib only for scripts/experiments.sh.
 set -euo pipefail
 
-packages=(g++ cmake ninja-build pkg-config libtbb-dev libboost-program-options-dev libgtest-dev
-          zlib1g-dev libpng-dev nlohmann-json3-dev)
+packages=(g++ cmake ninja-build pkg-config libtbb-dev libhwy-dev libboost-program-options-dev
+          libgtest-dev zlib1g-dev libpng-dev nlohmann-json3-dev)
 for arg in "$@"; do
   case "$arg" in
     --with-npm) command -v npm > /dev/null || packages+=(npm) ;;

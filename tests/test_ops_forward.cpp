@@ -141,6 +141,11 @@ const ConvCase kConvCases[] = {
     {1, 2, 8, 8, 2, 3, 3, 2, 2, 0, 0, false},    // stride leaves the last row and column unread
     {1, 1, 6, 6, 1, 3, 3, 3, 3, 1, 1, true},     // stride 3 with padding
     {2, 3, 32, 30, 4, 5, 3, 2, 1, 2, 1, true},   // larger, enough work to run in parallel
+    // Output channels in register-tile blocks of several sizes (ops/conv2d_kernels.cpp).
+    {2, 3, 9, 10, 7, 3, 3, 1, 1, 1, 1, true},    // 7 channels: one block, or 3 + 4
+    {2, 2, 10, 9, 8, 2, 3, 1, 1, 0, 1, true},    // 8 channels
+    {1, 4, 12, 12, 16, 3, 3, 1, 1, 0, 0, false}, // 16 channels: 8 + 8, or 5 + 5 + 6
+    {1, 2, 3, 40, 6, 1, 5, 1, 1, 0, 0, true},    // wide rows, a single output row
 };
 
 // y[n, o, i, j] = b[o] + sum over c, ky, kx of x[n, c, i*sh - ph + ky, j*sw - pw + kx] *

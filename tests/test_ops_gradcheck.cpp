@@ -169,6 +169,8 @@ const ConvCase kConvCases[] = {
     {2, 1, 7, 7, 1, 3, 3, 2, 2, 0, 0, true},     // stride divides H - K exactly
     {1, 2, 8, 8, 2, 3, 3, 2, 2, 0, 0, false},    // stride leaves the last row and column unread
     {1, 1, 6, 6, 1, 3, 3, 3, 3, 1, 1, true},     // stride 3 with padding
+    {2, 2, 5, 6, 7, 3, 3, 1, 1, 1, 1, true},     // 7 output channels: blocks of the tiles
+    {1, 2, 6, 5, 16, 2, 3, 1, 1, 0, 1, false},   // 16 output channels: several blocks
 };
 
 class Conv2dGradcheck : public ::testing::TestWithParam<ConvCase> {};

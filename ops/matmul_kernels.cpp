@@ -6,9 +6,8 @@
 // block, so each block of B is reused from cache by all rows), each element a single chain of
 // FMAs over k in order (so an element's value does not depend on which tile or task computed
 // it, nor on the thread count, nor on the vector width of the target: AVX2 and AVX-512 give
-// the same bits). The tile's size comes from the target's register count: 4 x 4 vectors on
-// 32-register targets (16 accumulators, 4 loaded vectors of B, a broadcast), 4 x 3 on
-// 16-register ones. B's rows must be contiguous along the result's columns:
+// the same bits). The tile's size comes from the target's register count (kTileRows,
+// kTileVectors below). B's rows must be contiguous along the result's columns:
 //  - B not transposed: read in place; only the last N mod L columns are copied, zero-padded to
 //    one vector, into the workspace ([K, L]).
 //  - B transposed, A not (linear's forward, x [M, K] times weight [N, K]ᵀ): computed as
@@ -31,8 +30,11 @@ HWY_BEFORE_NAMESPACE();
 namespace tbgrad::HWY_NAMESPACE {
 namespace {
 
-constexpr std::int64_t kTileRows = 4;
-constexpr int kTileVectors = kVectorRegisters >= 32 ? 4 : 3;
+// 4 x 4 vectors on 32 registers (16 accumulators, 4 loaded vectors of B, a broadcast); 6 x 2 on
+// 16 (12 accumulators, 2 vectors of B, a broadcast: the shape of the classic AVX2 SGEMM kernel,
+// whose 2-vector column blocks also divide the models' widths more evenly than 3 would).
+constexpr std::int64_t kTileRows = kVectorRegisters >= 32 ? 4 : 6;
+constexpr int kTileVectors = kVectorRegisters >= 32 ? 4 : 2;
 
 // The operands of one product R [rows, cols] = P [rows, K] Q [K, cols]: p(i, k) is
 // p[i * p_row + k * p_col]; Q's rows are contiguous, q_ld apart, whole vectors up to
@@ -59,30 +61,30 @@ HWY_INLINE void tile(const Product<T>& pr, std::int64_t i0, const T* HWY_RESTRIC
   const std::int64_t L = lanes<T>();
   const T* HWY_RESTRICT p0 = pr.p + i0 * pr.p_row;
   V acc[MI][NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MI; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) acc[i][v] = hn::Zero(d);
   }
   for (std::int64_t kk = 0; kk < pr.k; ++kk) {
     const T* HWY_RESTRICT qr = q + kk * q_ld;
     V qv[NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       qv[v] = hn::LoadU(d, qr + v * L);
       keep_in_register(qv[v]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MI; ++i) {
       const V pv = hn::Set(d, p0[i * pr.p_row + kk * pr.p_col]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[i][v] = hn::MulAdd(pv, qv[v], acc[i][v]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MI; ++i) {
     T* HWY_RESTRICT r_row = pr.r + (i0 + i) * pr.r_ld;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) {
       const std::int64_t col = j + v * L;
       if (col + L <= pr.cols) {
@@ -119,6 +121,12 @@ HWY_INLINE void product_block(const Product<T>& pr, std::int64_t i0, std::int64_
 template <typename T>
 void product_tile(const Product<T>& pr, std::int64_t i0, std::int64_t rows, std::int64_t block) {
   switch (std::min(kTileRows, rows - i0)) {
+    case 6:
+      if constexpr (kTileRows >= 6) return product_block<T, 6>(pr, i0, block);
+      [[fallthrough]];
+    case 5:
+      if constexpr (kTileRows >= 5) return product_block<T, 5>(pr, i0, block);
+      [[fallthrough]];
     case 4: return product_block<T, 4>(pr, i0, block);
     case 3: return product_block<T, 3>(pr, i0, block);
     case 2: return product_block<T, 2>(pr, i0, block);

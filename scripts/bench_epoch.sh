@@ -221,6 +221,8 @@ run() {
 echo "== epoch benchmark: model $model, batch $batch, sgd lr $lr, constant schedule, threads ${thread_list[*]}," \
      "$epochs epoch(s)$([[ $limit -gt 0 ]] && echo ", first $limit images"), $reps rep(s)"
 echo "   machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+simd_flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'sse4_1|avx2|fma|avx512f|asimd|sve|sve2' | tr '\n' ' ')
+echo "   cpu SIMD flags: ${simd_flags:-none}; TBGRAD_MAX_ISA=${TBGRAD_MAX_ISA:-(unset)}"
 echo "   tbgrad:  $mnist ($build_type)"
 if [[ $torch_ok -eq 1 ]]; then
   echo "   pytorch: $torch_version via $python; $blas_note"
@@ -262,12 +264,15 @@ median() {
   awk -v n="$1" -v t="$2" -v c="$3" '$1 == n && $2 == t && $c != "NA" { print $c }' "$tmp/results" | sort -g |
     awk '{ v[NR] = $1 } END { if (NR == 0) print "NA"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
-echo "== medians over $reps rep(s) (load average now: $(cut -d' ' -f1-3 /proc/loadavg))"
+# The SIMD target the tbgrad runs used (tbgrad-mnist's JSON summary says it).
+isa=$(grep -h '^{' "$tmp"/tbgrad.*.out 2>/dev/null | tail -n1 | grep -o '"isa": *"[a-z0-9]*"' | sed 's/.*: *"//; s/"$//')
+isa=${isa:-unknown}
+echo "== medians over $reps rep(s) (load average now: $(cut -d' ' -f1-3 /proc/loadavg)); tbgrad SIMD target: $isa"
 summaries=()
 for t in "${thread_list[@]}"; do
   tb_s=$(median tbgrad "$t" 4); tb_rss=$(median tbgrad "$t" 5)
   printf '  tbgrad   %2s threads  train %8.3f s  peak RSS %7s MB\n' "$t" "$tb_s" "$tb_rss"
-  summary="{\"model\":\"$model\",\"batch_size\":$batch,\"threads\":$t,\"lr\":$lr,\"epochs\":$epochs,\"limit\":$limit,\"reps\":$reps,\"tbgrad_train_seconds\":$tb_s,\"tbgrad_peak_rss_mb\":$tb_rss"
+  summary="{\"isa\":\"$isa\",\"model\":\"$model\",\"batch_size\":$batch,\"threads\":$t,\"lr\":$lr,\"epochs\":$epochs,\"limit\":$limit,\"reps\":$reps,\"tbgrad_train_seconds\":$tb_s,\"tbgrad_peak_rss_mb\":$tb_rss"
   if [[ $torch_ok -eq 1 ]]; then
     pt_s=$(median pytorch "$t" 4); pt_rss=$(median pytorch "$t" 5)
     ratio=$(awk -v a="$pt_s" -v b="$tb_s" 'BEGIN { printf "%.2f", a / b }')

@@ -42,6 +42,7 @@ class MatmulOp final : public Op {
   }
 
   void forward(const KernelContext& ctx) const override {
+    if (m_ == 0 || n_ == 0) return;  // an empty result (the tiling below divides by N)
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* a = ctx.inputs[0].data<T>();  // [M, K] or [K, M]
       const T* b = ctx.inputs[1].data<T>();  // [K, N] or [N, K]

@@ -40,8 +40,8 @@ inline std::int64_t numel(std::span<const std::int64_t> dims, std::string_view w
   std::int64_t n = 1;
   for (std::int64_t d : dims) {
     if (__builtin_mul_overflow(n, d, &n) || n > kMaxElements) {
-      fail(what, "the element count overflows (more than " + std::to_string(kMaxElements) +
-                     " elements)");
+      fail(what,
+           "the element count overflows (more than " + std::to_string(kMaxElements) + " elements)");
     }
   }
   return n;

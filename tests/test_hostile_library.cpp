@@ -88,8 +88,11 @@ TEST(Sizes, ReshapeWhoseKnownDimensionsOverflowIsAShapeError) {
   // so -1 became 4 and a [4, 7, 7905747460161236407] "reshape" of four elements was accepted.
   Graph g;
   Value x = g.input("x", {4});
-  expect_shape_error([&] { reshape(x, {-1, 7, 7905747460161236407}); },
-                     "reshape: the element count overflows");
+  expect_shape_error(
+      [&] {
+        reshape(x, {-1, 7, 7905747460161236407});
+      },
+      "reshape: the element count overflows");
   expect_shape_error([&] { reshape(x, {7, 7905747460161236407, 4}); }, "element count overflows");
 }
 
@@ -243,8 +246,8 @@ struct PausingGraph {
   Tensor input{Shape{4}, DType::kF32};
   PausingGraph() {
     Value ins[] = {x};
-    Value copied = g.add_op(std::make_shared<PausingCopy>(&entered, &proceed), ins, x.shape(),
-                            x.dtype());
+    Value copied =
+        g.add_op(std::make_shared<PausingCopy>(&entered, &proceed), ins, x.shape(), x.dtype());
     y = add(copied, copied);
     for (int i = 0; i < 4; ++i) input.set(i, i + 1);
   }

@@ -80,9 +80,9 @@ void check_one(const OutputPath& out) {
     if (!S_ISREG(st.st_mode)) {
       fail(out.flag, out.path,
            std::string("is a ") +
-               (S_ISFIFO(st.st_mode)  ? "FIFO"
-                : S_ISCHR(st.st_mode) ? "character device"
-                : S_ISBLK(st.st_mode) ? "block device"
+               (S_ISFIFO(st.st_mode)   ? "FIFO"
+                : S_ISCHR(st.st_mode)  ? "character device"
+                : S_ISBLK(st.st_mode)  ? "block device"
                 : S_ISSOCK(st.st_mode) ? "socket"
                                        : "special file") +
                ", not a regular file; refusing to replace it");

@@ -1,6 +1,7 @@
 #include "graph/executor.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <iterator>
 #include <limits>
@@ -45,7 +46,9 @@ class OffsetAllocator {
       }
     }
     std::size_t offset = end_;
-    end_ += bytes;
+    if (__builtin_add_overflow(end_, bytes, &end_)) {
+      throw Error("Executor: the buffer plan needs more bytes than a size_t holds");
+    }
     return offset;
   }
 
@@ -71,6 +74,25 @@ class OffsetAllocator {
  private:
   std::map<std::size_t, std::size_t> free_;  // offset -> size
   std::size_t end_ = 0;
+};
+
+// Marks an executor as running for the scope of one run() (Note [One run at a time]).
+class RunningGuard {
+ public:
+  RunningGuard(std::atomic<bool>& running, const char* who) : running_(running) {
+    bool expected = false;
+    if (!running_.compare_exchange_strong(expected, true, std::memory_order_acquire)) {
+      throw Error(std::string("Executor::") + who +
+                  ": this executor is running on another thread; an Executor runs one call at "
+                  "a time (give each thread its own Executor)");
+    }
+  }
+  ~RunningGuard() { running_.store(false, std::memory_order_release); }
+  RunningGuard(const RunningGuard&) = delete;
+  RunningGuard& operator=(const RunningGuard&) = delete;
+
+ private:
+  std::atomic<bool>& running_;
 };
 
 std::vector<Value> flatten(std::initializer_list<ValueList> lists) {
@@ -226,6 +248,11 @@ Executor& Executor::bind(Value input, const Tensor& t) {
                      dtype_name(node.dtype) + ", got " + t.shape().str() + " " +
                      dtype_name(t.dtype()));
   }
+  RunningGuard guard(running_, "bind");
+  if (!t.defined()) {
+    throw Error("Executor::bind: input " + node.name + ": the tensor has no data (a "
+                "default-constructed Tensor)");
+  }
   const auto id = static_cast<std::size_t>(input.id());
   if (id >= needed_.size()) return *this;  // created after this executor: not read by it
   values_[id] = t;
@@ -237,6 +264,7 @@ Executor& Executor::bind(Value input, const Tensor& t) {
 }
 
 void Executor::run() {
+  RunningGuard guard(running_, "run");
   for (const Value& in : graph_.inputs()) {
     const auto id = static_cast<std::size_t>(in.id());
     if (id < needed_.size() && needed_[id] && !bound_[id]) {

@@ -4,8 +4,14 @@
 // (a valid schedule, since the graph is append-only), and gives every op output and op workspace
 // an offset in one arena. A buffer is released after its last consumer ran, so later nodes reuse
 // it; outputs are never released. After construction, bind() and run() never allocate.
+//
+// Note [One run at a time]: an Executor owns one arena and one set of step tensors, so two
+// threads running (or binding) the same executor at once would overwrite each other's
+// intermediate values. run() and bind() detect that with an atomic flag and throw Error on the
+// second caller; different executors (also of the same graph) may run concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <initializer_list>
 #include <span>
@@ -87,6 +93,7 @@ class Executor {
   std::vector<char> bound_;                    // by node id
   std::vector<StepProfile> profile_;
   bool profiling_ = false;
+  std::atomic<bool> running_{false};  // Note [One run at a time]
   std::shared_ptr<void> arena_;
   std::size_t arena_bytes_ = 0;
   std::size_t unplanned_bytes_ = 0;

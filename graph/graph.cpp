@@ -56,6 +56,9 @@ Value Graph::param(std::string name, const Tensor& storage) {
   if (storage.dtype() == DType::kI32) {
     throw Error("param " + name + ": parameters must be floating point");
   }
+  if (!storage.defined()) {
+    throw Error("param " + name + ": the storage tensor has no data (a default-constructed Tensor)");
+  }
   Node n;
   n.kind = NodeKind::kParam;
   n.shape = storage.shape();
@@ -68,6 +71,9 @@ Value Graph::param(std::string name, const Tensor& storage) {
 }
 
 Value Graph::constant(const Tensor& value, std::string name) {
+  if (!value.defined()) {
+    throw Error("constant " + name + ": the tensor has no data (a default-constructed Tensor)");
+  }
   Node n;
   n.kind = NodeKind::kConstant;
   n.shape = value.shape();

@@ -12,21 +12,50 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
+
+#include "graph/tensor.hpp"
 
 namespace tbgrad {
 
+// The most threads set_num_threads accepts (docs/reliability.md, "Threads"). Far above any core
+// count this library is tuned for; it keeps a typo (100000) from creating tens of thousands of
+// OS threads.
+inline constexpr int kMaxThreads = 1024;
+
+// set_num_threads(n) could not start the n - 1 worker threads it needs (a process limit such as
+// RLIMIT_NPROC, or no memory for their stacks). available() threads (the caller's included)
+// could be started; nothing was changed, so the previous setting still holds.
+class ThreadStartError : public Error {
+ public:
+  ThreadStartError(const std::string& message, int available)
+      : Error(message), available_(available) {}
+  int available() const { return available_; }
+
+ private:
+  int available_;
+};
+
 // Sets the number of threads kernels may use (1 = serial). 0 restores the default (all cores).
 // Honoured exactly, also above the core count: it sizes both a tbb::global_control and the
-// tbb::task_arena that executors run in.
+// tbb::task_arena that executors run in. Throws Error for n outside [0, kMaxThreads], and
+// ThreadStartError if the worker threads cannot be started (checked by starting them once,
+// before TBB does, since TBB aborts the process when it cannot create a worker).
+//
+// Safe while other threads run executors: a run keeps the arena it started in until it ends,
+// and the next run uses the new setting.
 void set_num_threads(int n);
 int num_threads();
 int configured_num_threads();  // what set_num_threads last received (0 = default)
+// set_num_threads for a count that worked before (ThreadScope's destructor): never throws; if
+// the threads cannot be started again, it falls back to the default.
+void restore_num_threads(int n) noexcept;
 
 // RAII form, for tests and tools: restores the previous count on destruction.
 class ThreadScope {
  public:
   explicit ThreadScope(int n) : previous_(configured_num_threads()) { set_num_threads(n); }
-  ~ThreadScope() { set_num_threads(previous_); }
+  ~ThreadScope() { restore_num_threads(previous_); }
   ThreadScope(const ThreadScope&) = delete;
   ThreadScope& operator=(const ThreadScope&) = delete;
 

@@ -1,5 +1,7 @@
 #include "graph/tensor.hpp"
 
+#include "graph/checked.hpp"
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -43,11 +45,20 @@ Shape::Shape(std::span<const std::int64_t> dims) {
   }
   rank_ = static_cast<int>(dims.size());
   std::copy(dims.begin(), dims.end(), dims_.begin());
+  (void)numel();  // a shape whose element count overflows is refused here (graph/checked.hpp)
 }
 
 std::int64_t Shape::numel() const {
   std::int64_t n = 1;
-  for (int i = 0; i < rank_; ++i) n *= dims_[static_cast<std::size_t>(i)];
+  bool overflow = false;
+  for (int i = 0; i < rank_; ++i) {
+    const std::int64_t d = dims_[static_cast<std::size_t>(i)];
+    if (d == 0) return 0;
+    overflow |= __builtin_mul_overflow(n, d, &n);
+  }
+  if (overflow || n > checked::kMaxElements || n < 0) {
+    checked::numel(dims(), "shape " + str());  // throws the ShapeError
+  }
   return n;
 }
 
@@ -84,6 +95,9 @@ Tensor::Tensor(Shape shape, DType dtype) : shape_(shape), dtype_(dtype) {
 }
 
 Tensor Tensor::view(Shape shape, DType dtype, void* data) {
+  if (data == nullptr && shape.numel() != 0) {
+    throw Error("Tensor::view: null data for a non-empty " + shape.str() + " tensor");
+  }
   Tensor t;
   t.shape_ = shape;
   t.dtype_ = dtype;
@@ -98,7 +112,20 @@ void Tensor::check_dtype(DType want) const {
   }
 }
 
+void Tensor::check_index(std::int64_t i, const char* who) const {
+  if (data_ == nullptr && numel() != 0) {
+    throw Error(std::string("Tensor::") + who + ": the tensor has no storage (a default-constructed "
+                "Tensor)");
+  }
+  if (i < 0 || i >= numel()) {
+    throw Error(std::string("Tensor::") + who + ": index " + std::to_string(i) +
+                " is out of range for a tensor of " + std::to_string(numel()) + " elements " +
+                shape_.str());
+  }
+}
+
 double Tensor::at(std::int64_t i) const {
+  check_index(i, "at");
   switch (dtype_) {
     case DType::kF32:
       return static_cast<const float*>(data_)[i];
@@ -111,6 +138,7 @@ double Tensor::at(std::int64_t i) const {
 }
 
 void Tensor::set(std::int64_t i, double v) const {
+  check_index(i, "set");
   switch (dtype_) {
     case DType::kF32:
       static_cast<float*>(data_)[i] = static_cast<float>(v);
@@ -125,6 +153,7 @@ void Tensor::set(std::int64_t i, double v) const {
 }
 
 Tensor Tensor::clone() const {
+  if (!defined()) throw Error("Tensor::clone: the tensor has no storage (a default-constructed Tensor)");
   Tensor t(shape_, dtype_);
   if (nbytes()) std::memcpy(t.data_, data_, nbytes());
   return t;
@@ -135,10 +164,14 @@ void Tensor::copy_from(const Tensor& src) const {
     throw Error("copy_from: source " + src.shape_.str() + " " + dtype_name(src.dtype_) +
                 " does not match destination " + shape_.str() + " " + dtype_name(dtype_));
   }
+  if (!defined() || !src.defined()) {
+    throw Error("copy_from: a tensor has no storage (a default-constructed Tensor)");
+  }
   if (nbytes()) std::memcpy(data_, src.data_, nbytes());
 }
 
 void Tensor::fill(double v) const {
+  if (!defined()) throw Error("Tensor::fill: the tensor has no storage (a default-constructed Tensor)");
   for (std::int64_t i = 0; i < numel(); ++i) set(i, v);
 }
 

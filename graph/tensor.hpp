@@ -51,6 +51,8 @@ class Shape {
   static constexpr int kMaxRank = 6;
 
   Shape() = default;
+  // Throws ShapeError for a negative dimension, a rank above kMaxRank, or an element count
+  // over checked::kMaxElements (graph/checked.hpp).
   Shape(std::initializer_list<std::int64_t> dims);
   explicit Shape(std::span<const std::int64_t> dims);
 
@@ -94,7 +96,8 @@ class Tensor {
     return {data<T>(), static_cast<std::size_t>(numel())};
   }
 
-  // Element i (flat index) converted to double; for tests and tools, not for kernels.
+  // Element i (flat index) converted to double; for tests and tools, not for kernels. Both
+  // check the index (and that the tensor has storage) and throw Error otherwise.
   double at(std::int64_t i) const;
   void set(std::int64_t i, double v) const;
 
@@ -104,6 +107,7 @@ class Tensor {
 
  private:
   void check_dtype(DType want) const;
+  void check_index(std::int64_t i, const char* who) const;
 
   Shape shape_;
   DType dtype_ = DType::kF32;

@@ -176,10 +176,14 @@ class FileDescriptor {
 
 // ---------------------------------------------------------------- writing
 
-// The name of a temporary file for `target`: ".<name>.tmp.<pid>.<16 hex digits>".
+// The name of a temporary file for `target`: ".<name>.tmp.<pid>.<16 hex digits>", with <name>
+// cut to its first 222 bytes so that the whole name fits NAME_MAX (255) for any pid of up to
+// 10 digits: a legal 228-255-byte target name used to fail with "File name too long".
 std::string temp_prefix(const std::filesystem::path& target) {
+  constexpr std::size_t kNameMax = 255, kSuffix = 10 + 1 + 16, kFixed = 1 + 5;  // ".", ".tmp."
+  const std::string name = target.filename().string();
   std::string prefix = ".";
-  prefix += target.filename().string();
+  prefix += name.substr(0, kNameMax - kSuffix - kFixed);
   prefix += ".tmp.";
   return prefix;
 }

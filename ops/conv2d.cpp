@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 
+#include "graph/checked.hpp"
 #include "ops/conv2d_kernels.hpp"
 #include "ops/kernel_util.hpp"
 #include "ops/reduce.hpp"
@@ -193,11 +194,19 @@ ConvGeometry check_conv(const char* op, const Shape& x, const std::string& x_des
   if (o.padding.h < 0 || o.padding.w < 0) {
     shape_error(op, "padding must be >= 0, got " + o.padding.str());
   }
+  // Sizes (graph/checked.hpp): geometry fits in int, the padded input [N, IC, HP, WP] and the
+  // window view [N, IC, OH, OW, KH, KW] have countable elements.
+  checked::to_int(weight[2], op, "kernel height");
+  checked::to_int(weight[3], op, "kernel width");
+  const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
+  const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
+  checked::numel({x[0], x[1], hp, wp}, op);
   ConvGeometry g(x, weight, o);
   if (g.oh < 1 || g.ow < 1) {
     shape_error(op, "kernel " + std::to_string(weight[2]) + "x" + std::to_string(weight[3]) +
                         " with padding " + o.padding.str() + " does not fit input " + x_desc);
   }
+  checked::numel({g.n, g.ic, g.oh, g.ow, weight[2], weight[3]}, op);
   return g;
 }
 

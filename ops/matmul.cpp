@@ -26,6 +26,7 @@ class MatmulOp final : public Op {
   }
 
   void forward(const KernelContext& ctx) const override {
+    if (m_ == 0 || n_ == 0) return;  // an empty result (the tiling below divides by N)
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       detail::matmul_kernel(dims(), ctx.inputs[0].data<T>(), ctx.inputs[1].data<T>(),
                             ctx.output.data<T>(), static_cast<T*>(ctx.workspace));

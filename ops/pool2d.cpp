@@ -4,6 +4,7 @@
 #include <limits>
 #include <memory>
 
+#include "graph/checked.hpp"
 #include "graph/parallel.hpp"
 #include "ops/kernel_util.hpp"
 #include "ops/pool2d_kernels.hpp"
@@ -35,11 +36,17 @@ PoolGeometry check_pool(const char* op, const Shape& x, const std::string& x_des
   if (o.stride.h < 1 || o.stride.w < 1) {
     shape_error(op, "stride must be >= 1 (or 0 for the kernel size), got " + o.stride.str());
   }
-  if (o.padding.h < 0 || o.padding.w < 0 || 2 * o.padding.h > o.kernel.h ||
-      2 * o.padding.w > o.kernel.w) {
+  // padding <= kernel / 2, written so that no 2 * padding overflows an int.
+  if (o.padding.h < 0 || o.padding.w < 0 || o.padding.h > o.kernel.h / 2 ||
+      o.padding.w > o.kernel.w / 2) {
     shape_error(op, "padding must be between 0 and half the kernel " + o.kernel.str() + ", got " +
                         o.padding.str());
   }
+  // Sizes (graph/checked.hpp): the padded planes [N*C, HP, WP] and the window view
+  // [N*C, OH, OW, KH, KW] have countable elements.
+  const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
+  const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
+  checked::numel({x[0], x[1], hp, wp}, op);
   PoolGeometry g{x[0] * x[1],
                  x[2],
                  x[3],
@@ -50,6 +57,7 @@ PoolGeometry check_pool(const char* op, const Shape& x, const std::string& x_des
     shape_error(op, "kernel " + o.kernel.str() + " with padding " + o.padding.str() +
                         " does not fit input " + x_desc);
   }
+  checked::numel({g.planes, g.oh, g.ow, o.kernel.h, o.kernel.w}, op);
   return g;
 }
 
@@ -128,7 +136,8 @@ void for_each_argmax(const PoolGeometry& g, const T* xp, Fn fn) {
         const std::int64_t row = (y0 + ky) * g.w + x0;
         for (std::int64_t kx = kx_lo; kx < kx_hi; ++kx) {
           const T v = xp[row + kx];
-          if (best < 0 || v > best_v) {
+          // A NaN anywhere in the window wins (the first one), as in PyTorch.
+          if (best < 0 || v > best_v || (v != v && best_v == best_v)) {
             best_v = v;
             best = row + kx;
           }

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "graph/checked.hpp"
 #include "ops/kernel_util.hpp"
 
 namespace tbgrad {
@@ -37,7 +38,7 @@ Value reshape(Value x, std::initializer_list<std::int64_t> dims) {
     } else if (d[i] < 0) {
       shape_error("reshape", "dimension " + std::to_string(d[i]) + " is negative");
     } else {
-      known *= d[i];
+      known = checked::mul(known, d[i], "reshape");
     }
   }
   if (infer >= 0) {

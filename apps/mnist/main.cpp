@@ -1,11 +1,16 @@
 // tbgrad-mnist: train, evaluate and use the MNIST CNNs from the command line.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <csignal>
+#include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -16,11 +21,13 @@
 
 #include "apps/mnist/idx.hpp"
 #include "apps/mnist/image.hpp"
+#include "apps/mnist/paths.hpp"
 #include "apps/mnist/trainer.hpp"
 #include "nn/checkpoint.hpp"
 
 namespace po = boost::program_options;
 using namespace tbgrad;
+using namespace tbgrad::mnist;
 
 namespace {
 
@@ -33,6 +40,55 @@ constexpr int kExitDiverged = 3;  // the loss became NaN or infinite
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// Standard output could not be written (a full disk, /dev/full, a closed descriptor).
+struct StdoutError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Flushes stdout and throws StdoutError if anything written to it so far was lost: what is
+// printed is the command's result, so losing it is a failure (exit code 1), not a success.
+void check_stdout() {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  if (!flushed || std::ferror(stdout) || !std::cout) {
+    const int e = errno;
+    throw StdoutError(std::string("cannot write to standard output: ") +
+                      (e ? std::strerror(e) : "write error"));
+  }
+}
+
+// Note [Interrupts]: the first SIGINT or SIGTERM asks training to stop at the start of the
+// next step (a save in progress completes first), and main() then says where it stopped and
+// what the checkpoint holds; a second signal ends the process at once (the checkpoint is still
+// whole: saves are atomic).
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal.load() != 0) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);  // delivered when this handler returns
+    return;
+  }
+  g_stop_signal.store(sig);
+  const char msg[] =
+      "\ntbgrad-mnist: stopping at the end of the current step (send the signal again to stop "
+      "at once)\n";
+  [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  // Each blocks the other while it runs, so two signals are handled one after the other.
+  sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
 
 const char* kProgramHelp =
     "tbgrad-mnist: train and use convolutional networks on MNIST with tbgrad.\n"
@@ -52,6 +108,11 @@ const char* kProgramHelp =
     "Environment: TBGRAD_MAX_ISA caps the SIMD target the kernels use (avx512, avx2, sse4,\n"
     "scalar on x86-64; sve2, sve, neon, scalar on AArch64); by default the best this CPU\n"
     "supports. 'train' prints the target in use on its first line.\n";
+
+bool fs_equivalent(const std::filesystem::path& a, const std::filesystem::path& b) {
+  std::error_code ignored;
+  return std::filesystem::equivalent(a, b, ignored);
+}
 
 std::string default_data_dir() { return "data/mnist"; }
 
@@ -120,10 +181,30 @@ po::variables_map parse(const po::options_description& desc, const std::vector<s
   return vm;
 }
 
+// --threads up to the library's bound. If the worker threads cannot all be started (a process
+// limit), it runs with as many as could be, with a warning: the results do not depend on the
+// thread count (Note [Determinism]).
 void set_threads(const po::variables_map& vm) {
-  const std::int64_t threads =
-      vm.count("threads") ? int_option(vm, "threads", 1, 1024) : hardware_threads();
-  set_num_threads(static_cast<int>(threads));
+  int threads = static_cast<int>(vm.count("threads") ? int_option(vm, "threads", 1, kMaxThreads)
+                                                     : std::min(hardware_threads(), kMaxThreads));
+  for (int attempt = 0;; ++attempt) {
+    try {
+      set_num_threads(threads);
+      return;
+    } catch (const ThreadStartError& e) {
+      if (attempt == 3) throw;
+      std::fprintf(stderr, "tbgrad-mnist: warning: %s; using %d threads\n", e.what(),
+                   e.available());
+      threads = e.available();
+    }
+  }
+}
+
+// The string value of a path flag, refused when empty (an unset shell variable).
+std::string path_option(const po::variables_map& vm, const char* name) {
+  const std::string v = vm[name].as<std::string>();
+  require_non_empty(std::string("--") + name, v);
+  return v;
 }
 
 // The SIMD target the kernels will use; a bad TBGRAD_MAX_ISA is a usage error (exit 2).
@@ -214,16 +295,28 @@ int cmd_train(const std::vector<std::string>& args) {
   cfg.seed = static_cast<std::uint64_t>(
       int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
   cfg.limit = int_option(vm, "limit", 0, std::numeric_limits<std::int64_t>::max());
-  if (vm.count("save")) cfg.save = vm["save"].as<std::string>();
-  if (vm.count("resume")) cfg.resume = vm["resume"].as<std::string>();
-  if (vm.count("metrics")) cfg.metrics = vm["metrics"].as<std::string>();
-  if (vm.count("step-log")) cfg.step_log = vm["step-log"].as<std::string>();
+  if (vm.count("save")) cfg.save = path_option(vm, "save");
+  if (vm.count("resume")) cfg.resume = path_option(vm, "resume");
+  if (vm.count("metrics")) cfg.metrics = path_option(vm, "metrics");
+  if (vm.count("step-log")) cfg.step_log = path_option(vm, "step-log");
   const bool json = vm.count("json") > 0;
   cfg.progress = isatty(STDOUT_FILENO) == 1;
+  const std::string data_dir = path_option(vm, "data");
+  // Every output checked before any work (docs/reliability.md, "Output paths").
+  {
+    std::vector<NamedPath> inputs = data_files(data_dir, /*train=*/true);
+    if (!cfg.resume.empty()) inputs.push_back({"--resume", cfg.resume});
+    std::vector<OutputPath> outputs;
+    if (!cfg.save.empty()) outputs.push_back({"--save", cfg.save, WriteMode::kReplace, "--resume"});
+    if (!cfg.metrics.empty()) outputs.push_back({"--metrics", cfg.metrics, WriteMode::kTruncate, ""});
+    if (!cfg.step_log.empty()) {
+      outputs.push_back({"--step-log", cfg.step_log, WriteMode::kTruncate, ""});
+    }
+    check_outputs(outputs, inputs);
+  }
   set_threads(vm);
   const std::string target = simd_target();
 
-  const std::string data_dir = vm["data"].as<std::string>();
   mnist::Dataset train_set = load(data_dir, mnist::Split::kTrain, cfg.limit);
   mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
 
@@ -232,20 +325,44 @@ int cmd_train(const std::vector<std::string>& args) {
               static_cast<long long>(cfg.batch_size), num_threads(), target.c_str());
   std::printf("%5s %10s %9s %9s %9s %8s %9s\n", "epoch", "train_loss", "train_acc", "test_loss",
               "test_acc", "seconds", "images/s");
-  std::fflush(stdout);
-  mnist::TrainResult r = mnist::train(cfg, train_set, test_set, [](const mnist::EpochStats& s) {
-    std::printf("%5lld %10.4f %8.2f%% %9.4f %8.2f%% %8.2f %9.0f\n", static_cast<long long>(s.epoch),
-                s.train_loss, 100 * s.train_accuracy, s.test_loss, 100 * s.test_accuracy,
-                s.seconds, s.images_per_second);
+  check_stdout();  // before any training: a lost result is found now, not after it
+  cfg.stop = &g_stop_signal;
+  install_stop_handlers();
+  std::int64_t last_saved = -1;  // the epoch the --save checkpoint holds, once this run saved
+  mnist::TrainResult r;
+  try {
+    r = mnist::train(cfg, train_set, test_set, [&](const mnist::EpochStats& s) {
+      if (!cfg.save.empty()) last_saved = s.epoch;
+      std::printf("%5lld %10.4f %8.2f%% %9.4f %8.2f%% %8.2f %9.0f\n",
+                  static_cast<long long>(s.epoch), s.train_loss, 100 * s.train_accuracy,
+                  s.test_loss, 100 * s.test_accuracy, s.seconds, s.images_per_second);
+      check_stdout();
+    });
+  } catch (const mnist::Interrupted& e) {
+    const int sig = g_stop_signal.load();
+    std::string saved;
+    if (cfg.save.empty()) {
+      saved = "nothing was saved (no --save)";
+    } else if (last_saved >= 0) {
+      saved = cfg.save.string() + " holds epoch " + std::to_string(last_saved) +
+              " (continue with --resume " + cfg.save.string() + ")";
+    } else if (!cfg.resume.empty() && fs_equivalent(cfg.save, cfg.resume)) {
+      saved = "no epoch completed; " + cfg.save.string() + " is unchanged";
+    } else {
+      saved = "no epoch completed, nothing was saved to " + cfg.save.string();
+    }
     std::fflush(stdout);
-  });
+    std::fprintf(stderr, "tbgrad-mnist: %s by %s; %s\n", e.what(), sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                 saved.c_str());
+    return 128 + sig;
+  }
   const double ips = r.train_seconds > 0 ? static_cast<double>(r.images_trained) / r.train_seconds : 0;
   std::printf("test accuracy %.2f%% (loss %.4f) after %lld epochs; training took %.2f s (%.0f images/s)\n",
-              100 * r.test.accuracy, r.test.loss, static_cast<long long>(cfg.epochs), r.train_seconds,
+              100 * r.test.accuracy, r.test.loss, static_cast<long long>(r.epochs_trained), r.train_seconds,
               ips);
   if (json) {
     nlohmann::json j = {{"model", cfg.model},
-                        {"epochs", cfg.epochs},
+                        {"epochs", r.epochs_trained},
                         {"epochs_run", r.epochs.size()},
                         {"batch_size", r.batch_size},
                         {"optimizer", r.optimizer},
@@ -279,10 +396,12 @@ int cmd_eval(const std::vector<std::string>& args) {
     return kExitOk;
   }
   if (!vm.count("load")) throw UsageError("eval needs --load FILE");
+  const std::string load_path = path_option(vm, "load");
+  const std::string data_dir = path_option(vm, "data");
   set_threads(vm);
   const std::string target = simd_target();
-  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
-  mnist::Dataset test_set = load(vm["data"].as<std::string>(), mnist::Split::kTest);
+  mnist::Model model = mnist::Model::load(load_path);
+  mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
   mnist::EvalResult r = model.evaluate(test_set);
   std::printf("model %s (%lld epochs) on %lld test images\n", model.name().c_str(),
               static_cast<long long>(model.epochs_trained()), static_cast<long long>(r.count));
@@ -330,8 +449,9 @@ int cmd_predict(const std::vector<std::string>& args) {
   }
   if (!vm.count("load")) throw UsageError("predict needs --load FILE");
   if (!vm.count("image")) throw UsageError("predict needs at least one IMAGE");
+  const std::string load_path = path_option(vm, "load");
   set_num_threads(1);
-  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
+  mnist::Model model = mnist::Model::load(load_path);
   int status = kExitOk;
   for (const std::string& file : vm["image"].as<std::vector<std::string>>()) {
     try {
@@ -370,9 +490,17 @@ int cmd_inspect(const std::vector<std::string>& args) {
   if (!vm.count("load")) throw UsageError("inspect needs --load FILE");
   if (!vm.count("out")) throw UsageError("inspect needs --out FILE");
   const std::int64_t index = int_option(vm, "index", 0, std::numeric_limits<std::int64_t>::max());
+  const std::string load_path = path_option(vm, "load");
+  const std::string data_dir = path_option(vm, "data");
+  const std::string out = path_option(vm, "out");
+  {
+    std::vector<NamedPath> inputs = data_files(data_dir, /*train=*/false);
+    inputs.push_back({"--load", load_path});
+    check_outputs({{"--out", out, WriteMode::kReplace, ""}}, inputs);
+  }
   set_num_threads(1);
-  mnist::Model model = mnist::Model::load(vm["load"].as<std::string>());
-  mnist::Dataset test_set = load(vm["data"].as<std::string>(), mnist::Split::kTest);
+  mnist::Model model = mnist::Model::load(load_path);
+  mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
   if (index >= test_set.count) {
     throw UsageError("--index must be below the " + std::to_string(test_set.count) +
                      " test images, got " + std::to_string(index));
@@ -392,7 +520,6 @@ int cmd_inspect(const std::vector<std::string>& args) {
                       {"kernels", nlohmann::json::array()}};
   for (const auto& a : r.layers) j["layers"].push_back(to_json(a));
   for (const auto& a : r.kernels) j["kernels"].push_back(to_json(a));
-  const std::string out = vm["out"].as<std::string>();
   nn::write_file_atomically(out, j.dump() + "\n");
   std::printf("test image %lld (digit %d): predicted %d (p=%.3f); %zu layers, %zu kernels -> %s\n",
               static_cast<long long>(r.index), r.label, r.predicted,
@@ -403,22 +530,66 @@ int cmd_inspect(const std::vector<std::string>& args) {
 
 }  // namespace
 
+// Standard descriptors that are closed would be reused by the next open() (a checkpoint's
+// temporary file could receive printf's output): fill them with /dev/null. Returns false if
+// stdout was closed, which is an error since stdout carries the results.
+bool guard_standard_descriptors() {
+  bool stdout_open = true;
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    if (fd == STDOUT_FILENO) stdout_open = false;
+    const int null = ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+    if (null >= 0 && null != fd) {
+      ::dup2(null, fd);
+      ::close(null);
+    }
+  }
+  return stdout_open;
+}
+
 int main(int argc, char** argv) {
   // Exceeding a file-size limit must become a write error (and a clean message), not a kill.
   std::signal(SIGXFSZ, SIG_IGN);
+  if (!guard_standard_descriptors()) {
+    std::fprintf(stderr, "tbgrad-mnist: standard output is closed\n");
+    return kExitError;
+  }
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << kProgramHelp;
+    try {
+      check_stdout();
+    } catch (const StdoutError& e) {
+      std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
+      return kExitError;
+    }
     return args.empty() ? kExitUsage : kExitOk;
   }
   const std::string command = args[0];
   args.erase(args.begin());
   try {
-    if (command == "train") return cmd_train(args);
-    if (command == "eval") return cmd_eval(args);
-    if (command == "predict") return cmd_predict(args);
-    if (command == "inspect") return cmd_inspect(args);
-    std::fprintf(stderr, "tbgrad-mnist: unknown command '%s'\n\n%s", command.c_str(), kProgramHelp);
+    int status = kExitUsage;
+    if (command == "train") {
+      status = cmd_train(args);
+    } else if (command == "eval") {
+      status = cmd_eval(args);
+    } else if (command == "predict") {
+      status = cmd_predict(args);
+    } else if (command == "inspect") {
+      status = cmd_inspect(args);
+    } else {
+      std::fprintf(stderr, "tbgrad-mnist: unknown command '%s'\n\n%s", command.c_str(), kProgramHelp);
+      return kExitUsage;
+    }
+    check_stdout();
+    return status;
+  } catch (const PathError& e) {
+    if (!e.usage()) {
+      std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
+      return kExitError;
+    }
+    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
+                 e.what(), command.c_str());
     return kExitUsage;
   } catch (const UsageError& e) {
     std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <numeric>
 #include <optional>
+#include <tuple>
 #include <tbgrad.hpp>
 
 #include "nn/checkpoint.hpp"
@@ -663,6 +664,12 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     optimizer = o;
     if (lr == 0) lr = metadata_positive_double(*resumed, "lr", config.resume);
     start_epoch = metadata_int(*resumed, "epoch", config.resume);
+    if (config.epochs < start_epoch) {
+      throw ModelError(config.resume.string() + ": checkpoint has trained " +
+                       std::to_string(start_epoch) + " epochs, more than --epochs " +
+                       std::to_string(config.epochs) + " (--epochs is the total, pass --epochs " +
+                       std::to_string(start_epoch) + " or more)");
+    }
   }
   const Defaults defaults = default_hyperparameters(model, optimizer);
   optimizer = defaults.optimizer;
@@ -675,6 +682,22 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   if (n == 0) throw DataError("the training set is empty");
   batch = std::min(batch, n);
   result.batch_size = batch;
+  result.epochs_trained = start_epoch;
+  if (resumed) {
+    // Another batch size or data set would silently change what "resume = training straight"
+    // means (docs/reliability.md, "Resume").
+    for (const auto& [key, value, flag] :
+         {std::tuple<const char*, std::int64_t, const char*>{"batch_size", batch, "--batch-size"},
+          {"limit", n, "--limit"}}) {
+      if (resumed->metadata.count(key) == 0) continue;  // older checkpoints lack them
+      const std::int64_t saved = metadata_int(*resumed, key, config.resume);
+      if (saved != value) {
+        throw ModelError(config.resume.string() + ": checkpoint was trained with " + key + " " +
+                         std::to_string(saved) + ", this run would use " + std::to_string(value) +
+                         " (pass " + flag + " " + std::to_string(saved) + " to resume it)");
+      }
+    }
+  }
 
   nn::ParamStore store;
   Replicas replicas(model, store);
@@ -734,6 +757,12 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     std::int64_t correct = 0, step = 0;
     const std::int64_t steps = (n + batch - 1) / batch;
     for (std::int64_t start = 0; start < n; ++step) {
+      if (config.stop && config.stop->load(std::memory_order_relaxed) != 0) {
+        bar.clear();
+        throw Interrupted("interrupted at epoch " + std::to_string(epoch) + ", step " +
+                              std::to_string(step + 1) + " of " + std::to_string(steps),
+                          epoch);
+      }
       TrainStep& run = n - start >= batch ? *full : *tail;
       run.run(train_set, order.data() + start);
       const double loss = run.loss;
@@ -798,6 +827,9 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
               << format_double(s.test_accuracy) << ',' << format_double(s.seconds) << ','
               << format_double(s.images_per_second) << '\n';
       metrics.flush();
+      if (!config.metrics.empty() && !metrics) {
+        throw DataError(config.metrics.string() + ": write failed");
+      }
     }
     if (!config.save.empty()) {
       nn::Checkpoint ckpt;
@@ -821,6 +853,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       }
       nn::save_checkpoint(config.save, ckpt);
     }
+    result.epochs_trained = epoch;
     if (on_epoch) on_epoch(s);
   }
   if (result.epochs.empty()) {

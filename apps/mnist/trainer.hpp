@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -33,6 +34,9 @@ struct TrainConfig {
   // and the norm of the step's change to the weights (all parameters as one vector).
   std::filesystem::path step_log;
   bool progress = false;          // live progress bar on stdout
+  // When set and nonzero at the start of a step (a signal handler sets it), training stops
+  // there with Interrupted; the last saved checkpoint is the last complete epoch.
+  const std::atomic<int>* stop = nullptr;
 };
 
 // The learning rate of `epoch` (1-based) of `epochs` under `schedule`.
@@ -61,6 +65,7 @@ struct EvalResult {
 
 struct TrainResult {
   std::vector<EpochStats> epochs;  // the epochs run by this invocation
+  std::int64_t epochs_trained = 0;  // the model's epochs in all, a resumed checkpoint's included
   double train_seconds = 0;
   std::int64_t images_trained = 0;
   EvalResult test;
@@ -73,6 +78,17 @@ struct TrainResult {
 class DivergedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// Training stopped at the start of a step because TrainConfig::stop was set.
+class Interrupted : public std::runtime_error {
+ public:
+  Interrupted(const std::string& message, std::int64_t epoch)
+      : std::runtime_error(message), epoch_(epoch) {}
+  std::int64_t epoch() const { return epoch_; }  // the epoch that did not complete
+
+ private:
+  std::int64_t epoch_;
 };
 
 // A checkpoint that cannot be used for this run (another model, missing tensors, ...).

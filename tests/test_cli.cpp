@@ -21,8 +21,9 @@ struct Result {
   std::string out;  // stdout and stderr together
 };
 
-Result run(const std::string& args) {
-  const std::string cmd = std::string(TBGRAD_MNIST_BIN) + " " + args + " 2>&1";
+// Runs tbgrad-mnist with `args`, after environment assignments `env` ("VAR=value ...").
+Result run_env(const std::string& env, const std::string& args) {
+  const std::string cmd = env + " " + std::string(TBGRAD_MNIST_BIN) + " " + args + " 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
   std::string out;
@@ -31,6 +32,8 @@ Result run(const std::string& args) {
   const int status = ::pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
+
+Result run(const std::string& args) { return run_env("", args); }
 
 class Cli : public ::testing::Test {
  protected:
@@ -189,6 +192,34 @@ TEST_F(Cli, ACorruptCheckpointIsRefusedWithExitCode1) {
   Result r = run("eval --load " + path("junk.ckpt") + " " + data());
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("junk.ckpt"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace tbgrad::mnist
+
+namespace tbgrad::mnist {
+namespace {
+
+// TBGRAD_MAX_ISA (graph/isa.hpp): the target in use is on train's first line and in --json; a
+// bad value is a command-line error naming the variable and the accepted values.
+TEST_F(Cli, TheSimdTargetIsPrintedAndTbgradMaxIsaCapsIt) {
+  Result best = run("train " + data() + " --epochs 1 --limit 64 --json");
+  ASSERT_EQ(best.code, 0) << best.out;
+  const std::string first = best.out.substr(0, best.out.find('\n'));
+  EXPECT_NE(first.find(", SIMD "), std::string::npos) << first;
+  nlohmann::json j = nlohmann::json::parse(best.out.substr(best.out.rfind('\n', best.out.size() - 2) + 1));
+  ASSERT_TRUE(j.contains("isa"));
+  EXPECT_NE(first.find("SIMD " + j["isa"].get<std::string>()), std::string::npos) << first;
+
+  Result capped = run_env("TBGRAD_MAX_ISA=scalar", "train " + data() + " --epochs 1 --limit 64 --json");
+  ASSERT_EQ(capped.code, 0) << capped.out;
+  EXPECT_NE(capped.out.find("SIMD scalar"), std::string::npos) << capped.out;
+  EXPECT_NE(capped.out.find("\"isa\":\"scalar\""), std::string::npos) << capped.out;
+
+  Result bad = run_env("TBGRAD_MAX_ISA=avx9", "train " + data() + " --epochs 1 --limit 64");
+  EXPECT_EQ(bad.code, 2) << bad.out;
+  EXPECT_NE(bad.out.find("TBGRAD_MAX_ISA: unknown SIMD target 'avx9'"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("scalar"), std::string::npos) << bad.out;
 }
 
 }  // namespace

@@ -462,11 +462,11 @@ void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const
               std::int64_t n0, std::int64_t n1) {
   for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
     T* dst = out + plane * gw_len;
-    std::fill(dst, dst + gw_len, T(0));
-    for (std::int64_t r = 0; r < g.oh; ++r) {
+    for (std::int64_t r = 0; r < g.oh; ++r) {  // every element written once
       const T* src = gy + (plane * g.oh + r) * g.ow;
-      std::copy(src, src + g.ow, dst + r * wp);
+      std::fill(std::copy(src, src + g.ow, dst + r * wp), dst + (r + 1) * wp, T(0));
     }
+    std::fill(dst + g.oh * wp, dst + gw_len, T(0));
   }
 }
 

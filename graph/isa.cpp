@@ -93,8 +93,10 @@ void apply_cap(State& s, std::string_view name, const std::string& source) {
   }
   std::string hint;
   for (const Target& t : all_targets()) {
-    if (name == t.name) hint = " (it was not compiled in: a -DTBGRAD_NATIVE=ON build holds only the "
-                               "build machine's best target)";
+    if (name == t.name) {
+      hint = " (not compiled into this build: a -DTBGRAD_NATIVE=ON build holds only the build "
+             "machine's best target, and no build holds SVE)";
+    }
   }
   throw Error(source + ": unknown SIMD target '" + std::string(name) + "'" + hint +
               "; this build knows: " + joined(known_isas()) + " (or 'best')");

@@ -2,9 +2,9 @@
 //
 // One build of the library holds every op's vectorised kernels compiled for several targets;
 // on x86-64: "avx512" (Highway's AVX3: AVX-512 F/VL/DQ/BW), "avx2" (AVX2 + FMA), "sse4" and
-// "scalar"; on AArch64: "sve2", "sve", "neon" and "scalar". The best one this CPU supports is
-// used, unless capped: by the environment variable TBGRAD_MAX_ISA (read once, the first time a
-// kernel target is needed), or by set_max_isa(). As with oneDNN's ONEDNN_MAX_CPU_ISA, a cap
+// "scalar"; on AArch64: "neon" (SVE is not compiled: docs/design.md, SIMD targets). The best
+// one this CPU supports is used, unless capped: by the environment variable TBGRAD_MAX_ISA (read
+// once, the first time a kernel target is needed), or by set_max_isa(). As with oneDNN's ONEDNN_MAX_CPU_ISA, a cap
 // above what the CPU supports changes nothing. A build with -DTBGRAD_NATIVE=ON compiles only
 // the build machine's best target, so it cannot be capped below it.
 #pragma once

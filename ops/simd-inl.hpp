@@ -31,7 +31,7 @@ HWY_INLINE std::int64_t lanes() {
 }
 
 // Vector registers of the target, for sizing register tiles: 32 on AVX-512 and on AArch64
-// (NEON and SVE), 16 on AVX2 and SSE4. The scalar target has none; its "vectors" are scalars,
+// (NEON), 16 on AVX2 and SSE4. The scalar target has none; its "vectors" are scalars,
 // of which the compiler has 16 general-purpose or SSE registers.
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL || HWY_ARCH_ARM
 inline constexpr int kVectorRegisters = 32;

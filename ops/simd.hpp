@@ -4,9 +4,9 @@
 // lives in ops/simd-inl.hpp, which kernels include inside Highway's per-target namespace.
 //
 // Note [Vector widths]: kernels are compiled once per target (SSE4, AVX2, AVX-512, scalar on
-// x86; NEON, SVE, SVE2 on AArch64) by Highway's foreach_target.h and picked when they first run
+// x86; NEON on AArch64) by Highway's foreach_target.h and picked when they first run
 // (graph/isa.hpp). Their vectors have Lanes(d) <= kMaxVectorBytes / sizeof(T) lanes: tags are
-// capped at 64 bytes, so an SVE machine with 1024-bit vectors uses 512 of them. Buffers are
+// capped at 64 bytes (which would also hold a scalable SVE target to 512 bits). Buffers are
 // sized for the widest vector (workspace sizes must not depend on the target, which can change
 // between planning and running), and each kernel lays its data out with its own lane count,
 // which always fits, because every target's lane count divides the widest one.

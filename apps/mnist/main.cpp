@@ -106,8 +106,8 @@ const char* kProgramHelp =
     "3 training diverged (non-finite loss).\n"
     "\n"
     "Environment: TBGRAD_MAX_ISA caps the SIMD target the kernels use (avx512, avx2, sse4,\n"
-    "scalar on x86-64; sve2, sve, neon, scalar on AArch64); by default the best this CPU\n"
-    "supports. 'train' prints the target in use on its first line.\n";
+    "scalar on x86-64; neon on AArch64); by default the best this CPU supports. 'train'\n"
+    "prints the target in use on its first line.\n";
 
 bool fs_equivalent(const std::filesystem::path& a, const std::filesystem::path& b) {
   std::error_code ignored;

@@ -250,13 +250,14 @@ int cmd_train(const std::vector<std::string>& args) {
       "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
       "schedule", po::value<std::string>()->default_value("cosine"),
       "learning rate over the epochs: cosine (decays from --lr towards 0) or constant")(
-      "threads", po::value<std::string>(), "worker threads (default: all cores)")(
+      "threads", po::value<std::string>(), "worker threads, 1 to 1024 (default: all cores)")(
       "seed", po::value<std::string>()->default_value("1"),
       "random seed for initialisation and data order")(
       "limit", po::value<std::string>()->default_value("0"),
       "train on the first N training images only (0: all)")(
       "save", po::value<std::string>(), "write the model to FILE after every epoch (atomically)")(
-      "resume", po::value<std::string>(), "continue training from a checkpoint written by --save")(
+      "resume", po::value<std::string>(), "continue training from a checkpoint written by --save (same --batch-size and --limit; "
+      "--epochs is the total)")(
       "metrics", po::value<std::string>(), "write per-epoch figures to FILE.csv")(
       "step-log", po::value<std::string>(),
       "write one CSV row per training step to FILE: loss, learning rate, gradient norm and the "

@@ -11,12 +11,12 @@
 # own TBB_SANITIZE=thread option. It does nothing if PREFIX already holds that version.
 set -euo pipefail
 prefix="$(realpath -m "${1:?usage: scripts/build_tbb_tsan.sh PREFIX}")"
-version="$(dpkg-query -W -f='${Version}' libtbb-dev)"
+version="$(dpkg-query -W -f='${Version}' "libtbb-dev:$(dpkg --print-architecture)")"
 stamp="$prefix/tbgrad-tbb-version"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then
   exit 0
 fi
-source_package="$(dpkg-query -W -f='${source:Package}' libtbb-dev)"
+source_package="$(dpkg-query -W -f='${source:Package}' "libtbb-dev:$(dpkg --print-architecture)")"
 work="$prefix.work"
 rm -rf "$work" "$prefix"
 mkdir -p "$work/lists/partial"

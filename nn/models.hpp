@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "graph/graph.hpp"
-#include "nn/init.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/nn/init.hpp"
 
 namespace tbgrad::nn {
 

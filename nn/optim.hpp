@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad::nn {
 

@@ -1,5 +1,8 @@
+// Built against the installed package: the umbrella header, one header by its tbgrad/ path,
+// and the checkpoint API the umbrella must include.
 #include <cstdio>
 #include <tbgrad.hpp>
+#include <tbgrad/graph/graph.hpp>
 
 int main() {
   tbgrad::Graph g(tbgrad::DType::kF64);
@@ -12,5 +15,6 @@ int main() {
   tbgrad::nn::uniform(xv, -1, 1, rng);
   auto result = tbgrad::gradcheck(loss, {w}, {{x, xv}});
   std::printf("%s", result.report().c_str());
-  return result.ok ? 0 : 1;
+  tbgrad::nn::Checkpoint ckpt;  // the checkpoint API comes with the umbrella header
+  return result.ok && ckpt.find("w") == nullptr ? 0 : 1;
 }

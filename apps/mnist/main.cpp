@@ -206,7 +206,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (vm.count("metrics")) cfg.metrics = vm["metrics"].as<std::string>();
   if (vm.count("step-log")) cfg.step_log = vm["step-log"].as<std::string>();
   const bool json = vm.count("json") > 0;
-  cfg.progress = isatty(STDOUT_FILENO) == 1;
+  cfg.progress = !json && isatty(STDOUT_FILENO) == 1;  // no live line under --json
   set_threads(vm);
 
   const std::string data_dir = vm["data"].as<std::string>();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "apps/mnist/idx.hpp"
+#include "tbgrad/nn/train.hpp"
 
 namespace tbgrad::mnist {
 
@@ -70,10 +71,7 @@ struct TrainResult {
 };
 
 // A loss that is not finite: training stops and the last good checkpoint stays as it was.
-class DivergedError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using DivergedError = nn::DivergedError;
 
 // A checkpoint that cannot be used for this run (another model, missing tensors, ...).
 class ModelError : public std::runtime_error {

@@ -4,7 +4,7 @@
 #include <span>
 #include <vector>
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

@@ -7,8 +7,8 @@
 #include <utility>
 #include <vector>
 
-#include "graph/graph.hpp"
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad {
 

@@ -1,4 +1,5 @@
-// The README's example: build the reference CNN, differentiate it, run one SGD step.
+// The README's example: build the reference CNN, differentiate it, run a few SGD steps by hand
+// (examples/custom_cnn.cpp trains a network with the library's training API instead).
 #include <cstdio>
 #include <tbgrad.hpp>
 
@@ -41,11 +42,10 @@ int main() {
 
   std::vector<Tensor> params, grad_values;
   for (Value p : g.params()) params.push_back(g.value(p));
+  for (Value gv : grads) grad_values.push_back(run[gv]);  // views, valid across runs
   nn::SGD sgd(params, 0.1);
   for (int step = 0; step < 3; ++step) {
     run.bind(x, batch).bind(y, labels).run();  // every step: no allocation
-    grad_values.clear();
-    for (Value gv : grads) grad_values.push_back(run[gv]);
     sgd.step(grad_values);
     std::printf("step %d: loss %.4f\n", step, run[loss].at(0));
   }

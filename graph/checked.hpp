@@ -20,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad::checked {
 

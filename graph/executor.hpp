@@ -14,11 +14,12 @@
 #include <atomic>
 #include <cstddef>
 #include <initializer_list>
+#include <memory>
 #include <span>
 #include <vector>
 
-#include "graph/graph.hpp"
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad {
 
@@ -98,5 +99,11 @@ class Executor {
   std::size_t arena_bytes_ = 0;
   std::size_t unplanned_bytes_ = 0;
 };
+
+// std::make_unique<Executor>(g, {loss, grads}) cannot work (a braced list cannot be forwarded
+// through make_unique's parameter pack); this can: auto ex = make_executor(g, {loss, grads}).
+inline std::unique_ptr<Executor> make_executor(Graph& graph, std::initializer_list<ValueList> outputs) {
+  return std::make_unique<Executor>(graph, outputs);
+}
 
 }  // namespace tbgrad

@@ -6,24 +6,66 @@
 
 namespace tbgrad {
 
+namespace {
+
+// How an error message names a node: a leaf by its name, an op node (whose name is only its op's)
+// by the expression that made it, down to the user's inputs and parameters, so that
+// "linear: input reshape(max_pool2d(relu(conv2d(..., conv2.w, conv2.b)))) ([32,1568])" says
+// which layer it was. Leaves are always named; deeper op nodes become "...".
+std::string expression(const Graph& g, int id, int depth) {
+  const Node& n = g.node(id);
+  if (n.kind != NodeKind::kOp) return n.name;
+  if (depth == 0) return "...";
+  std::string s = n.name + "(";
+  for (std::size_t i = 0; i < n.inputs.size(); ++i) {
+    if (i) s += ", ";
+    s += expression(g, n.inputs[i], depth - 1);
+  }
+  return s + ")";
+}
+
+}  // namespace
+
+Value::Value(Graph* graph, int id) : graph_(graph ? graph->self() : nullptr), id_(id) {}
+
 Graph& Value::graph() const {
-  if (!graph_) throw Error("use of an invalid (default-constructed) Value");
-  return *graph_;
+  if (!valid()) throw Error("use of an invalid (default-constructed) Value");
+  return **graph_;
 }
 Shape Value::shape() const { return graph().node(id_).shape; }
 DType Value::dtype() const { return graph().node(id_).dtype; }
 const std::string& Value::name() const { return graph().node(id_).name; }
 
 std::string Value::describe() const {
-  if (!graph_) return "<invalid value>";
-  const Node& n = graph_->node(id_);
-  return n.name + " (" + n.shape.str() + (n.dtype == graph_->dtype() ? "" : std::string(" ") +
-                                                                            dtype_name(n.dtype)) +
-         ")";
+  if (!valid()) return "<invalid value>";
+  const Graph& g = graph();
+  const Node& n = g.node(id_);
+  return expression(g, id_, 4) + " (" + n.shape.str() +
+         (n.dtype == g.dtype() ? "" : std::string(" ") + dtype_name(n.dtype)) + ")";
 }
 
-Graph::Graph(DType dtype) : dtype_(dtype) {
+Graph::Graph(DType dtype) : self_(std::make_unique<Graph*>(this)), dtype_(dtype) {
   if (dtype == DType::kI32) throw Error("Graph: the default dtype must be f32 or f64");
+}
+
+Graph::Graph(Graph&& other) noexcept
+    : self_(std::move(other.self_)),
+      dtype_(other.dtype_),
+      nodes_(std::move(other.nodes_)),
+      params_(std::move(other.params_)),
+      inputs_(std::move(other.inputs_)) {
+  *self_ = this;
+  other.nodes_.clear();
+  other.params_.clear();
+  other.inputs_.clear();
+}
+
+Graph::~Graph() = default;
+
+Graph* const* Graph::self() const {
+  // A moved-from graph gets a new cell when it is used again.
+  if (!self_) self_ = std::make_unique<Graph*>(const_cast<Graph*>(this));
+  return self_.get();
 }
 
 Value Graph::add_node(Node node) {

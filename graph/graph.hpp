@@ -9,20 +9,21 @@
 #include <string_view>
 #include <vector>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad {
 
 class Graph;
 class Op;
 
-// The handle users hold: a node of a graph. Cheap to copy; valid while its graph lives.
+// The handle users hold: a node of a graph. Cheap to copy; valid while its graph lives, also
+// after the graph is moved (it refers to the graph through a cell the graph updates on a move).
 class Value {
  public:
   Value() = default;
-  Value(Graph* graph, int id) : graph_(graph), id_(id) {}
+  Value(Graph* graph, int id);
 
-  bool valid() const { return graph_ != nullptr; }
+  bool valid() const { return graph_ != nullptr && *graph_ != nullptr; }
   Graph& graph() const;
   int id() const { return id_; }
   // By value: a reference into the graph would dangle once an op appends a node.
@@ -37,7 +38,7 @@ class Value {
   }
 
  private:
-  Graph* graph_ = nullptr;
+  Graph* const* graph_ = nullptr;  // the graph's self cell
   int id_ = -1;
 };
 
@@ -60,6 +61,12 @@ class Graph {
   explicit Graph(DType dtype = DType::kF32);
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
+  // Movable, so a function can build a graph and return it with its Values: they follow the
+  // graph to its new place. A moved-from graph is empty, and Values made before the move refer to
+  // the moved-to one.
+  Graph(Graph&& other) noexcept;
+  Graph& operator=(Graph&&) = delete;
+  ~Graph();
 
   DType dtype() const { return dtype_; }
 
@@ -93,6 +100,11 @@ class Graph {
   Value add_node(Node node);
   void check_owned(Value v, std::string_view who) const;
 
+  friend class Value;
+  Graph* const* self() const;
+
+  // Where Values find this graph: a heap cell holding `this`, handed on by a move.
+  mutable std::unique_ptr<Graph*> self_;
   DType dtype_;
   std::vector<Node> nodes_;
   std::vector<Value> params_;

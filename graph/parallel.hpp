@@ -13,8 +13,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad {
 
@@ -67,9 +68,12 @@ class ThreadScope {
 // nothing forks). Executors wrap each run in it. Takes a plain function pointer and context
 // so that no std::function (which may allocate) is built.
 void run_in_arena_raw(void (*fn)(void*), void* context);
+// Takes lvalues and temporaries alike (run_in_arena([&] { ... })).
 template <typename Fn>
-void run_in_arena(Fn& fn) {
-  run_in_arena_raw([](void* f) { (*static_cast<Fn*>(f))(); }, &fn);
+void run_in_arena(Fn&& fn) {
+  using F = std::remove_reference_t<Fn>;
+  run_in_arena_raw([](void* f) { (*static_cast<F*>(f))(); },
+                   const_cast<void*>(static_cast<const void*>(&fn)));
 }
 
 // While a SerialScope lives on a thread, parallel_for runs inline there: for callers that already

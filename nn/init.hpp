@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad::nn {
 

@@ -11,78 +11,6 @@
 
 namespace tbgrad::nn {
 
-Value ParamStore::param(Graph& g, const std::string& name, Shape shape, DType dtype) {
-  for (std::size_t i = 0; i < names_.size(); ++i) {
-    if (names_[i] != name) continue;
-    if (!(tensors_[i].shape() == shape) || tensors_[i].dtype() != dtype) {
-      throw Error("parameter " + name + " exists as " + tensors_[i].shape().str() +
-                  ", requested as " + shape.str());
-    }
-    return g.param(name, tensors_[i]);
-  }
-  names_.push_back(name);
-  tensors_.emplace_back(shape, dtype);
-  return g.param(name, tensors_.back());
-}
-
-const Tensor* ParamStore::find(const std::string& name) const {
-  for (std::size_t i = 0; i < names_.size(); ++i) {
-    if (names_[i] == name) return &tensors_[i];
-  }
-  return nullptr;
-}
-
-std::int64_t ParamStore::count() const {
-  std::int64_t n = 0;
-  for (const Tensor& t : tensors_) n += t.numel();
-  return n;
-}
-
-Init parse_init(const std::string& name) {
-  if (name == "xavier") return Init::kXavierUniform;
-  if (name == "he") return Init::kHeNormal;
-  if (name == "uniform") return Init::kUniform;
-  if (name == "normal") return Init::kNormal;
-  throw Error("unknown initializer '" + name + "' (expected xavier, he, uniform or normal)");
-}
-
-const char* init_name(Init init) {
-  switch (init) {
-    case Init::kXavierUniform:
-      return "xavier";
-    case Init::kHeNormal:
-      return "he";
-    case Init::kUniform:
-      return "uniform";
-    case Init::kNormal:
-      return "normal";
-  }
-  return "?";
-}
-
-void initialize(const ParamStore& store, Init init, Rng& rng) {
-  for (const Tensor& t : store.tensors()) {
-    if (t.shape().rank() < 2) {
-      t.fill(0.0);
-      continue;
-    }
-    switch (init) {
-      case Init::kXavierUniform:
-        xavier_uniform(t, rng);
-        break;
-      case Init::kHeNormal:
-        he_normal(t, rng);
-        break;
-      case Init::kUniform:
-        uniform(t, -1.0, 1.0, rng);
-        break;
-      case Init::kNormal:
-        normal(t, 0.0, 1.0, rng);
-        break;
-    }
-  }
-}
-
 const std::vector<std::string>& model_names() {
   static const std::vector<std::string> names = {"seed", "seed-nopool", "lenet5"};
   return names;
@@ -105,14 +33,7 @@ struct Builder {
   Value fc(Value x, const std::string& name, std::int64_t out) {
     Value w = store.param(g, name + ".w", Shape{out, x.shape()[1]}, g.dtype());
     Value b = store.param(g, name + ".b", Shape{out}, g.dtype());
-    Value y = keep(linear(x, w, b), name);
-    net.linears.push_back({x, y, index_of(name + ".w"), index_of(name + ".b")});
-    return y;
-  }
-  // Position of parameter `name` in the store (and so in net.params).
-  std::size_t index_of(const std::string& name) const {
-    const auto& names = store.names();
-    return static_cast<std::size_t>(std::find(names.begin(), names.end(), name) - names.begin());
+    return keep(linear(x, w, b), name);
   }
   Value keep(Value v, std::string name) {
     net.layers.push_back({std::move(name), v});
@@ -158,6 +79,13 @@ Network build_network(const std::string& model, Graph& g, std::int64_t batch, Pa
   net.loss = softmax_cross_entropy(net.logits, net.labels);
   for (const std::string& name : store.names()) net.params.push_back(g.find(name));
   return net;
+}
+
+ModelFn model_fn(const std::string& model) {
+  return [model](Graph& g, ParamStore& store, std::int64_t batch) {
+    const Network net = build_network(model, g, batch, store);
+    return ModelGraph{net.images, net.labels, net.loss, net.logits};
+  };
 }
 
 }  // namespace tbgrad::nn

@@ -129,6 +129,16 @@ std::vector<std::pair<std::string, Tensor>> Adam::state() const {
   return s;
 }
 
+std::unique_ptr<Optimizer> SGD::clone_for(std::vector<Tensor> params) const {
+  return std::make_unique<SGD>(std::move(params), lr_);
+}
+std::unique_ptr<Optimizer> Momentum::clone_for(std::vector<Tensor> params) const {
+  return std::make_unique<Momentum>(std::move(params), lr_, momentum_);
+}
+std::unique_ptr<Optimizer> Adam::clone_for(std::vector<Tensor> params) const {
+  return std::make_unique<Adam>(std::move(params), lr_, beta1_, beta2_, eps_);
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<Tensor> params,
                                           double lr) {
   if (kind == "sgd") return std::make_unique<SGD>(std::move(params), lr);

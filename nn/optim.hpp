@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/tensor.hpp"
+#include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad::nn {
 
@@ -18,6 +18,9 @@ class Optimizer {
   // the threads; under a SerialScope the whole step runs on the calling thread.
   void step(std::span<const Tensor> grads);
   virtual const char* name() const = 0;
+  // An optimizer of the same kind and hyperparameters (learning rate included) for `params`,
+  // with fresh state: how a data-parallel step equips its replicas of the weights.
+  virtual std::unique_ptr<Optimizer> clone_for(std::vector<Tensor> params) const = 0;
 
   double learning_rate() const { return lr_; }
   void set_learning_rate(double lr) { lr_ = lr; }
@@ -44,6 +47,7 @@ class SGD final : public Optimizer {
  public:
   SGD(std::vector<Tensor> params, double lr);
   const char* name() const override { return "sgd"; }
+  std::unique_ptr<Optimizer> clone_for(std::vector<Tensor> params) const override;
 
  private:
   void update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
@@ -55,6 +59,7 @@ class Momentum final : public Optimizer {
  public:
   Momentum(std::vector<Tensor> params, double lr, double momentum = 0.9);
   const char* name() const override { return "momentum"; }
+  std::unique_ptr<Optimizer> clone_for(std::vector<Tensor> params) const override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:
@@ -70,6 +75,7 @@ class Adam final : public Optimizer {
   Adam(std::vector<Tensor> params, double lr, double beta1 = 0.9, double beta2 = 0.999,
        double eps = 1e-8);
   const char* name() const override { return "adam"; }
+  std::unique_ptr<Optimizer> clone_for(std::vector<Tensor> params) const override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
 
  private:

@@ -1,8 +1,8 @@
 // 2-D convolution (cross-correlation, as in every deep-learning framework), NCHW.
 #pragma once
 
-#include "graph/graph.hpp"
-#include "ops/window.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/ops/window.hpp"
 
 namespace tbgrad {
 

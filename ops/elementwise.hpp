@@ -3,7 +3,7 @@
 // [N,C,H,W] and a bias [F] adds over [N,F].
 #pragma once
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

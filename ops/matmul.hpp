@@ -1,7 +1,7 @@
 // Matrix products.
 #pragma once
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

@@ -1,8 +1,8 @@
 // 2-D pooling over [N, C, H, W].
 #pragma once
 
-#include "graph/graph.hpp"
-#include "ops/window.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/ops/window.hpp"
 
 namespace tbgrad {
 
@@ -17,6 +17,10 @@ struct Pool2dOptions {
 // row-major window order takes the gradient.
 Value avg_pool2d(Value x, Pool2dOptions options);
 Value max_pool2d(Value x, Pool2dOptions options);
+// Square-or-not windows with the stride equal to the kernel and no padding:
+// max_pool2d(h, 2) halves H and W.
+inline Value avg_pool2d(Value x, Pair2 kernel) { return avg_pool2d(x, Pool2dOptions{.kernel = kernel}); }
+inline Value max_pool2d(Value x, Pair2 kernel) { return max_pool2d(x, Pool2dOptions{.kernel = kernel}); }
 
 // Gradient kernels the VJPs use.
 Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions options);

@@ -1,7 +1,7 @@
 // Reductions and their adjoint, broadcasting.
 #pragma once
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

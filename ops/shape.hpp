@@ -1,7 +1,7 @@
 // Shape ops.
 #pragma once
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

@@ -1,7 +1,7 @@
 // Softmax family, along the last dimension.
 #pragma once
 
-#include "graph/graph.hpp"
+#include "tbgrad/graph/graph.hpp"
 
 namespace tbgrad {
 

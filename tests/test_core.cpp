@@ -178,59 +178,6 @@ TEST(Threads, TheThreadCountIsHonouredExactlyAlsoAboveTheCoreCount) {
   }
 }
 
-// nn::Network::linears describes each fully connected layer so that callers can form its
-// weight gradient themselves (the MNIST trainer does): dW = dYᵀ·X and db = the column sums of
-// dY must equal what grad() gives for the parameters.
-TEST(Models, LinearLayersGiveTheirWeightGradientAsDyTransposedTimesX) {
-  for (const std::string& model : nn::model_names()) {
-    SCOPED_TRACE(model);
-    const std::int64_t batch = 5;
-    Graph g;
-    nn::ParamStore store;
-    nn::Network net = nn::build_network(model, g, batch, store);
-    nn::Rng rng(3);
-    nn::initialize(store, nn::Init::kXavierUniform, rng);
-    for (const Tensor& t : store.tensors()) {
-      if (t.shape().rank() == 1) nn::uniform(t, -0.1, 0.1, rng);  // nonzero biases
-    }
-    ASSERT_EQ(net.linears.size(), 3u);
-    std::vector<Value> wrt = net.params;
-    for (const auto& l : net.linears) wrt.push_back(l.output);
-    auto grads = grad(net.loss, wrt);
-    std::vector<Value> inputs;
-    for (const auto& l : net.linears) inputs.push_back(l.input);
-    Executor ex(g, {grads, inputs});
-    Tensor images = random_tensor({batch, 1, 28, 28}, DType::kF32, 11, 0, 1);
-    Tensor labels = labels_tensor(batch, 12);
-    ex.bind(net.images, images).bind(net.labels, labels).run();
-    for (std::size_t k = 0; k < net.linears.size(); ++k) {
-      const auto& l = net.linears[k];
-      const std::string name = "fc" + std::to_string(k + 1);
-      EXPECT_EQ(store.names()[l.weight], name + ".w");
-      EXPECT_EQ(store.names()[l.bias], name + ".b");
-      const Tensor& x = ex[l.input];
-      const Tensor& dy = ex[grads[net.params.size() + k]];
-      const Tensor& dw = ex[grads[l.weight]];
-      const Tensor& db = ex[grads[l.bias]];
-      const std::int64_t in = x.shape()[1], out = dy.shape()[1];
-      ASSERT_EQ(dw.shape(), (Shape{out, in}));
-      double largest = 0;
-      for (std::int64_t i = 0; i < dw.numel(); ++i) largest = std::max(largest, std::abs(dw.at(i)));
-      ASSERT_GT(largest, 0);
-      for (std::int64_t o = 0; o < out; ++o) {
-        double b = 0;
-        for (std::int64_t r = 0; r < batch; ++r) b += dy.at(r * out + o);
-        EXPECT_NEAR(db.at(o), b, 1e-6) << name << ".b[" << o << "]";
-        for (std::int64_t i = 0; i < in; ++i) {
-          double w = 0;
-          for (std::int64_t r = 0; r < batch; ++r) w += dy.at(r * out + o) * x.at(r * in + i);
-          ASSERT_NEAR(dw.at(o * in + i), w, 1e-5 * largest) << name << ".w[" << o << ", " << i << "]";
-        }
-      }
-    }
-  }
-}
-
 // The reference CNN's loss and every gradient, as raw bytes.
 std::vector<std::vector<std::byte>> reference_cnn_step(int threads, std::int64_t batch) {
   ThreadScope scope(threads);

@@ -78,7 +78,9 @@ TEST(Isa, AnUnknownTargetIsAClearErrorAndKeepsTheCap) {
   } catch (const Error& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find("unknown SIMD target 'avx9'"), std::string::npos) << m;
-    EXPECT_NE(m.find("scalar"), std::string::npos) << m;  // lists the accepted names
+    for (const std::string& name : known_isas()) {  // lists the accepted names
+      EXPECT_NE(m.find(name), std::string::npos) << m;
+    }
   }
   EXPECT_EQ(isa(), before);
 }

@@ -5,8 +5,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
-#include <vector>
 #include <tbgrad.hpp>
+#include <vector>
 
 namespace {
 std::atomic<long> g_allocations{0};
@@ -21,22 +21,42 @@ void* operator new(std::size_t n) {
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new[](std::size_t n) {
+  return operator new(n);
+}
 void* operator new(std::size_t n, std::align_val_t a) {
   g_allocations.fetch_add(1, std::memory_order_relaxed);
   const std::size_t al = static_cast<std::size_t>(a);
   if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void* operator new[](std::size_t n, std::align_val_t a) {
+  return operator new(n, a);
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
 
 namespace tbgrad {
 namespace {
@@ -55,7 +75,7 @@ TEST_P(SteadyState, TrainingStepAllocatesNothing) {
   const std::int64_t batch = 32;
   Graph g;
   nn::ParamStore store;
-  nn::Network net = nn::build_network(GetParam(), g, batch, store);
+  nn::Network net = nn::build_network(GetParam(), g, batch, store);  // the plain graph, no Trainer
   nn::Rng rng(1);
   nn::initialize(store, nn::Init::kXavierUniform, rng);
   auto grads = grad(net.loss, net.params);
@@ -77,6 +97,51 @@ TEST_P(SteadyState, TrainingStepAllocatesNothing) {
   const long before = g_allocations.load();
   for (int i = 0; i < 20; ++i) step();
   EXPECT_EQ(g_allocations.load() - before, 0) << "heap allocations in 20 training steps";
+}
+
+// The library's data-parallel step (micro-batches, replicas, batch-level contractions) and its
+// epoch loop, for a user's network and a built-in one: after a warm-up epoch (which builds the
+// short last batch's graphs), a whole epoch allocates nothing.
+nn::ModelGraph custom_cnn(Graph& g, nn::ParamStore& p, std::int64_t batch) {
+  nn::ModelGraph m;
+  m.inputs = g.input("images", {batch, 1, 28, 28});
+  m.labels = g.input_labels("labels", {batch});
+  auto h = relu(conv2d(m.inputs, p.param(g, "conv1.w", {8, 1, 3, 3}), p.param(g, "conv1.b", {8}),
+                       {.padding = 1}));
+  h = max_pool2d(h, 2);
+  h = relu(
+      conv2d(h, p.param(g, "conv2.w", {16, 8, 3, 3}), p.param(g, "conv2.b", {16}), {.padding = 1}));
+  h = flatten(max_pool2d(h, 2));
+  h = relu(linear(h, p.param(g, "fc1.w", {64, 784}), p.param(g, "fc1.b", {64})));
+  m.outputs = linear(h, p.param(g, "fc2.w", {10, 64}), p.param(g, "fc2.b", {10}));
+  m.loss = softmax_cross_entropy(m.outputs, m.labels);
+  return m;
+}
+
+TEST(LibrarySteadyState, TrainingEpochAllocatesNothing) {
+  for (const std::string name : {"custom", "seed"}) {
+    ThreadScope threads(2);
+    const nn::ModelFn model = name == "custom" ? nn::ModelFn(custom_cnn) : nn::model_fn(name);
+    data::Dataset d;
+    d.count = 100;
+    d.rows = d.cols = 28;
+    nn::Rng rng(1);
+    for (std::int64_t i = 0; i < d.count * 784; ++i)
+      d.images.push_back(static_cast<std::uint8_t>(rng.below(256)));
+    for (std::int64_t i = 0; i < d.count; ++i)
+      d.labels.push_back(static_cast<std::uint8_t>(i % 10));
+    nn::ParamStore store;
+    nn::create_parameters(model, store);
+    nn::initialize(store, nn::Init::kXavierUniform, rng);
+    nn::Adam opt(store.tensors(), 1e-3);
+    nn::Trainer trainer(model, store, opt, {.batch_size = 32});
+    ASSERT_FALSE(trainer.batch_contracted().empty());
+    data::Batcher batches(d, 32);            // 32, 32, 32, 4
+    nn::train_epoch(trainer, batches, rng);  // warm-up
+    const long before = g_allocations.load();
+    nn::train_epoch(trainer, batches, rng);
+    EXPECT_EQ(g_allocations.load() - before, 0) << "heap allocations in one epoch of " << name;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, SteadyState, ::testing::Values("seed", "seed-nopool", "lenet5"),

@@ -757,7 +757,7 @@ TEST(GradShapeErrors, LossMustBeAScalar) {
   Graph g;
   Value x = g.input("x", {2, 3});
   Value y = tbgrad::relu(x);
-  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::grad(y, x); }, {"grad", "scalar", "relu ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::grad(y, x); }, {"grad", "scalar", "relu(x) ([2,3])"}));
 }
 
 TEST(GradShapeErrors, LossWithOneElementOfAnyRankIsAccepted) {

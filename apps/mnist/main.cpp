@@ -301,7 +301,7 @@ int cmd_train(const std::vector<std::string>& args) {
   if (vm.count("metrics")) cfg.metrics = path_option(vm, "metrics");
   if (vm.count("step-log")) cfg.step_log = path_option(vm, "step-log");
   const bool json = vm.count("json") > 0;
-  cfg.progress = isatty(STDOUT_FILENO) == 1;
+  cfg.progress = !json && isatty(STDOUT_FILENO) == 1;  // no live line under --json
   const std::string data_dir = path_option(vm, "data");
   // Every output checked before any work (docs/reliability.md, "Output paths").
   {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/mnist/idx.hpp"
+#include "tbgrad/nn/train.hpp"
 
 namespace tbgrad::mnist {
 
@@ -75,10 +76,7 @@ struct TrainResult {
 };
 
 // A loss that is not finite: training stops and the last good checkpoint stays as it was.
-class DivergedError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using DivergedError = nn::DivergedError;
 
 // Training stopped at the start of a step because TrainConfig::stop was set.
 class Interrupted : public std::runtime_error {

@@ -1,5 +1,10 @@
+// Built against the installed package: the umbrella header, one header by its tbgrad/ path,
+// the checkpoint API the umbrella must include, and the training library's headers.
 #include <cstdio>
 #include <tbgrad.hpp>
+#include <tbgrad/data/dataset.hpp>
+#include <tbgrad/graph/graph.hpp>
+#include <tbgrad/nn/train.hpp>
 
 int main() {
   tbgrad::Graph g(tbgrad::DType::kF64);
@@ -12,5 +17,7 @@ int main() {
   tbgrad::nn::uniform(xv, -1, 1, rng);
   auto result = tbgrad::gradcheck(loss, {w}, {{x, xv}});
   std::printf("%s", result.report().c_str());
-  return result.ok ? 0 : 1;
+  tbgrad::nn::Checkpoint ckpt;  // the checkpoint API comes with the umbrella header
+  tbgrad::nn::TrainerOptions options{.batch_size = 8};
+  return result.ok && ckpt.find("w") == nullptr && options.batch_size == 8 ? 0 : 1;
 }

@@ -1,4 +1,4 @@
-#include "apps/mnist/idx.hpp"
+#include "data/idx.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,7 +15,7 @@
 #include <system_error>
 #include <utility>
 
-namespace tbgrad::mnist {
+namespace tbgrad::data {
 namespace {
 
 namespace fs = std::filesystem;
@@ -474,4 +474,4 @@ void write_idx_labels_gz(const fs::path& file, int64_t count, const uint8_t* lab
   write_idx(file, {count}, labels, /*gzip=*/true);
 }
 
-}  // namespace tbgrad::mnist
+}  // namespace tbgrad::data

@@ -1,0 +1,760 @@
+#include "nn/train.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <optional>
+#include <string>
+
+#include "autodiff/grad.hpp"
+#include "graph/executor.hpp"
+#include "graph/op.hpp"
+#include "graph/parallel.hpp"
+#include "ops/matmul.hpp"
+#include "ops/reduce.hpp"
+
+namespace tbgrad::nn {
+
+void create_parameters(const ModelFn& model, ParamStore& store) {
+  Graph g;
+  model(g, store, 1);
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Number of rows whose largest output is the label; counts into confusion[label * C + pred].
+std::int64_t count_correct(const Tensor& outputs, const Tensor& labels,
+                           std::vector<std::int64_t>* confusion) {
+  const std::int64_t b = outputs.shape()[0];
+  const std::int64_t c = outputs.numel() / std::max<std::int64_t>(b, 1);
+  const float* out = outputs.data<float>();
+  const std::int32_t* lab = labels.data<std::int32_t>();
+  std::int64_t ok = 0;
+  for (std::int64_t i = 0; i < b; ++i) {
+    const float* row = out + i * c;
+    const auto pred = static_cast<std::int64_t>(std::max_element(row, row + c) - row);
+    ok += pred == lab[i];
+    if (confusion && lab[i] >= 0 && lab[i] < c) {
+      ++(*confusion)[static_cast<std::size_t>(lab[i] * c + pred)];
+    }
+  }
+  return ok;
+}
+
+// One graph of the model for one batch size, with its executor and input tensors.
+struct Part {
+  Graph g;
+  ModelGraph m;
+  std::vector<Value> grads;         // of every parameter, in the store's order
+  std::vector<Tensor> grad_values;  // views into the executor (those it computes)
+  std::vector<Tensor> gathered;     // views of the values a contraction reads (Note [Replicas])
+  std::unique_ptr<Executor> ex;
+  Tensor inputs, labels;
+  std::int64_t batch;
+
+  Part(const ModelFn& model, ParamStore& store, std::int64_t b) : batch(b) {
+    m = model(g, store, b);
+    if (m.inputs.shape().rank() < 1 || m.inputs.shape()[0] != b || m.labels.shape() != Shape{b}) {
+      throw Error("model builder: for batch " + std::to_string(b) + " it gave inputs " +
+                  m.inputs.describe() + " and labels " + m.labels.describe() +
+                  "; both must have the batch as their first dimension");
+    }
+    const auto& params = g.params();
+    bool same = params.size() == store.names().size();
+    for (std::size_t i = 0; same && i < params.size(); ++i)
+      same = params[i].name() == store.names()[i];
+    if (!same) {
+      throw Error(
+          "model builder: its graph's parameters must be the store's, each used once and in "
+          "the order created (ask ParamStore::param once per parameter and reuse the Value)");
+    }
+    inputs = Tensor(m.inputs.shape(), DType::kF32);
+    labels = Tensor(m.labels.shape(), DType::kI32);
+  }
+  void bind() { ex->bind(m.inputs, inputs).bind(m.labels, labels); }
+  void load(const data::Dataset& data, std::span<const std::int64_t> indices) {
+    data::load_examples(data, indices, inputs, labels);
+  }
+  double loss() const { return (*ex)[m.loss].at(0); }
+  std::int64_t correct() const { return count_correct((*ex)[m.outputs], labels, nullptr); }
+};
+
+// How one parameter's gradient over a batch is formed (Note [Replicas]).
+struct GradPlan {
+  enum Kind { kSummed, kMatmul, kSumTo } kind = kSummed;
+  // kMatmul: dW = Aᵀ·B, A and B gathered over the batch (A scaled by each micro-batch's share);
+  // kSumTo: A summed to `shape`, A gathered scaled. Indices into Plan::gathered.
+  std::size_t a = 0, b = 0;
+  Shape shape;
+};
+
+// A value of the micro-batch graphs that the batch-level gradients read, gathered into one
+// [batch * rows, ...] matrix: node `node`'s rows of every micro-batch, in order.
+struct Gathered {
+  int node;
+  bool scaled;          // by the micro-batch's share of the batch
+  std::int64_t rows;    // rows per example
+  Shape example_shape;  // the value's shape with the first dimension 1 example's rows
+};
+
+// Which parameter gradients contract over the batch axis, found from the graph itself: a node
+// is batch-major when its first dimension grows by a fixed number of rows per example (compared
+// between graphs of two batch sizes) and its other dimensions do not change. A parameter whose
+// gradient is matmul(A, B) with A and B batch-major and a result that does not depend on the
+// batch is Aᵀ·B summed over the rows (the VJP of x·Wᵀ: dW = dYᵀ·X); one whose gradient is
+// sum_to(A) of a batch-major A (a bias) is A's sum over the rows.
+struct Plan {
+  std::vector<GradPlan> params;
+  std::vector<Gathered> gathered;
+  int nodes = 0;  // the graph's size, the same for every batch size
+
+  Plan(const ModelFn& model, const ParamStore& like, std::int64_t micro) {
+    ParamStore scratch;  // the same names and shapes as `like`
+    Graph g1, g2;
+    const ModelGraph m1 = model(g1, scratch, micro);
+    const ModelGraph m2 = model(g2, scratch, micro + 1);
+    if (scratch.names() != like.names()) {
+      throw Error("model builder: creates other parameters than the store holds");
+    }
+    const std::vector<Value> grads1 = grad(m1.loss, g1.params());
+    const std::vector<Value> grads2 = grad(m2.loss, g2.params());
+    nodes = g1.size();
+    if (g2.size() != nodes) {
+      throw Error("model builder: builds " + std::to_string(nodes) + " nodes for batch " +
+                  std::to_string(micro) + " but " + std::to_string(g2.size()) + " for batch " +
+                  std::to_string(micro + 1) + "; it must build the same graph for every batch");
+    }
+    auto rows_of = [&](int id) -> std::int64_t {  // rows per example, 0 if not batch-major
+      const Shape s1 = g1.node(id).shape, s2 = g2.node(id).shape;
+      if (s1.rank() < 1 || s1.rank() != s2.rank()) return 0;
+      for (int d = 1; d < s1.rank(); ++d) {
+        if (s1[d] != s2[d]) return 0;
+      }
+      const std::int64_t r = s2[0] - s1[0];
+      return r > 0 && s1[0] == r * micro ? r : 0;
+    };
+    auto gather = [&](int id, bool scaled) {
+      for (std::size_t i = 0; i < gathered.size(); ++i) {
+        if (gathered[i].node == id && gathered[i].scaled == scaled) return i;
+      }
+      std::vector<std::int64_t> dims(g1.node(id).shape.dims().begin(),
+                                     g1.node(id).shape.dims().end());
+      const std::int64_t r = rows_of(id);
+      dims[0] = r;
+      gathered.push_back({id, scaled, r, Shape{std::span<const std::int64_t>(dims)}});
+      return gathered.size() - 1;
+    };
+    params.resize(grads1.size());
+    for (std::size_t i = 0; i < grads1.size(); ++i) {
+      const int id = grads1[i].id();
+      const Node& n = g1.node(id);
+      if (n.kind != NodeKind::kOp || !(n.shape == g2.node(id).shape)) continue;
+      const std::string op = n.op->name();
+      if (op == "matmul" && n.inputs.size() == 2 && rows_of(n.inputs[0]) &&
+          rows_of(n.inputs[0]) == rows_of(n.inputs[1])) {
+        params[i].kind = GradPlan::kMatmul;
+        params[i].a = gather(n.inputs[0], true);
+        params[i].b = gather(n.inputs[1], false);
+      } else if (op == "sum_to" && n.inputs.size() == 1 && rows_of(n.inputs[0])) {
+        params[i].kind = GradPlan::kSumTo;
+        params[i].a = gather(n.inputs[0], true);
+        params[i].shape = n.shape;
+      }
+    }
+  }
+  bool contracted(std::size_t i) const { return params[i].kind != GradPlan::kSummed; }
+};
+
+// One task's batch-level gradients of the contracting parameters (Note [Replicas]): an input
+// per gathered value, [batch * rows, ...], and a matmul or sum_to per parameter.
+struct Contraction {
+  Graph g;
+  std::vector<Tensor> gathered;
+  std::vector<Value> outputs;  // per parameter, invalid for a summed one
+  std::unique_ptr<Executor> ex;
+
+  Contraction(const Plan& plan, std::int64_t batch) {
+    std::vector<Value> in;
+    for (std::size_t k = 0; k < plan.gathered.size(); ++k) {
+      std::vector<std::int64_t> dims(plan.gathered[k].example_shape.dims().begin(),
+                                     plan.gathered[k].example_shape.dims().end());
+      dims[0] *= batch;
+      const Shape s{std::span<const std::int64_t>(dims)};
+      in.push_back(g.input("gathered" + std::to_string(k), s));
+      gathered.emplace_back(s, DType::kF32);
+    }
+    std::vector<Value> wanted;
+    for (const GradPlan& p : plan.params) {
+      Value v;
+      if (p.kind == GradPlan::kMatmul) v = matmul(in[p.a], in[p.b], {.transpose_a = true});
+      if (p.kind == GradPlan::kSumTo) v = sum_to(in[p.a], p.shape);
+      outputs.push_back(v);
+      if (v.valid()) wanted.push_back(v);
+    }
+    ex = std::make_unique<Executor>(g, wanted);
+    for (std::size_t k = 0; k < in.size(); ++k) ex->bind(in[k], gathered[k]);
+  }
+};
+
+}  // namespace
+
+// Note [Micro-batches]: a training batch is split into micro-batches of `micro` examples (8 by
+// default), each with its own graph and executor. The micro-batches run as R parallel tasks
+// (R = the thread count, at most one per micro-batch), task t running a fixed, contiguous block
+// of them, each loading its own examples and running its kernels inline under SerialScope; a
+// second parallel region then forms the batch's gradient and applies the update (Note
+// [Replicas]). Two parallel regions per step instead of one per op: at batch 32 the ops are too
+// small for their fork/join to pay. The split depends on the batch size only.
+//
+// Models with more than kMaxMicroBatchedParams parameters keep the whole batch in one graph:
+// for seed-nopool (250 thousand parameters, 242 thousand of them FC1's) micro-batches measured
+// 1.36x slower at one thread, though 1.1x faster at two, each task repeating FC1's 15-MFLOP
+// weight gradient (docs/performance.md). Batches of at most one micro-batch run their kernels
+// inline: they are too small for any fork/join to pay.
+//
+// Note [Replicas]: on two threads, moving gradients and weights between the cores costs more
+// than the arithmetic (docs/performance.md). So:
+//  - Parameters whose gradient contracts over the batch (Plan: a matmul Aᵀ·B of two batch-major
+//    values, the fully connected weights' dW = dYᵀ·X; a sum_to over the rows, their biases')
+//    compute no gradient per micro-batch. Each micro-batch's A and B are gathered into batch
+//    matrices (A's rows weighted by the micro-batch's share of the batch) and the gradient is
+//    formed once over the batch. The other parameters' gradients (the convolutions', a few
+//    hundred numbers) are added up in micro-batch order, each weighted by its share.
+//  - Each task keeps its own replica of the parameters and the optimizer state. It copies its
+//    micro-batches' rows into its own batch matrices right after running them (while in cache);
+//    in the update region it copies in the other tasks' rows, computes the whole batch's
+//    gradient itself and updates its own replica. The weights never leave the core that
+//    updates them.
+// Every task does the same arithmetic in the same order on equal replicas, so the replicas stay
+// bit-identical, and nothing depends on R, so results do not depend on the thread count.
+// Replica 0 is the trainer's ParamStore and optimizer: checkpoints and evaluation read it.
+constexpr std::int64_t kMicroBatch = 8;
+constexpr std::int64_t kMaxMicroBatchedParams = 100000;
+
+namespace {
+
+// The parameter replicas of one trainer, shared by its steps of every batch size. Replica 0 is
+// the trainer's store and optimizer; replicas 1, 2, ... are copies, each brought up to date with
+// replica 0 before a step that uses it if a step without it changed replica 0.
+class Replicas {
+ public:
+  Replicas(const ModelFn& model, ParamStore& main, Optimizer& opt)
+      : model_(model), main_(main), opt_(opt) {
+    for (const auto& [name, t] : opt.state()) main_state_.push_back(t);
+  }
+
+  // Replica r's parameters, creating replicas up to r (before training: it allocates).
+  ParamStore& store(std::size_t r) {
+    if (r == 0) return main_;
+    while (extra_.size() < r) {
+      auto e = std::make_unique<Extra>();
+      create_parameters(model_, e->store);
+      e->opt = opt_.clone_for(e->store.tensors());
+      for (const auto& [name, t] : e->opt->state()) e->state.push_back(t);
+      extra_.push_back(std::move(e));
+    }
+    return extra_[r - 1]->store;
+  }
+  Optimizer& optimizer(std::size_t r) { return r == 0 ? opt_ : *extra_[r - 1]->opt; }
+
+  // Makes replicas 1..count-1 equal to replica 0: weights, optimizer state, learning rate and
+  // step count. Copies only replicas that a step since their last update left behind.
+  void sync(std::size_t count) {
+    for (std::size_t r = 1; r < count; ++r) {
+      Extra& e = *extra_[r - 1];
+      e.opt->set_learning_rate(opt_.learning_rate());
+      e.opt->set_steps(opt_.steps());
+      if (e.fresh) continue;
+      copy(main_.tensors(), e.store.tensors());
+      copy(main_state_, e.state);
+      e.fresh = true;
+    }
+  }
+  // After a step that updated replicas 0..count-1 only.
+  void updated(std::size_t count) {
+    for (std::size_t r = std::max<std::size_t>(count, 1); r <= extra_.size(); ++r) {
+      extra_[r - 1]->fresh = false;
+    }
+  }
+
+ private:
+  struct Extra {
+    ParamStore store;
+    std::unique_ptr<Optimizer> opt;
+    std::vector<Tensor> state;  // opt's state tensors
+    bool fresh = false;         // equal to replica 0
+  };
+  static void copy(const std::vector<Tensor>& from, const std::vector<Tensor>& to) {
+    for (std::size_t i = 0; i < from.size(); ++i)
+      std::memcpy(to[i].raw(), from[i].raw(), from[i].nbytes());
+  }
+
+  const ModelFn& model_;
+  ParamStore& main_;
+  Optimizer& opt_;
+  std::vector<Tensor> main_state_;
+  std::vector<std::unique_ptr<Extra>> extra_;
+};
+
+// The step for one batch size.
+class BatchStep {
+ public:
+  BatchStep(const ModelFn& model, const Plan* plan, std::int64_t micro, std::int64_t b,
+            Replicas& reps)
+      : batch(b), replicas_(reps), plan_(plan) {
+    const std::size_t m = static_cast<std::size_t>((b + micro - 1) / micro);
+    if (m == 1 || !plan) {
+      parts_.push_back(std::make_unique<Part>(model, replicas_.store(0), b));
+      Part& p = *parts_[0];
+      p.grads = grad(p.m.loss, p.g.params());
+      p.ex = std::make_unique<Executor>(
+          p.g, std::initializer_list<ValueList>{p.m.loss, p.m.outputs, p.grads});
+      for (Value gv : p.grads) p.grad_values.push_back((*p.ex)[gv]);
+      p.bind();
+      offsets_ = {0, b};
+      return;
+    }
+    const std::size_t r = std::min(m, static_cast<std::size_t>(std::max(1, num_threads())));
+    for (std::size_t t = 0; t <= r; ++t) first_.push_back(t * m / r);
+    for (std::size_t t = 0; t < r; ++t) {
+      for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
+        const std::int64_t start = static_cast<std::int64_t>(k) * micro;
+        parts_.push_back(
+            std::make_unique<Part>(model, replicas_.store(t), std::min(micro, b - start)));
+        offsets_.push_back(start);
+        factor(*parts_.back());
+      }
+    }
+    offsets_.push_back(b);
+    const Part& p0 = *parts_[0];
+    for (std::size_t t = 0; t < r; ++t) {
+      Task task;
+      task.contraction = std::make_unique<Contraction>(*plan_, b);
+      for (std::size_t i = 0; i < plan_->params.size(); ++i) {
+        const Value& out = task.contraction->outputs[i];
+        if (out.valid()) {
+          task.grads.push_back((*task.contraction->ex)[out]);
+        } else {
+          const Value pv = p0.g.params()[i];
+          task.grads.emplace_back(pv.shape(), pv.dtype());
+        }
+      }
+      tasks_.push_back(std::move(task));
+    }
+  }
+
+  const std::int64_t batch;
+  double loss = 0;
+
+  void compute(const data::Dataset& data, std::span<const std::int64_t> indices) {
+    if (!replicated()) {
+      // One graph for the batch: its kernels split their own work (inline for a micro-batch).
+      std::optional<SerialScope> serial;
+      if (batch <= kMicroBatch) serial.emplace();
+      parts_[0]->load(data, indices);
+      parts_[0]->ex->run();
+    } else {
+      replicas_.sync(tasks_.size());
+      for_each_task([&](std::size_t t) {
+        for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
+          parts_[k]->load(data,
+                          indices.subspan(static_cast<std::size_t>(offsets_[k]),
+                                          static_cast<std::size_t>(offsets_[k + 1] - offsets_[k])));
+          parts_[k]->ex->run();
+          gather_own_rows(t, k);
+        }
+      });
+    }
+    loss = 0;
+    for (const auto& part : parts_) {
+      loss += part->loss() * static_cast<double>(part->batch) / static_cast<double>(batch);
+    }
+  }
+
+  // Forms the batch's gradient and applies the optimizer's step: on every replica, each by its
+  // own task (Note [Replicas]); otherwise on the one graph's gradients.
+  void update() {
+    if (!replicated()) {
+      // A micro-batch's update is too small to split; a whole batch's is split over the threads.
+      std::optional<SerialScope> serial;
+      if (batch <= kMicroBatch) serial.emplace();
+      replicas_.optimizer(0).step(parts_[0]->grad_values);
+      replicas_.updated(1);
+      return;
+    }
+    for_each_task([&](std::size_t t) {
+      gradient(t);
+      replicas_.optimizer(t).step(tasks_[t].grads);
+    });
+    replicas_.updated(tasks_.size());
+  }
+
+  std::span<const Tensor> grads() const {
+    return replicated() ? std::span<const Tensor>(tasks_[0].grads) : parts_[0]->grad_values;
+  }
+
+  std::int64_t correct() const {
+    std::int64_t c = 0;
+    for (const auto& part : parts_) c += part->correct();
+    return c;
+  }
+
+ private:
+  struct Task {
+    std::unique_ptr<Contraction> contraction;
+    std::vector<Tensor> grads;  // the batch's gradient, one per parameter
+  };
+
+  bool replicated() const { return !tasks_.empty(); }
+
+  // A micro-batch's executor: the loss, the outputs, the gradients of the summed parameters and
+  // the values the contractions read.
+  void factor(Part& p) {
+    p.grads = grad(p.m.loss, p.g.params());
+    if (p.g.size() != plan_->nodes) {
+      throw Error("model builder: builds " + std::to_string(p.g.size()) +
+                  " nodes with their "
+                  "gradients for batch " +
+                  std::to_string(p.batch) + " but " + std::to_string(plan_->nodes) +
+                  " for another; it must build the same graph for every batch size");
+    }
+    std::vector<Value> wanted = {p.m.loss, p.m.outputs};
+    for (std::size_t i = 0; i < p.grads.size(); ++i) {
+      if (!plan_->contracted(i)) wanted.push_back(p.grads[i]);
+    }
+    for (const Gathered& gv : plan_->gathered) wanted.push_back(Value(&p.g, gv.node));
+    p.ex = std::make_unique<Executor>(p.g, wanted);
+    p.grad_values.resize(p.grads.size());
+    for (std::size_t i = 0; i < p.grads.size(); ++i) {
+      if (!plan_->contracted(i)) p.grad_values[i] = (*p.ex)[p.grads[i]];
+    }
+    for (const Gathered& gv : plan_->gathered) p.gathered.push_back((*p.ex)[Value(&p.g, gv.node)]);
+    p.bind();
+  }
+
+  // fn(t) for every task t, in parallel, each task on the same thread every step
+  // (parallel_for_static) and its kernels inline.
+  template <typename Fn>
+  void for_each_task(const Fn& fn) {
+    run_in_arena([&] {
+      parallel_for_static(static_cast<std::int64_t>(tasks_.size()),
+                          [&](std::int64_t lo, std::int64_t hi) {
+                            SerialScope serial;
+                            for (std::int64_t t = lo; t < hi; ++t) fn(static_cast<std::size_t>(t));
+                          });
+    });
+  }
+
+  // Micro-batch k's share of the batch: the weight of its mean loss and gradients in the batch's.
+  float share(std::size_t k) const {
+    return static_cast<float>(parts_[k]->batch) / static_cast<float>(batch);
+  }
+
+  // Copies micro-batch k's rows of each gathered value (weighted by k's share of the batch where
+  // the plan says so) into task t's batch matrices. Run by the task that ran k, right after it,
+  // while they are in its cache.
+  void gather_own_rows(std::size_t t, std::size_t k) {
+    Contraction& c = *tasks_[t].contraction;
+    const Part& part = *parts_[k];
+    const float w = share(k);
+    for (std::size_t v = 0; v < c.gathered.size(); ++v) {
+      const Tensor& src = part.gathered[v];
+      const std::int64_t row = src.numel() / part.batch;  // elements per example
+      float* dst = c.gathered[v].data<float>() + offsets_[k] * row;
+      if (plan_->gathered[v].scaled) {
+        const float* s = src.data<float>();
+        for (std::int64_t j = 0; j < src.numel(); ++j) dst[j] = w * s[j];
+      } else {
+        std::memcpy(dst, src.raw(), src.nbytes());
+      }
+    }
+  }
+
+  // task.grads = the batch's gradient (the same arithmetic in every task): the rows the other
+  // tasks gathered copied in from their matrices, then the contracting parameters' gradients
+  // over the batch, and the other parameters' gradients summed in micro-batch order, each
+  // weighted by its micro-batch's share of the batch.
+  void gradient(std::size_t t) {
+    Task& task = tasks_[t];
+    Contraction& c = *task.contraction;
+    for (std::size_t u = 0; u < tasks_.size(); ++u) {
+      if (u == t) continue;
+      const std::int64_t ex0 = offsets_[first_[u]];
+      const std::int64_t count = offsets_[first_[u + 1]] - ex0;
+      const Contraction& theirs = *tasks_[u].contraction;
+      for (std::size_t v = 0; v < c.gathered.size(); ++v) {
+        const std::int64_t row = c.gathered[v].numel() / batch;
+        std::memcpy(c.gathered[v].data<float>() + ex0 * row,
+                    theirs.gathered[v].data<float>() + ex0 * row,
+                    static_cast<std::size_t>(count * row) * sizeof(float));
+      }
+    }
+    c.ex->run();
+    for (std::size_t i = 0; i < task.grads.size(); ++i) {
+      if (plan_->contracted(i)) continue;
+      float* dst = task.grads[i].data<float>();
+      const std::int64_t n = task.grads[i].numel();
+      for (std::size_t r = 0; r < parts_.size(); ++r) {
+        const float w = share(r);
+        const float* src = parts_[r]->grad_values[i].data<float>();
+        if (r == 0) {
+          for (std::int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
+        } else {
+          for (std::int64_t j = 0; j < n; ++j) dst[j] += w * src[j];
+        }
+      }
+    }
+  }
+
+  Replicas& replicas_;
+  const Plan* plan_;
+  std::vector<std::unique_ptr<Part>> parts_;
+  // Micro-batch k is examples [offsets_[k], offsets_[k + 1]) of the batch.
+  std::vector<std::int64_t> offsets_;
+  // Task t runs parts [first_[t], first_[t + 1]) and updates replica t.
+  std::vector<std::size_t> first_;
+  std::vector<Task> tasks_;
+};
+
+}  // namespace
+
+struct Trainer::Impl {
+  ModelFn model;
+  ParamStore& store;
+  TrainerOptions options;
+  std::int64_t micro;
+  std::optional<Plan> plan;  // when micro-batched
+  Replicas replicas;
+  std::vector<std::unique_ptr<BatchStep>> steps;  // one per batch size seen
+  BatchStep* last = nullptr;
+
+  Impl(ModelFn m, ParamStore& s, Optimizer& opt, TrainerOptions o)
+      : model(std::move(m)), store(s), options(o), replicas(model, s, opt) {
+    if (o.batch_size < 1)
+      throw Error("Trainer: batch size must be positive, got " + std::to_string(o.batch_size));
+    if (store.names().empty()) {
+      throw Error("Trainer: the store holds no parameters (call nn::create_parameters first)");
+    }
+    micro = o.micro_batch > 0
+                ? o.micro_batch
+                : (store.count() <= kMaxMicroBatchedParams ? kMicroBatch : o.batch_size);
+    if (micro < o.batch_size) plan.emplace(model, store, micro);
+    step_for(o.batch_size);
+  }
+
+  BatchStep& step_for(std::int64_t b) {
+    for (auto& s : steps) {
+      if (s->batch == b) return *s;
+    }
+    steps.push_back(
+        std::make_unique<BatchStep>(model, plan ? &*plan : nullptr, micro, b, replicas));
+    return *steps.back();
+  }
+};
+
+Trainer::Trainer(ModelFn model, ParamStore& store, Optimizer& optimizer, TrainerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(model), store, optimizer, options)) {}
+Trainer::~Trainer() = default;
+
+void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> indices) {
+  const auto n = static_cast<std::int64_t>(indices.size());
+  if (n < 1 || n > impl_->options.batch_size) {
+    throw Error("Trainer::compute: " + std::to_string(n) + " examples for a batch size of " +
+                std::to_string(impl_->options.batch_size));
+  }
+  impl_->last = &impl_->step_for(n);
+  impl_->last->compute(data, indices);
+}
+
+void Trainer::update() {
+  if (!impl_->last) throw Error("Trainer::update: no compute() before it");
+  impl_->last->update();
+}
+
+double Trainer::loss() const {
+  return impl_->last ? impl_->last->loss : 0.0;
+}
+std::int64_t Trainer::correct() const {
+  return impl_->last ? impl_->last->correct() : 0;
+}
+std::int64_t Trainer::batch() const {
+  return impl_->last ? impl_->last->batch : 0;
+}
+std::span<const Tensor> Trainer::gradients() const {
+  return impl_->last ? impl_->last->grads() : std::span<const Tensor>();
+}
+void Trainer::parameters_changed() {
+  impl_->replicas.updated(1);
+}
+std::int64_t Trainer::batch_size() const {
+  return impl_->options.batch_size;
+}
+std::vector<std::string> Trainer::batch_contracted() const {
+  std::vector<std::string> names;
+  if (!impl_->plan) return names;
+  for (std::size_t i = 0; i < impl_->plan->params.size(); ++i) {
+    if (impl_->plan->contracted(i)) names.push_back(impl_->store.names()[i]);
+  }
+  return names;
+}
+std::int64_t Trainer::micro_batch() const {
+  return std::min(impl_->micro, impl_->options.batch_size);
+}
+
+// --- evaluation -----------------------------------------------------------------------------
+
+struct Evaluator::Impl {
+  ModelFn model;
+  ParamStore store;  // shares the tensors of the caller's store
+  std::int64_t batch_size;
+  std::unique_ptr<Part> full, tail;
+
+  std::unique_ptr<Part> make(std::int64_t b) {
+    auto p = std::make_unique<Part>(model, store, b);
+    p->ex =
+        std::make_unique<Executor>(p->g, std::initializer_list<ValueList>{p->m.loss, p->m.outputs});
+    p->bind();
+    return p;
+  }
+};
+
+Evaluator::Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->model = std::move(model);
+  impl_->store = store;  // Tensor copies share storage: the graphs read the caller's weights
+  impl_->batch_size = std::max<std::int64_t>(batch_size, 1);
+}
+Evaluator::~Evaluator() = default;
+
+Evaluation Evaluator::evaluate(const data::Dataset& data) {
+  Evaluation r;
+  r.count = data.count;
+  if (data.count == 0) return r;
+  Impl& im = *impl_;
+  const std::int64_t b = std::min(im.batch_size, data.count);
+  if (!im.full || im.full->batch != b) im.full = im.make(b);
+  const std::int64_t rest = data.count % b;
+  if (rest && (!im.tail || im.tail->batch != rest)) im.tail = im.make(rest);
+  r.classes = im.full->m.outputs.shape().rank() == 2 ? im.full->m.outputs.shape()[1] : 0;
+  r.confusion.assign(static_cast<std::size_t>(r.classes * r.classes), 0);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(data.count));
+  std::iota(order.begin(), order.end(), 0);
+  double loss_sum = 0;
+  std::int64_t correct = 0;
+  for (std::int64_t start = 0; start < data.count;) {
+    Part& run = data.count - start >= b ? *im.full : *im.tail;
+    run.load(data, std::span<const std::int64_t>(order).subspan(
+                       static_cast<std::size_t>(start), static_cast<std::size_t>(run.batch)));
+    run.ex->run();
+    loss_sum += run.loss() * static_cast<double>(run.batch);
+    correct += count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
+    start += run.batch;
+  }
+  r.loss = loss_sum / static_cast<double>(data.count);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
+  return r;
+}
+
+// --- one epoch ------------------------------------------------------------------------------
+
+namespace {
+
+class ProgressLine {
+ public:
+  explicit ProgressLine(bool enabled) : enabled_(enabled) {}
+  void update(std::int64_t done, std::int64_t total, double loss, double elapsed) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const double frac = total ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
+    const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0.0;
+    constexpr int kWidth = 30;
+    const int fill = static_cast<int>(frac * kWidth);
+    std::printf("\r  [%.*s%*s] %3.0f%%  loss %.4f  %6.0f img/s  %4.1fs left ", fill,
+                "==============================", kWidth - fill, "", frac * 100, loss, rate, eta);
+    std::fflush(stdout);
+  }
+  void clear() {
+    if (!enabled_) return;
+    std::printf("\r%*s\r", 90, "");
+    std::fflush(stdout);
+  }
+
+ private:
+  bool enabled_;
+  Clock::time_point last_{};
+};
+
+std::string format_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+}  // namespace
+
+bool show_progress() {
+  return isatty(STDOUT_FILENO) == 1;
+}
+
+EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
+                        const EpochOptions& options) {
+  batches.shuffle(rng);
+  const data::Dataset& data = batches.dataset();
+  const std::int64_t n = batches.size();
+  const std::int64_t steps = batches.num_batches();
+  ProgressLine bar(options.progress);
+  EpochResult r;
+  const auto t0 = Clock::now();
+  double loss_sum = 0;
+  std::int64_t correct = 0, done = 0;
+  for (std::int64_t step = 0; step < steps; ++step) {
+    if (options.before_step) {
+      try {
+        options.before_step(step, steps);
+      } catch (...) {
+        bar.clear();
+        throw;
+      }
+    }
+    trainer.compute(data, batches.batch(step));
+    const double loss = trainer.loss();
+    if (!std::isfinite(loss)) {
+      bar.clear();
+      throw DivergedError("loss became " + format_double(loss) + " at epoch " +
+                          std::to_string(options.epoch) + ", step " + std::to_string(step + 1) +
+                          " of " + std::to_string(steps) +
+                          "; stopping (the learning rate is probably too high; the last saved "
+                          "checkpoint, if any, is untouched)");
+    }
+    if (options.before_update) options.before_update(step);
+    trainer.update();
+    if (options.after_update) options.after_update(step);
+    loss_sum += loss * static_cast<double>(trainer.batch());
+    correct += trainer.correct();
+    done += trainer.batch();
+    bar.update(done, n, loss_sum / static_cast<double>(done), seconds_since(t0));
+  }
+  r.seconds = seconds_since(t0);
+  bar.clear();
+  r.examples = n;
+  r.steps = steps;
+  r.loss = loss_sum / static_cast<double>(n);
+  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  return r;
+}
+
+}  // namespace tbgrad::nn

@@ -1,0 +1,158 @@
+// Training any model: a data-parallel step (Trainer), evaluation (Evaluator) and one epoch of
+// training (train_epoch), for a model given as a function that builds its graph.
+//
+//   nn::ModelFn model = [](Graph& g, nn::ParamStore& store, std::int64_t batch) { ... };
+//   nn::ParamStore store;
+//   nn::create_parameters(model, store);
+//   nn::initialize(store, nn::Init::kXavierUniform, rng);
+//   nn::Adam adam(store.tensors(), 1e-3);
+//   nn::Trainer trainer(model, store, adam, {.batch_size = 32});
+//   data::Batcher batches(train_set, 32);
+//   nn::Evaluator evaluator(model, store);
+//   for (int epoch = 1; epoch <= 3; ++epoch) {
+//     nn::EpochResult r = nn::train_epoch(trainer, batches, rng);
+//     nn::Evaluation test = evaluator.evaluate(test_set);
+//   }
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tbgrad/data/dataset.hpp"
+#include "tbgrad/graph/graph.hpp"
+#include "tbgrad/nn/optim.hpp"
+#include "tbgrad/nn/params.hpp"
+
+namespace tbgrad::nn {
+
+// What a model builder returns for a graph of one batch size B.
+struct ModelGraph {
+  Value inputs;   // [B, ...] f32: the batch's examples (data::load_examples fills them)
+  Value labels;   // [B] i32 class indices
+  Value loss;     // [] the mean loss over the batch
+  Value outputs;  // [B, classes] scores: the largest is the prediction
+};
+
+// Builds the model into g for a batch of `batch` examples, taking its parameters from `store`
+// (ParamStore::param creates them on first use). It must build the same nodes in the same order
+// for every batch size: the library builds graphs of several sizes that share the parameters.
+using ModelFn = std::function<ModelGraph(Graph& g, ParamStore& store, std::int64_t batch)>;
+
+// Creates the model's parameters in `store` (zero-filled: initialize them next).
+void create_parameters(const ModelFn& model, ParamStore& store);
+
+struct TrainerOptions {
+  std::int64_t batch_size = 32;
+  // Examples per micro-batch (Note [Micro-batches] in nn/train.cpp); 0 lets the library choose.
+  // A micro-batch of at least the batch size keeps the whole batch in one graph.
+  std::int64_t micro_batch = 0;
+};
+
+// A loss that is not finite (train_epoch throws it before the update).
+class DivergedError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The data-parallel training step for any model: splits a batch into micro-batches run in
+// parallel, each thread on its own replica of the parameters and optimizer state, and forms the
+// batch's gradient in a fixed order, so results are bit-identical for any thread count. Gradients
+// that contract over the batch (a matmul's dW = dYᵀ·X, a bias's column sum) are recognised in the
+// graph and formed once over the whole batch (Note [Replicas] in nn/train.cpp). `store` and
+// `optimizer` are replica 0: they hold the result after every update. Built before the loop;
+// a step allocates nothing once each batch size has been seen once.
+class Trainer {
+ public:
+  // `store` must hold the model's parameters (create_parameters) and `optimizer` must update
+  // store.tensors(); both must outlive the trainer. The thread count is read here.
+  Trainer(ModelFn model, ParamStore& store, Optimizer& optimizer, TrainerOptions options = {});
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // One step on examples `indices` of `data` (1 to batch_size of them): forward and backward
+  // pass (compute), then the optimizer's update (update).
+  void step(const data::Dataset& data, std::span<const std::int64_t> indices) {
+    compute(data, indices);
+    update();
+  }
+  void compute(const data::Dataset& data, std::span<const std::int64_t> indices);
+  void update();
+
+  // Of the last compute(): the batch's mean loss, its number of examples whose largest output is
+  // the label, and its size.
+  double loss() const;
+  std::int64_t correct() const;
+  std::int64_t batch() const;
+  // The batch's gradient, one tensor per parameter in the store's order; valid after update().
+  std::span<const Tensor> gradients() const;
+
+  // Call after changing the store's tensors or the optimizer's state outside step() (loading a
+  // checkpoint): the replicas copy them again before the next step.
+  void parameters_changed();
+
+  std::int64_t batch_size() const;
+  std::int64_t micro_batch() const;  // as chosen
+  // The parameters whose gradient the step forms over the whole batch (recognised as
+  // contracting over the batch axis), by name; empty when the batch is one graph.
+  std::vector<std::string> batch_contracted() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct Evaluation {
+  std::int64_t count = 0;
+  double loss = 0, accuracy = 0;
+  std::int64_t classes = 0;
+  std::vector<std::int64_t> confusion;  // [classes, classes]: [true label][prediction]
+};
+
+// Loss, accuracy and confusion matrix of the model with the store's current parameters, in
+// batches of `batch_size` (graphs built on first use).
+class Evaluator {
+ public:
+  Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size = 1000);
+  ~Evaluator();
+  Evaluator(const Evaluator&) = delete;
+  Evaluator& operator=(const Evaluator&) = delete;
+
+  Evaluation evaluate(const data::Dataset& data);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct EpochResult {
+  double loss = 0, accuracy = 0;  // means over the epoch's examples, as trained on
+  std::int64_t examples = 0, steps = 0;
+  double seconds = 0;  // the training loop only: batches, steps, bookkeeping
+};
+
+struct EpochOptions {
+  std::int64_t epoch = 1;  // named in messages
+  bool progress = false;   // a live progress line on stdout (see show_progress())
+  // Called around each step's update, for callers that log it (the step's gradients and the
+  // weights before and after).
+  std::function<void(std::int64_t step)> before_update = {}, after_update = {};
+  // Called before each step (0-based, of `steps`); may throw to stop the epoch there (the app
+  // stops on SIGINT this way). The progress line is cleared first.
+  std::function<void(std::int64_t step, std::int64_t steps)> before_step = {};
+};
+
+// One epoch: batches.shuffle(rng), then every batch through trainer.step. Throws DivergedError
+// (before the update) when a loss is not finite.
+EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
+                        const EpochOptions& options = {});
+
+// Whether a progress line belongs on stdout: it is a terminal.
+bool show_progress();
+
+}  // namespace tbgrad::nn

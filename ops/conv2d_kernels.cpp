@@ -123,7 +123,8 @@ constexpr int kMaxTileChannels = kVectorRegisters >= 32 ? 8 : 6;
 template <int OCB>
 constexpr int tile_vectors() {
   const int nv = (kVectorRegisters - 1 - OCB) / OCB;
-  return nv < 1 ? 1 : (nv > 8 ? 8 : nv);
+  constexpr int kMax = static_cast<int>(detail::kMaxTileVectors);  // the padding's slack
+  return nv < 1 ? 1 : (nv > kMax ? kMax : nv);
 }
 
 // Splits `oc` channels into blocks of at most kMaxTileChannels, as even as possible (5 -> 5,

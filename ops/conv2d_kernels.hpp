@@ -41,11 +41,14 @@ struct ConvGeometry {
 // reads never reach the next image, which another task may be writing at the time
 // (ThreadSanitizer found that race; it was harmless only while the stale bytes there happened
 // to be finite, since 0 * inf is NaN). `lanes`: the vector width of the kernel reading it.
+// The stride-1 kernels' tiles span up to kMaxTileVectors vectors of positions, so their last
+// tile may read that many vectors past the plane's last output position (found by ASan).
+inline constexpr std::int64_t kMaxTileVectors = 8;
 struct PaddedInput {
   std::int64_t hp, wp, slack;
   static PaddedInput of(const ConvGeometry& g, std::int64_t lanes) {
     const std::int64_t hp = g.h + 2 * std::int64_t{g.win.ph}, wp = g.w + 2 * std::int64_t{g.win.pw};
-    return {hp, wp, lanes * g.win.sw + g.win.kw};
+    return {hp, wp, lanes * std::max<std::int64_t>(kMaxTileVectors, g.win.sw) + g.win.kw};
   }
   std::int64_t elements(const ConvGeometry& g) const { return g.n * image_stride(g); }
   std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp + slack; }

@@ -10,27 +10,18 @@
 #include <string>
 
 #include "apps/mnist/synthetic.hpp"
+#include "tests/run_command.hpp"
 
 namespace tbgrad::mnist {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
+using Result = testing::CommandResult;
 
 // Runs tbgrad-mnist with `args`, after environment assignments `env` ("VAR=value ...").
 Result run_env(const std::string& env, const std::string& args) {
-  const std::string cmd = env + " " + std::string(TBGRAD_MNIST_BIN) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = ::pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  return testing::run_command(env + " " + std::string(TBGRAD_MNIST_BIN) + " " + args);
 }
 
 Result run(const std::string& args) { return run_env("", args); }

@@ -7,6 +7,8 @@
 #include "tbgrad/autodiff/gradcheck.hpp"
 #include "tbgrad/data/dataset.hpp"
 #include "tbgrad/data/idx.hpp"
+#include "tbgrad/dist/communicator.hpp"
+#include "tbgrad/dist/mpi.hpp"
 #include "tbgrad/graph/executor.hpp"
 #include "tbgrad/graph/graph.hpp"
 #include "tbgrad/graph/isa.hpp"

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "autodiff/grad.hpp"
+#include "dist/communicator.hpp"
 #include "graph/executor.hpp"
 #include "graph/op.hpp"
 #include "graph/parallel.hpp"
@@ -239,6 +240,18 @@ struct Contraction {
 // Every task does the same arithmetic in the same order on equal replicas, so the replicas stay
 // bit-identical, and nothing depends on R, so results do not depend on the thread count.
 // Replica 0 is the trainer's ParamStore and optimizer: checkpoints and evaluation read it.
+//
+// Note [Ranks]: several processes (TrainerOptions::comm, docs/distributed.md) train one batch
+// as R ranks: rank q runs micro-batches [q*M/R, (q+1)*M/R) of the batch's M, over its own
+// threads as above. After its micro-batches, each rank writes into its block of one exchange
+// buffer what the gradient needs from them (each micro-batch's loss, correct count and summed
+// parameters' gradients, and its examples' gathered rows) and one allgather gives every rank
+// every block. Each rank then forms the whole batch's gradient from the same bytes with the
+// same arithmetic in the same order as one process does (it copies the other ranks' rows into
+// its batch matrices where its own tasks' would be), so the weights stay equal on all ranks
+// and equal to one process's, for any R and any thread counts. A batch that runs as one graph
+// (a single micro-batch, or a model over kMaxMicroBatchedParams) runs whole on every rank:
+// the same result, no faster.
 constexpr std::int64_t kMicroBatch = 8;
 constexpr std::int64_t kMaxMicroBatchedParams = 100000;
 
@@ -311,10 +324,11 @@ class Replicas {
 class BatchStep {
  public:
   BatchStep(const ModelFn& model, const Plan* plan, std::int64_t micro, std::int64_t b,
-            Replicas& reps)
-      : batch(b), replicas_(reps), plan_(plan) {
+            Replicas& reps, dist::Communicator& comm)
+      : batch(b), replicas_(reps), plan_(plan), comm_(comm) {
     const std::size_t m = static_cast<std::size_t>((b + micro - 1) / micro);
     if (m == 1 || !plan) {
+      // Every rank runs the whole batch (Note [Ranks]).
       parts_.push_back(std::make_unique<Part>(model, replicas_.store(0), b));
       Part& p = *parts_[0];
       p.grads = grad(p.m.loss, p.g.params());
@@ -325,19 +339,25 @@ class BatchStep {
       offsets_ = {0, b};
       return;
     }
-    const std::size_t r = std::min(m, static_cast<std::size_t>(std::max(1, num_threads())));
-    for (std::size_t t = 0; t <= r; ++t) first_.push_back(t * m / r);
+    for (std::size_t k = 0; k < m; ++k) offsets_.push_back(static_cast<std::int64_t>(k) * micro);
+    offsets_.push_back(b);
+    // This rank's micro-batches [mine_, mine_ + count): a contiguous block (Note [Ranks]).
+    const auto ranks = static_cast<std::size_t>(comm_.size());
+    const auto rank = static_cast<std::size_t>(comm_.rank());
+    for (std::size_t q = 0; q <= ranks; ++q) rank_first_.push_back(q * m / ranks);
+    mine_ = rank_first_[rank];
+    const std::size_t count = rank_first_[rank + 1] - mine_;
+    const std::size_t r =
+        std::max<std::size_t>(1, std::min(count, static_cast<std::size_t>(std::max(1, num_threads()))));
+    for (std::size_t t = 0; t <= r; ++t) first_.push_back(mine_ + t * count / r);
     for (std::size_t t = 0; t < r; ++t) {
       for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
-        const std::int64_t start = static_cast<std::int64_t>(k) * micro;
-        parts_.push_back(
-            std::make_unique<Part>(model, replicas_.store(t), std::min(micro, b - start)));
-        offsets_.push_back(start);
+        parts_.push_back(std::make_unique<Part>(model, replicas_.store(t),
+                                                offsets_[k + 1] - offsets_[k]));
         factor(*parts_.back());
       }
     }
-    offsets_.push_back(b);
-    const Part& p0 = *parts_[0];
+    const std::vector<Tensor>& params = replicas_.store(0).tensors();
     for (std::size_t t = 0; t < r; ++t) {
       Task task;
       task.contraction = std::make_unique<Contraction>(*plan_, b);
@@ -346,12 +366,12 @@ class BatchStep {
         if (out.valid()) {
           task.grads.push_back((*task.contraction->ex)[out]);
         } else {
-          const Value pv = p0.g.params()[i];
-          task.grads.emplace_back(pv.shape(), pv.dtype());
+          task.grads.emplace_back(params[i].shape(), params[i].dtype());
         }
       }
       tasks_.push_back(std::move(task));
     }
+    if (ranks > 1) lay_out_exchange(params);
   }
 
   const std::int64_t batch;
@@ -364,21 +384,28 @@ class BatchStep {
       if (batch <= kMicroBatch) serial.emplace();
       parts_[0]->load(data, indices);
       parts_[0]->ex->run();
-    } else {
-      replicas_.sync(tasks_.size());
-      for_each_task([&](std::size_t t) {
-        for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
-          parts_[k]->load(data,
-                          indices.subspan(static_cast<std::size_t>(offsets_[k]),
-                                          static_cast<std::size_t>(offsets_[k + 1] - offsets_[k])));
-          parts_[k]->ex->run();
-          gather_own_rows(t, k);
-        }
-      });
+      loss = parts_[0]->loss();
+      correct_ = parts_[0]->correct();
+      return;
     }
+    replicas_.sync(tasks_.size());
+    for_each_task([&](std::size_t t) {
+      for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
+        parts_[k - mine_]->load(
+            data, indices.subspan(static_cast<std::size_t>(offsets_[k]),
+                                  static_cast<std::size_t>(offsets_[k + 1] - offsets_[k])));
+        parts_[k - mine_]->ex->run();
+        gather_own_rows(t, k);
+      }
+    });
+    if (!exchange_.empty()) exchange();
+    // The batch's loss: the micro-batches' in order, each weighted by its share.
     loss = 0;
-    for (const auto& part : parts_) {
-      loss += part->loss() * static_cast<double>(part->batch) / static_cast<double>(batch);
+    correct_ = 0;
+    for (std::size_t k = 0; k + 1 < offsets_.size(); ++k) {
+      const auto [l, c] = result_of(k);
+      loss += l * static_cast<double>(offsets_[k + 1] - offsets_[k]) / static_cast<double>(batch);
+      correct_ += c;
     }
   }
 
@@ -404,11 +431,7 @@ class BatchStep {
     return replicated() ? std::span<const Tensor>(tasks_[0].grads) : parts_[0]->grad_values;
   }
 
-  std::int64_t correct() const {
-    std::int64_t c = 0;
-    for (const auto& part : parts_) c += part->correct();
-    return c;
-  }
+  std::int64_t correct() const { return correct_; }
 
  private:
   struct Task {
@@ -458,7 +481,7 @@ class BatchStep {
 
   // Micro-batch k's share of the batch: the weight of its mean loss and gradients in the batch's.
   float share(std::size_t k) const {
-    return static_cast<float>(parts_[k]->batch) / static_cast<float>(batch);
+    return static_cast<float>(offsets_[k + 1] - offsets_[k]) / static_cast<float>(batch);
   }
 
   // Copies micro-batch k's rows of each gathered value (weighted by k's share of the batch where
@@ -466,7 +489,7 @@ class BatchStep {
   // while they are in its cache.
   void gather_own_rows(std::size_t t, std::size_t k) {
     Contraction& c = *tasks_[t].contraction;
-    const Part& part = *parts_[k];
+    const Part& part = *parts_[k - mine_];
     const float w = share(k);
     for (std::size_t v = 0; v < c.gathered.size(); ++v) {
       const Tensor& src = part.gathered[v];
@@ -481,10 +504,11 @@ class BatchStep {
     }
   }
 
-  // task.grads = the batch's gradient (the same arithmetic in every task): the rows the other
-  // tasks gathered copied in from their matrices, then the contracting parameters' gradients
-  // over the batch, and the other parameters' gradients summed in micro-batch order, each
-  // weighted by its micro-batch's share of the batch.
+  // task.grads = the batch's gradient (the same arithmetic in every task and on every rank):
+  // the rows the other tasks gathered copied in from their matrices (and the other ranks' from
+  // the exchange), then the contracting parameters' gradients over the batch, and the other
+  // parameters' gradients summed in micro-batch order, each weighted by its micro-batch's share
+  // of the batch.
   void gradient(std::size_t t) {
     Task& task = tasks_[t];
     Contraction& c = *task.contraction;
@@ -500,15 +524,28 @@ class BatchStep {
                     static_cast<std::size_t>(count * row) * sizeof(float));
       }
     }
+    const auto rank = static_cast<std::size_t>(comm_.rank());
+    for (std::size_t q = 0; !exchange_.empty() && q + 1 < rank_first_.size(); ++q) {
+      if (q == rank) continue;
+      const std::int64_t ex0 = offsets_[rank_first_[q]];
+      const std::int64_t count = offsets_[rank_first_[q + 1]] - ex0;
+      const std::byte* rows = exchange_.data() + block_[q] + rows_at_[q];
+      for (std::size_t v = 0; v < c.gathered.size(); ++v) {
+        const std::int64_t row = c.gathered[v].numel() / batch;
+        const auto bytes = static_cast<std::size_t>(count * row) * sizeof(float);
+        std::memcpy(c.gathered[v].data<float>() + ex0 * row, rows, bytes);
+        rows += bytes;
+      }
+    }
     c.ex->run();
     for (std::size_t i = 0; i < task.grads.size(); ++i) {
       if (plan_->contracted(i)) continue;
       float* dst = task.grads[i].data<float>();
       const std::int64_t n = task.grads[i].numel();
-      for (std::size_t r = 0; r < parts_.size(); ++r) {
-        const float w = share(r);
-        const float* src = parts_[r]->grad_values[i].data<float>();
-        if (r == 0) {
+      for (std::size_t k = 0; k + 1 < offsets_.size(); ++k) {
+        const float w = share(k);
+        const float* src = summed_of(k, i);
+        if (k == 0) {
           for (std::int64_t j = 0; j < n; ++j) dst[j] = w * src[j];
         } else {
           for (std::int64_t j = 0; j < n; ++j) dst[j] += w * src[j];
@@ -517,14 +554,120 @@ class BatchStep {
     }
   }
 
+  // Note [Ranks]: the exchange buffer holds every rank's block in rank order; rank q's block
+  // is, for each of its micro-batches, a Result (loss, correct), then each micro-batch's
+  // summed parameters' gradients (summed_size_ floats), then its examples' rows of each
+  // gathered value in turn. Sizes depend on the batch and the rank count only.
+  struct Result {
+    double loss;
+    std::int64_t correct;
+  };
+
+  void lay_out_exchange(const std::vector<Tensor>& params) {
+    summed_at_.assign(params.size(), 0);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      if (plan_->contracted(i)) continue;
+      summed_at_[i] = summed_size_;
+      summed_size_ += params[i].numel();
+    }
+    std::int64_t row_size = 0;  // floats per example over all gathered values
+    for (const Tensor& g : tasks_[0].contraction->gathered) row_size += g.numel() / batch;
+    const std::size_t ranks = rank_first_.size() - 1;
+    block_.assign(ranks + 1, 0);
+    for (std::size_t q = 0; q < ranks; ++q) {
+      const auto mbs = static_cast<std::int64_t>(rank_first_[q + 1] - rank_first_[q]);
+      const std::int64_t examples = offsets_[rank_first_[q + 1]] - offsets_[rank_first_[q]];
+      const std::int64_t rows_at =
+          mbs * static_cast<std::int64_t>(sizeof(Result)) +
+          mbs * summed_size_ * static_cast<std::int64_t>(sizeof(float));
+      rows_at_.push_back(rows_at);
+      counts_.push_back(rows_at + examples * row_size * static_cast<std::int64_t>(sizeof(float)));
+      block_[q + 1] = block_[q] + counts_.back();
+    }
+    exchange_.assign(static_cast<std::size_t>(block_[ranks]), std::byte{0});
+  }
+
+  // Writes this rank's results, summed gradients and rows into its block, and has every rank's
+  // block from the others (one allgather).
+  void exchange() {
+    const auto rank = static_cast<std::size_t>(comm_.rank());
+    std::byte* out = exchange_.data() + block_[rank];
+    const std::size_t mbs = parts_.size();
+    for (std::size_t j = 0; j < mbs; ++j) {
+      const Result res{parts_[j]->loss(), parts_[j]->correct()};
+      std::memcpy(out + j * sizeof(Result), &res, sizeof res);
+    }
+    float* summed = reinterpret_cast<float*>(out + mbs * sizeof(Result));
+    for (std::size_t j = 0; j < mbs; ++j) {
+      for (std::size_t i = 0; i < summed_at_.size(); ++i) {
+        if (plan_->contracted(i)) continue;
+        const Tensor& g = parts_[j]->grad_values[i];
+        std::memcpy(summed + static_cast<std::int64_t>(j) * summed_size_ + summed_at_[i], g.raw(),
+                    g.nbytes());
+      }
+    }
+    std::byte* rows = out + rows_at_[rank];
+    const std::int64_t ex_first = offsets_[rank_first_[rank]];
+    const std::int64_t examples = offsets_[rank_first_[rank + 1]] - ex_first;
+    const std::vector<Tensor>& mats = tasks_[0].contraction->gathered;
+    for (std::size_t v = 0; v < mats.size(); ++v) {
+      const std::int64_t row = mats[v].numel() / batch;
+      for (std::size_t u = 0; u < tasks_.size(); ++u) {
+        const std::int64_t ex0 = offsets_[first_[u]];
+        const std::int64_t count = offsets_[first_[u + 1]] - ex0;
+        std::memcpy(rows + (ex0 - ex_first) * row * static_cast<std::int64_t>(sizeof(float)),
+                    tasks_[u].contraction->gathered[v].data<float>() + ex0 * row,
+                    static_cast<std::size_t>(count * row) * sizeof(float));
+      }
+      rows += examples * row * static_cast<std::int64_t>(sizeof(float));
+    }
+    comm_.allgather_in_place(exchange_, counts_);
+  }
+
+  // The rank that ran micro-batch k, and k's index among its micro-batches.
+  std::pair<std::size_t, std::size_t> owner(std::size_t k) const {
+    const auto it = std::upper_bound(rank_first_.begin(), rank_first_.end(), k);
+    const auto q = static_cast<std::size_t>(it - rank_first_.begin()) - 1;
+    return {q, k - rank_first_[q]};
+  }
+  bool local(std::size_t k) const { return k >= mine_ && k - mine_ < parts_.size(); }
+
+  // Micro-batch k's mean loss and correct count, run here or on another rank.
+  Result result_of(std::size_t k) const {
+    if (local(k)) return {parts_[k - mine_]->loss(), parts_[k - mine_]->correct()};
+    const auto [q, j] = owner(k);
+    Result r;
+    std::memcpy(&r, exchange_.data() + block_[q] + j * sizeof(Result), sizeof r);
+    return r;
+  }
+  // Micro-batch k's gradient of summed parameter i.
+  const float* summed_of(std::size_t k, std::size_t i) const {
+    if (local(k)) return parts_[k - mine_]->grad_values[i].data<float>();
+    const auto [q, j] = owner(k);
+    const std::size_t mbs = rank_first_[q + 1] - rank_first_[q];
+    const auto* base = reinterpret_cast<const float*>(exchange_.data() + block_[q] +
+                                                      mbs * sizeof(Result));
+    return base + static_cast<std::int64_t>(j) * summed_size_ + summed_at_[i];
+  }
+
   Replicas& replicas_;
   const Plan* plan_;
-  std::vector<std::unique_ptr<Part>> parts_;
+  dist::Communicator& comm_;
+  std::vector<std::unique_ptr<Part>> parts_;  // this rank's micro-batches, from mine_ on
   // Micro-batch k is examples [offsets_[k], offsets_[k + 1]) of the batch.
   std::vector<std::int64_t> offsets_;
-  // Task t runs parts [first_[t], first_[t + 1]) and updates replica t.
+  // Rank q runs micro-batches [rank_first_[q], rank_first_[q + 1]); this one from mine_.
+  std::vector<std::size_t> rank_first_;
+  std::size_t mine_ = 0;
+  // Task t runs micro-batches [first_[t], first_[t + 1]) and updates replica t.
   std::vector<std::size_t> first_;
   std::vector<Task> tasks_;
+  std::int64_t correct_ = 0;
+  // The exchange between ranks (Note [Ranks]); empty on one rank.
+  std::vector<std::byte> exchange_;
+  std::vector<std::int64_t> block_, counts_, rows_at_;  // per rank: offset, size, rows' offset
+  std::vector<std::int64_t> summed_at_;  // per summed parameter: its offset in a micro-batch's
+  std::int64_t summed_size_ = 0;
 };
 
 }  // namespace
@@ -538,9 +681,14 @@ struct Trainer::Impl {
   Replicas replicas;
   std::vector<std::unique_ptr<BatchStep>> steps;  // one per batch size seen
   BatchStep* last = nullptr;
+  dist::Communicator* comm;
 
   Impl(ModelFn m, ParamStore& s, Optimizer& opt, TrainerOptions o)
-      : model(std::move(m)), store(s), options(o), replicas(model, s, opt) {
+      : model(std::move(m)),
+        store(s),
+        options(o),
+        replicas(model, s, opt),
+        comm(o.comm ? o.comm : &dist::single()) {
     if (o.batch_size < 1)
       throw Error("Trainer: batch size must be positive, got " + std::to_string(o.batch_size));
     if (store.names().empty()) {
@@ -557,8 +705,8 @@ struct Trainer::Impl {
     for (auto& s : steps) {
       if (s->batch == b) return *s;
     }
-    steps.push_back(
-        std::make_unique<BatchStep>(model, plan ? &*plan : nullptr, micro, b, replicas));
+    steps.push_back(std::make_unique<BatchStep>(model, plan ? &*plan : nullptr, micro, b,
+                                                replicas, *comm));
     return *steps.back();
   }
 };

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "tbgrad/data/dataset.hpp"
+#include "tbgrad/dist/communicator.hpp"
 #include "tbgrad/graph/graph.hpp"
 #include "tbgrad/nn/optim.hpp"
 #include "tbgrad/nn/params.hpp"
@@ -51,6 +52,11 @@ struct TrainerOptions {
   // Examples per micro-batch (Note [Micro-batches] in nn/train.cpp); 0 lets the library choose.
   // A micro-batch of at least the batch size keeps the whole batch in one graph.
   std::int64_t micro_batch = 0;
+  // The processes training together (dist::MpiSession::world()), each running its share of
+  // every batch's micro-batches; all must construct the trainer and step alike, and every
+  // rank's weights stay bit-identical to one process's (Note [Ranks] in nn/train.cpp).
+  // Null: this process alone. It must outlive the trainer.
+  dist::Communicator* comm = nullptr;
 };
 
 // A loss that is not finite (train_epoch throws it before the update).

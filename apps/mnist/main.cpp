@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <memory>
+#include <span>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -39,6 +41,22 @@ constexpr int kExitDiverged = 3;  // the loss became NaN or infinite
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// Note [Ranks in the app]: under mpirun, 'train' trains one model on all ranks
+// (docs/distributed.md). Only rank 0 prints and writes --save, --metrics and --step-log (the
+// others' stdout goes to /dev/null). Failures that every rank meets together (a bad argument,
+// unreadable data on any rank, arguments that differ between ranks, divergence, a stop signal)
+// end every rank with the same exit code, rank 0 saying why; any other failure on one rank ends
+// the whole job at once (MPI_Abort), so that no rank waits for it. 'eval', 'predict' and
+// 'inspect' run on rank 0 only.
+dist::Communicator* g_comm = &dist::single();
+
+// A failure all ranks agreed on (Note [Ranks in the app]): exit with `code`; `message` (empty
+// on the ranks that stay silent) is printed as it is.
+struct CollectiveFailure : std::runtime_error {
+  CollectiveFailure(int c, const std::string& message) : std::runtime_error(message), code(c) {}
+  int code;
 };
 
 // Standard output could not be written (a full disk, /dev/full, a closed descriptor).
@@ -185,8 +203,10 @@ po::variables_map parse(const po::options_description& desc, const std::vector<s
 // limit), it runs with as many as could be, with a warning: the results do not depend on the
 // thread count (Note [Determinism]).
 void set_threads(const po::variables_map& vm) {
+  // Under mpirun the ranks on one host share its cores.
+  const int cores = std::max(1, hardware_threads() / (g_comm->size() > 1 ? dist::local_size() : 1));
   int threads = static_cast<int>(vm.count("threads") ? int_option(vm, "threads", 1, kMaxThreads)
-                                                     : std::min(hardware_threads(), kMaxThreads));
+                                                     : std::min(cores, kMaxThreads));
   for (int attempt = 0;; ++attempt) {
     try {
       set_num_threads(threads);
@@ -226,6 +246,104 @@ mnist::Dataset load(const std::string& dir, mnist::Split split, std::int64_t lim
   return d;
 }
 
+// What a failure means for the user: its exit code and the line to print (Note [Ranks in the
+// app]: `collective` when every rank meets it together). Call inside a catch block.
+struct Failure {
+  int code;
+  std::string message;
+  bool collective;
+};
+Failure classify(const std::string& command) {
+  const std::string see = " (see 'tbgrad-mnist " + command + " --help')";
+  try {
+    throw;
+  } catch (const CollectiveFailure& e) {
+    return {e.code, e.what(), true};
+  } catch (const PathError& e) {
+    if (!e.usage()) return {kExitError, std::string("tbgrad-mnist: ") + e.what(), false};
+    return {kExitUsage, "tbgrad-mnist " + command + ": " + e.what() + see, false};
+  } catch (const UsageError& e) {
+    return {kExitUsage, "tbgrad-mnist " + command + ": " + e.what() + see, false};
+  } catch (const po::error& e) {
+    return {kExitUsage, "tbgrad-mnist " + command + ": " + e.what() + see, false};
+  } catch (const mnist::DivergedError& e) {
+    // The loss is the same on every rank: all diverge at the same step.
+    return {kExitDiverged, std::string("tbgrad-mnist: training diverged: ") + e.what(), true};
+  } catch (const dist::Error& e) {
+    return {kExitError, std::string("tbgrad-mnist: ") + e.what(), true};
+  } catch (const std::exception& e) {
+    return {kExitError, std::string("tbgrad-mnist: ") + e.what(), false};
+  }
+}
+
+// Under mpirun: every rank learns whether any failed before training and whether all were
+// given the same arguments and data; if not, all throw the same CollectiveFailure (rank 0's
+// carries the message). On one process, rethrows `failed`.
+void agree_to_start(std::exception_ptr failed, const mnist::TrainConfig& cfg,
+                    const mnist::Dataset& train_set, const mnist::Dataset& test_set,
+                    const std::string& target) {
+  if (g_comm->size() == 1) {
+    if (failed) std::rethrow_exception(failed);
+    return;
+  }
+  std::string mine;
+  if (failed) {
+    try {
+      std::rethrow_exception(failed);
+    } catch (...) {
+      const Failure f = classify("train");
+      mine = "F" + std::to_string(f.code) + " " + f.message;
+    }
+  } else {
+    auto hash = [](const mnist::Dataset& d) {
+      std::uint64_t h = dist::fingerprint(std::as_bytes(std::span(d.images)));
+      return std::to_string(d.count) + " images, checksum " +
+             std::to_string(dist::fingerprint(std::as_bytes(std::span(d.labels)), h));
+    };
+    // One field per line: a mismatch names the fields that differ.
+    char lr[32];
+    std::snprintf(lr, sizeof lr, "%.17g", cfg.lr);
+    mine = "--model " + cfg.model + "\n--epochs " + std::to_string(cfg.epochs) +
+           "\n--batch-size " + std::to_string(cfg.batch_size) + "\n--optimizer " +
+           (cfg.optimizer.empty() ? "(default)" : cfg.optimizer) + "\n--lr " +
+           (cfg.lr == 0 ? std::string("(default)") : std::string(lr)) + "\n--init " + cfg.init +
+           "\n--schedule " + cfg.schedule + "\n--seed " + std::to_string(cfg.seed) +
+           "\n--limit " + std::to_string(cfg.limit) + "\n--resume " +
+           (cfg.resume.empty() ? "(none)" : "(a checkpoint)") + "\nSIMD target " + target +
+           " (TBGRAD_MAX_ISA)\ntraining set " + hash(train_set) + "\ntest set " + hash(test_set);
+  }
+  const std::vector<std::string> all = dist::allgather_strings(*g_comm, mine);
+  const bool speak = g_comm->rank() == 0;
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (all[r].rfind('F', 0) != 0) continue;
+    const std::size_t space = all[r].find(' ');
+    const int code = std::stoi(all[r].substr(1, space - 1));
+    const std::string message = all[r].substr(space + 1);
+    throw CollectiveFailure(
+        code, speak ? (r ? "[rank " + std::to_string(r) + "] " : std::string()) + message : "");
+  }
+  auto fields = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::istringstream in(s);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  const std::vector<std::string> zero = fields(all[0]);
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    const std::vector<std::string> theirs = fields(all[r]);
+    std::string diff;
+    for (std::size_t i = 0; i < std::max(zero.size(), theirs.size()); ++i) {
+      const std::string a = i < zero.size() ? zero[i] : "", b = i < theirs.size() ? theirs[i] : "";
+      if (a != b) diff += (diff.empty() ? "" : ", ") + b + " where rank 0 has " + a;
+    }
+    throw CollectiveFailure(kExitUsage, speak ? "tbgrad-mnist train: the processes were started "
+                                                "differently: rank " +
+                                                    std::to_string(r) + " has " + diff
+                                              : "");
+  }
+}
+
 int cmd_train(const std::vector<std::string>& args) {
   po::options_description desc(
       "usage: tbgrad-mnist train [options]\n\n"
@@ -263,67 +381,90 @@ int cmd_train(const std::vector<std::string>& args) {
       "write one CSV row per training step to FILE: loss, learning rate, gradient norm and the "
       "norm of the step's weight change")(
       "json", "print a JSON summary as the last line of output");
-  po::variables_map vm = parse(desc, args);
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return kExitOk;
-  }
+  // Everything before training, on every rank; then the ranks agree to start
+  // (Note [Ranks in the app]).
   mnist::TrainConfig cfg;
-  cfg.model = vm["model"].as<std::string>();
-  const auto& models = nn::model_names();
-  if (std::find(models.begin(), models.end(), cfg.model) == models.end()) {
-    throw UsageError("--model must be seed, seed-nopool or lenet5, got '" + cfg.model + "'");
-  }
-  cfg.epochs = int_option(vm, "epochs", 0, 100000);
-  cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
-  if (vm.count("optimizer")) {
-    cfg.optimizer = vm["optimizer"].as<std::string>();
-    if (cfg.optimizer != "sgd" && cfg.optimizer != "momentum" && cfg.optimizer != "adam") {
-      throw UsageError("--optimizer must be sgd, momentum or adam, got '" + cfg.optimizer + "'");
-    }
-  }
-  if (vm.count("lr")) cfg.lr = positive_double_option(vm, "lr", 1e6);
-  cfg.init = vm["init"].as<std::string>();
+  bool json = false;
+  std::string target;
+  mnist::Dataset train_set, test_set;
+  std::exception_ptr failed;
   try {
-    nn::parse_init(cfg.init);
-  } catch (const Error& e) {
-    throw UsageError(std::string("--init: ") + e.what());
-  }
-  cfg.schedule = vm["schedule"].as<std::string>();
-  if (cfg.schedule != "cosine" && cfg.schedule != "constant") {
-    throw UsageError("--schedule must be cosine or constant, got '" + cfg.schedule + "'");
-  }
-  cfg.seed = static_cast<std::uint64_t>(
-      int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
-  cfg.limit = int_option(vm, "limit", 0, std::numeric_limits<std::int64_t>::max());
-  if (vm.count("save")) cfg.save = path_option(vm, "save");
-  if (vm.count("resume")) cfg.resume = path_option(vm, "resume");
-  if (vm.count("metrics")) cfg.metrics = path_option(vm, "metrics");
-  if (vm.count("step-log")) cfg.step_log = path_option(vm, "step-log");
-  const bool json = vm.count("json") > 0;
-  cfg.progress = !json && isatty(STDOUT_FILENO) == 1;  // no live line under --json
-  const std::string data_dir = path_option(vm, "data");
-  // Every output checked before any work (docs/reliability.md, "Output paths").
-  {
-    std::vector<NamedPath> inputs = data_files(data_dir, /*train=*/true);
-    if (!cfg.resume.empty()) inputs.push_back({"--resume", cfg.resume});
-    std::vector<OutputPath> outputs;
-    if (!cfg.save.empty()) outputs.push_back({"--save", cfg.save, WriteMode::kReplace, "--resume"});
-    if (!cfg.metrics.empty()) outputs.push_back({"--metrics", cfg.metrics, WriteMode::kTruncate, ""});
-    if (!cfg.step_log.empty()) {
-      outputs.push_back({"--step-log", cfg.step_log, WriteMode::kTruncate, ""});
+    po::variables_map vm = parse(desc, args);
+    if (vm.count("help")) {
+      std::cout << desc << "\n";
+      return kExitOk;
     }
-    check_outputs(outputs, inputs);
+    cfg.model = vm["model"].as<std::string>();
+    const auto& models = nn::model_names();
+    if (std::find(models.begin(), models.end(), cfg.model) == models.end()) {
+      throw UsageError("--model must be seed, seed-nopool or lenet5, got '" + cfg.model + "'");
+    }
+    cfg.epochs = int_option(vm, "epochs", 0, 100000);
+    cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
+    if (vm.count("optimizer")) {
+      cfg.optimizer = vm["optimizer"].as<std::string>();
+      if (cfg.optimizer != "sgd" && cfg.optimizer != "momentum" && cfg.optimizer != "adam") {
+        throw UsageError("--optimizer must be sgd, momentum or adam, got '" + cfg.optimizer + "'");
+      }
+    }
+    if (vm.count("lr")) cfg.lr = positive_double_option(vm, "lr", 1e6);
+    cfg.init = vm["init"].as<std::string>();
+    try {
+      nn::parse_init(cfg.init);
+    } catch (const Error& e) {
+      throw UsageError(std::string("--init: ") + e.what());
+    }
+    cfg.schedule = vm["schedule"].as<std::string>();
+    if (cfg.schedule != "cosine" && cfg.schedule != "constant") {
+      throw UsageError("--schedule must be cosine or constant, got '" + cfg.schedule + "'");
+    }
+    cfg.seed = static_cast<std::uint64_t>(
+        int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
+    cfg.limit = int_option(vm, "limit", 0, std::numeric_limits<std::int64_t>::max());
+    if (vm.count("save")) cfg.save = path_option(vm, "save");
+    if (vm.count("resume")) cfg.resume = path_option(vm, "resume");
+    if (vm.count("metrics")) cfg.metrics = path_option(vm, "metrics");
+    if (vm.count("step-log")) cfg.step_log = path_option(vm, "step-log");
+    json = vm.count("json") > 0;
+    // No live line under --json, or under mpirun (its output is forwarded through a terminal
+  // even when redirected).
+  cfg.progress = !json && isatty(STDOUT_FILENO) == 1 && !dist::launched_by_mpi();
+    const std::string data_dir = path_option(vm, "data");
+    // Every output checked before any work (docs/reliability.md, "Output paths").
+    {
+      std::vector<NamedPath> inputs = data_files(data_dir, /*train=*/true);
+      if (!cfg.resume.empty()) inputs.push_back({"--resume", cfg.resume});
+      std::vector<OutputPath> outputs;
+      if (!cfg.save.empty()) outputs.push_back({"--save", cfg.save, WriteMode::kReplace, "--resume"});
+      if (!cfg.metrics.empty()) outputs.push_back({"--metrics", cfg.metrics, WriteMode::kTruncate, ""});
+      if (!cfg.step_log.empty()) {
+        outputs.push_back({"--step-log", cfg.step_log, WriteMode::kTruncate, ""});
+      }
+      if (g_comm->rank() != 0) outputs.clear();  // only rank 0 writes them
+      check_outputs(outputs, inputs);
+    }
+    set_threads(vm);
+    target = simd_target();
+
+    train_set = load(data_dir, mnist::Split::kTrain, cfg.limit);
+    test_set = load(data_dir, mnist::Split::kTest);
+  } catch (...) {
+    failed = std::current_exception();
   }
-  set_threads(vm);
-  const std::string target = simd_target();
+  agree_to_start(failed, cfg, train_set, test_set, target);
+  if (g_comm->rank() != 0) {
+    cfg.save.clear();
+    cfg.metrics.clear();
+    cfg.step_log.clear();
+  }
+  cfg.comm = g_comm;
 
-  mnist::Dataset train_set = load(data_dir, mnist::Split::kTrain, cfg.limit);
-  mnist::Dataset test_set = load(data_dir, mnist::Split::kTest);
-
-  std::printf("tbgrad-mnist: model %s, %lld training images, batch %lld, %d threads, SIMD %s\n",
+  const std::string procs =
+      g_comm->size() > 1 ? std::to_string(g_comm->size()) + " processes x " : std::string();
+  std::printf("tbgrad-mnist: model %s, %lld training images, batch %lld, %s%d threads, SIMD %s\n",
               cfg.model.c_str(), static_cast<long long>(train_set.count),
-              static_cast<long long>(cfg.batch_size), num_threads(), target.c_str());
+              static_cast<long long>(cfg.batch_size), procs.c_str(), num_threads(),
+              target.c_str());
   std::printf("%5s %10s %9s %9s %9s %8s %9s\n", "epoch", "train_loss", "train_acc", "test_loss",
               "test_acc", "seconds", "images/s");
   check_stdout();  // before any training: a lost result is found now, not after it
@@ -340,7 +481,9 @@ int cmd_train(const std::vector<std::string>& args) {
       check_stdout();
     });
   } catch (const mnist::Interrupted& e) {
-    const int sig = g_stop_signal.load();
+    // Under mpirun, a rank that got no signal stops with the others (Note [Ranks in the app]).
+    const int sig = g_stop_signal.load() ? g_stop_signal.load() : SIGTERM;
+    if (g_comm->rank() != 0) return 128 + sig;
     std::string saved;
     if (cfg.save.empty()) {
       saved = "nothing was saved (no --save)";
@@ -353,7 +496,10 @@ int cmd_train(const std::vector<std::string>& args) {
       saved = "no epoch completed, nothing was saved to " + cfg.save.string();
     }
     std::fflush(stdout);
-    std::fprintf(stderr, "tbgrad-mnist: %s by %s; %s\n", e.what(), sig == SIGTERM ? "SIGTERM" : "SIGINT",
+    std::fprintf(stderr, "tbgrad-mnist: %s by %s; %s\n", e.what(),
+                 g_stop_signal.load() == 0 ? "a signal to another rank"
+                 : sig == SIGTERM          ? "SIGTERM"
+                                           : "SIGINT",
                  saved.c_str());
     return 128 + sig;
   }
@@ -369,6 +515,7 @@ int cmd_train(const std::vector<std::string>& args) {
                         {"optimizer", r.optimizer},
                         {"lr", r.lr},
                         {"threads", num_threads()},
+                        {"processes", g_comm->size()},
                         {"isa", target},
                         {"seed", cfg.seed},
                         {"train_images", train_set.count},
@@ -568,6 +715,28 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[0];
   args.erase(args.begin());
+  // Note [Ranks in the app].
+  std::unique_ptr<dist::MpiSession> mpi;
+  if (dist::launched_by_mpi() && dist::launched_size() > 1) {
+    if (!dist::mpi_built()) {
+      std::fprintf(stderr,
+                   "tbgrad-mnist: started by mpirun with %d processes, but this build has no MPI "
+                   "(configure with -DTBGRAD_MPI=ON after scripts/install_deps.sh --with-mpi)\n",
+                   dist::launched_size());
+      return kExitUsage;
+    }
+    try {
+      mpi = std::make_unique<dist::MpiSession>(&argc, &argv);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tbgrad-mnist: cannot start MPI: %s\n", e.what());
+      return kExitError;
+    }
+    g_comm = &mpi->world();
+    if (g_comm->rank() != 0) {
+      if (command != "train") return kExitOk;  // they run on rank 0 alone
+      if (!std::freopen("/dev/null", "w", stdout)) return kExitError;
+    }
+  }
   try {
     int status = kExitUsage;
     if (command == "train") {
@@ -584,29 +753,15 @@ int main(int argc, char** argv) {
     }
     check_stdout();
     return status;
-  } catch (const PathError& e) {
-    if (!e.usage()) {
-      std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
-      return kExitError;
+  } catch (...) {
+    const Failure f = classify(command);
+    std::fflush(stdout);
+    const bool ranks = g_comm->size() > 1;
+    if (!f.collective || g_comm->rank() == 0) {
+      if (ranks && g_comm->rank() != 0) std::fprintf(stderr, "[rank %d] ", g_comm->rank());
+      if (!f.message.empty()) std::fprintf(stderr, "%s\n", f.message.c_str());
     }
-    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
-                 e.what(), command.c_str());
-    return kExitUsage;
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
-                 e.what(), command.c_str());
-    return kExitUsage;
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "tbgrad-mnist %s: %s (see 'tbgrad-mnist %s --help')\n", command.c_str(),
-                 e.what(), command.c_str());
-    return kExitUsage;
-  } catch (const mnist::DivergedError& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "tbgrad-mnist: training diverged: %s\n", e.what());
-    return kExitDiverged;
-  } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "tbgrad-mnist: %s\n", e.what());
-    return kExitError;
+    if (ranks && !f.collective) mpi->abort(f.code);  // the others would wait for this rank
+    return f.code;
   }
 }

@@ -189,7 +189,17 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       throw ModelError(config.resume.string() + ": random generator state is malformed");
     }
   }
-  nn::Trainer trainer(net, store, *opt, {.batch_size = batches.batch_size()});
+  dist::Communicator& comm = config.comm ? *config.comm : dist::single();
+  if (comm.size() > 1) {
+    // Equal arguments and data give equal parameters here; another --resume file would not.
+    std::uint64_t h = 0;
+    for (const Tensor& t : store.tensors()) {
+      h = dist::fingerprint({static_cast<const std::byte*>(t.raw()), t.nbytes()}, h);
+    }
+    dist::check_same(comm, "the initial parameters (from --init and --seed, or --resume)",
+                     std::to_string(h));
+  }
+  nn::Trainer trainer(net, store, *opt, {.batch_size = batches.batch_size(), .comm = &comm});
   nn::Evaluator evaluator(net, store);
 
   std::ofstream metrics;
@@ -208,7 +218,8 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     eo.progress = config.progress;
     if (config.stop) {
       eo.before_step = [&, epoch](std::int64_t step, std::int64_t steps) {
-        if (config.stop->load(std::memory_order_relaxed) == 0) return;
+        // All ranks stop at the same step: any rank's signal stops them all.
+        if (!dist::any(comm, config.stop->load(std::memory_order_relaxed) != 0)) return;
         throw Interrupted("interrupted at epoch " + std::to_string(epoch) + ", step " +
                               std::to_string(step + 1) + " of " + std::to_string(steps),
                           epoch);

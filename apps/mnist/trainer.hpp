@@ -38,6 +38,9 @@ struct TrainConfig {
   // When set and nonzero at the start of a step (a signal handler sets it), training stops
   // there with Interrupted; the last saved checkpoint is the last complete epoch.
   const std::atomic<int>* stop = nullptr;
+  // The processes training together (docs/distributed.md); null: this one alone. Every rank
+  // trains the same model; only the caller decides which rank writes the files above.
+  dist::Communicator* comm = nullptr;
 };
 
 // The learning rate of `epoch` (1-based) of `epochs` under `schedule`.

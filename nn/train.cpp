@@ -324,8 +324,8 @@ class Replicas {
 class BatchStep {
  public:
   BatchStep(const ModelFn& model, const Plan* plan, std::int64_t micro, std::int64_t b,
-            Replicas& reps, dist::Communicator& comm)
-      : batch(b), replicas_(reps), plan_(plan), comm_(comm) {
+            Replicas& reps, dist::Communicator& comm, Trainer::ExchangeStats& stats)
+      : batch(b), replicas_(reps), plan_(plan), comm_(comm), stats_(stats) {
     const std::size_t m = static_cast<std::size_t>((b + micro - 1) / micro);
     if (m == 1 || !plan) {
       // Every rank runs the whole batch (Note [Ranks]).
@@ -621,7 +621,11 @@ class BatchStep {
       }
       rows += examples * row * static_cast<std::int64_t>(sizeof(float));
     }
+    const auto t0 = Clock::now();
     comm_.allgather_in_place(exchange_, counts_);
+    stats_.seconds += seconds_since(t0);
+    ++stats_.steps;
+    stats_.bytes = static_cast<std::int64_t>(exchange_.size());
   }
 
   // The rank that ran micro-batch k, and k's index among its micro-batches.
@@ -653,6 +657,7 @@ class BatchStep {
   Replicas& replicas_;
   const Plan* plan_;
   dist::Communicator& comm_;
+  Trainer::ExchangeStats& stats_;
   std::vector<std::unique_ptr<Part>> parts_;  // this rank's micro-batches, from mine_ on
   // Micro-batch k is examples [offsets_[k], offsets_[k + 1]) of the batch.
   std::vector<std::int64_t> offsets_;
@@ -682,6 +687,7 @@ struct Trainer::Impl {
   std::vector<std::unique_ptr<BatchStep>> steps;  // one per batch size seen
   BatchStep* last = nullptr;
   dist::Communicator* comm;
+  Trainer::ExchangeStats stats;
 
   Impl(ModelFn m, ParamStore& s, Optimizer& opt, TrainerOptions o)
       : model(std::move(m)),
@@ -706,7 +712,7 @@ struct Trainer::Impl {
       if (s->batch == b) return *s;
     }
     steps.push_back(std::make_unique<BatchStep>(model, plan ? &*plan : nullptr, micro, b,
-                                                replicas, *comm));
+                                                replicas, *comm, stats));
     return *steps.back();
   }
 };
@@ -755,6 +761,9 @@ std::vector<std::string> Trainer::batch_contracted() const {
     if (impl_->plan->contracted(i)) names.push_back(impl_->store.names()[i]);
   }
   return names;
+}
+Trainer::ExchangeStats Trainer::exchange_stats() const {
+  return impl_->stats;
 }
 std::int64_t Trainer::micro_batch() const {
   return std::min(impl_->micro, impl_->options.batch_size);

@@ -104,6 +104,15 @@ class Trainer {
 
   std::int64_t batch_size() const;
   std::int64_t micro_batch() const;  // as chosen
+
+  // What the exchange between ranks has cost (Note [Ranks]): the steps that exchanged, the
+  // bytes of the last one's buffer (every rank's block: what each rank ends up holding), and the
+  // seconds spent in the allgather, waiting for the slowest rank included. Zero on one rank.
+  struct ExchangeStats {
+    std::int64_t steps = 0, bytes = 0;
+    double seconds = 0;
+  };
+  ExchangeStats exchange_stats() const;
   // The parameters whose gradient the step forms over the whole batch (recognised as
   // contracting over the batch axis), by name; empty when the batch is one graph.
   std::vector<std::string> batch_contracted() const;

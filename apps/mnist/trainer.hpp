@@ -76,6 +76,7 @@ struct TrainResult {
   std::string optimizer;
   double lr = 0;
   std::int64_t batch_size = 0;
+  nn::Trainer::ExchangeStats exchange;  // between ranks, under mpirun
 };
 
 // A loss that is not finite: training stops and the last good checkpoint stays as it was.

@@ -82,6 +82,7 @@ void check_stdout() {
 // whole: saves are atomic).
 std::atomic<int> g_stop_signal{0};
 static_assert(std::atomic<int>::is_always_lock_free);
+std::atomic<bool> g_quiet_rank{false};  // under mpirun, ranks other than 0 say nothing
 
 extern "C" void on_stop_signal(int sig) {
   if (g_stop_signal.load() != 0) {
@@ -90,6 +91,7 @@ extern "C" void on_stop_signal(int sig) {
     return;
   }
   g_stop_signal.store(sig);
+  if (g_quiet_rank.load()) return;
   const char msg[] =
       "\ntbgrad-mnist: stopping at the end of the current step (send the signal again to stop "
       "at once)\n";
@@ -122,6 +124,9 @@ const char* kProgramHelp =
     "Run 'tbgrad-mnist <command> --help' for a command's options.\n"
     "Exit codes: 0 success, 1 bad data/checkpoint/image or I/O failure, 2 bad command line,\n"
     "3 training diverged (non-finite loss).\n"
+    "\n"
+    "Under mpirun, 'train' trains one model over all the processes; the other commands run\n"
+    "on rank 0 alone.\n"
     "\n"
     "Environment: TBGRAD_MAX_ISA caps the SIMD target the kernels use (avx512, avx2, sse4,\n"
     "scalar on x86-64; neon on AArch64); by default the best this CPU supports. 'train'\n"
@@ -348,7 +353,10 @@ int cmd_train(const std::vector<std::string>& args) {
   po::options_description desc(
       "usage: tbgrad-mnist train [options]\n\n"
       "Trains a model on the MNIST training set, printing one line per epoch (train loss and\n"
-      "accuracy, test accuracy, seconds, images/s), then the final test accuracy and time.\n\n"
+      "accuracy, test accuracy, seconds, images/s), then the final test accuracy and time.\n"
+      "Under 'mpirun -np R' the R processes train one model, each batch split between them,\n"
+      "with the same result as one process; rank 0 prints and writes the files\n"
+      "(docs/distributed.md). --threads then defaults to this host's cores / its ranks.\n\n"
       "options");
   // Numbers are read as strings and range-checked here, so '-1', 'nan' or 'abc' get a clear
   // usage error instead of wrapping around or being accepted.
@@ -742,6 +750,7 @@ int main(int argc, char** argv) {
       return kExitError;
     }
     g_comm = &mpi->world();
+    g_quiet_rank.store(g_comm->rank() != 0);
     if (g_comm->rank() != 0) {
       if (command != "train") return kExitOk;  // they run on rank 0 alone
       if (!std::freopen("/dev/null", "w", stdout)) return kExitError;

@@ -8,6 +8,8 @@
 #include <tbgrad.hpp>
 #include <vector>
 
+#include "tests/custom_cnn.hpp"
+
 namespace {
 std::atomic<long> g_allocations{0};
 }
@@ -102,21 +104,7 @@ TEST_P(SteadyState, TrainingStepAllocatesNothing) {
 // The library's data-parallel step (micro-batches, replicas, batch-level contractions) and its
 // epoch loop, for a user's network and a built-in one: after a warm-up epoch (which builds the
 // short last batch's graphs), a whole epoch allocates nothing.
-nn::ModelGraph custom_cnn(Graph& g, nn::ParamStore& p, std::int64_t batch) {
-  nn::ModelGraph m;
-  m.inputs = g.input("images", {batch, 1, 28, 28});
-  m.labels = g.input_labels("labels", {batch});
-  auto h = relu(conv2d(m.inputs, p.param(g, "conv1.w", {8, 1, 3, 3}), p.param(g, "conv1.b", {8}),
-                       {.padding = 1}));
-  h = max_pool2d(h, 2);
-  h = relu(
-      conv2d(h, p.param(g, "conv2.w", {16, 8, 3, 3}), p.param(g, "conv2.b", {16}), {.padding = 1}));
-  h = flatten(max_pool2d(h, 2));
-  h = relu(linear(h, p.param(g, "fc1.w", {64, 784}), p.param(g, "fc1.b", {64})));
-  m.outputs = linear(h, p.param(g, "fc2.w", {10, 64}), p.param(g, "fc2.b", {10}));
-  m.loss = softmax_cross_entropy(m.outputs, m.labels);
-  return m;
-}
+using testing::custom_cnn;  // tests/custom_cnn.hpp
 
 TEST(LibrarySteadyState, TrainingEpochAllocatesNothing) {
   for (const std::string name : {"custom", "seed"}) {

@@ -7,10 +7,12 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <barrier>
 #include <tbgrad.hpp>
+#include <thread>
+#include <vector>
 
 #include "tests/custom_cnn.hpp"
-#include <vector>
 
 namespace tbgrad {
 namespace {
@@ -191,6 +193,92 @@ TEST(Trainer, ResultsAreBitIdenticalForAnyThreadCount) {
     } else {
       EXPECT_TRUE(now == first) << threads << " threads differ from 1";
     }
+  }
+}
+
+// Ranks as threads of this process, for testing the trainer's exchange (Note [Ranks]) without
+// MPI (and under the sanitizers, whose builds have no MPI): each member copies its block into
+// a shared buffer, waits for the others, and copies the whole buffer out.
+class ThreadRanks {
+ public:
+  explicit ThreadRanks(int size) : size_(size), sync_(size) {
+    for (int r = 0; r < size; ++r) members_.push_back(std::make_unique<Member>(*this, r));
+  }
+  dist::Communicator& member(int r) { return *members_[static_cast<std::size_t>(r)]; }
+
+ private:
+  struct Member final : dist::Communicator {
+    Member(ThreadRanks& g, int r) : group(g), me(r) {}
+    int rank() const override { return me; }
+    int size() const override { return group.size_; }
+    void allgather_in_place(std::span<std::byte> all,
+                            std::span<const std::int64_t> counts) override {
+      std::int64_t at = 0;
+      for (int q = 0; q < me; ++q) at += counts[static_cast<std::size_t>(q)];
+      if (me == 0) group.shared_.assign(all.size(), std::byte{0});
+      group.sync_.arrive_and_wait();
+      std::memcpy(group.shared_.data() + at, all.data() + at,
+                  static_cast<std::size_t>(counts[static_cast<std::size_t>(me)]));
+      group.sync_.arrive_and_wait();
+      std::memcpy(all.data(), group.shared_.data(), all.size());
+      group.sync_.arrive_and_wait();
+    }
+    void broadcast(std::span<std::byte> data, int root) override {
+      if (me == root) group.shared_.assign(data.begin(), data.end());
+      group.sync_.arrive_and_wait();
+      std::memcpy(data.data(), group.shared_.data(), data.size());
+      group.sync_.arrive_and_wait();
+    }
+    ThreadRanks& group;
+    int me;
+  };
+  int size_;
+  std::barrier<> sync_;
+  std::vector<std::byte> shared_;
+  std::vector<std::unique_ptr<Member>> members_;
+};
+
+// The weights and optimizer state after two epochs of the user network at batch 32 over 84
+// examples (batches of 32, 32 and 20), with `ranks` trainers splitting each batch.
+std::vector<std::vector<float>> train_over_ranks(const data::Dataset& d, int ranks) {
+  ThreadRanks group(ranks);
+  std::vector<std::vector<std::vector<float>>> results(static_cast<std::size_t>(ranks));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < ranks; ++r) {
+    threads.emplace_back([&, r] {
+      nn::ParamStore store;
+      nn::create_parameters(custom_cnn, store);
+      nn::Rng rng(1);
+      nn::initialize(store, nn::Init::kXavierUniform, rng);
+      nn::Adam adam(store.tensors(), 1e-3);
+      nn::Trainer trainer(custom_cnn, store, adam, {.batch_size = 32, .comm = &group.member(r)});
+      data::Batcher batches(d, 32, 84);
+      for (int epoch = 0; epoch < 2; ++epoch) nn::train_epoch(trainer, batches, rng);
+      auto& out = results[static_cast<std::size_t>(r)];
+      for (const Tensor& t : store.tensors())
+        out.emplace_back(t.data<float>(), t.data<float>() + t.numel());
+      for (const auto& [name, t] : adam.state())
+        out.emplace_back(t.data<float>(), t.data<float>() + t.numel());
+      if (ranks > 1) {
+        EXPECT_GT(trainer.exchange_stats().steps, 0);
+        EXPECT_GT(trainer.exchange_stats().bytes, 0);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 1; r < ranks; ++r) {
+    EXPECT_TRUE(results[static_cast<std::size_t>(r)] == results[0]) << "rank " << r << " of " << ranks;
+  }
+  return results[0];
+}
+
+TEST(Trainer, RanksSplittingEachBatchGiveOneTrainersBits) {
+  const data::Dataset d = random_dataset(120, 6);
+  ThreadScope scope(1);
+  const auto alone = train_over_ranks(d, 1);
+  // 2 ranks; 3 (uneven blocks); 5, more ranks than the short batch's 3 micro-batches.
+  for (int ranks : {2, 3, 5}) {
+    EXPECT_TRUE(train_over_ranks(d, ranks) == alone) << ranks << " ranks differ from one";
   }
 }
 

@@ -588,22 +588,27 @@ HWY_EXPORT(ConvBiasGradF32);
 HWY_EXPORT(ConvBiasGradF64);
 
 namespace detail {
+// Each dispatch ends with end_vector_kernel(): Note [Upper vector state] in graph/parallel.hpp.
 #define TBGRAD_CONV_DISPATCH(T, S)                                                            \
   void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, \
                              T* padded) {                                                     \
     HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, padded);                              \
+    end_vector_kernel();                                                                      \
   }                                                                                           \
   void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k,       \
                                         T* gx) {                                              \
     HWY_DYNAMIC_DISPATCH(ConvInputGradScatter##S)(g, gy, k, gx);                              \
+    end_vector_kernel();                                                                      \
   }                                                                                           \
   void conv2d_weight_grad_kernel(const ConvGeometry& g, const T* x, const T* gy, T* gk,       \
                                  T* ws) {                                                     \
     HWY_DYNAMIC_DISPATCH(ConvWeightGrad##S)(g, x, gy, gk, ws);                                \
+    end_vector_kernel();                                                                      \
   }                                                                                           \
   void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane,           \
                                const T* gy, T* gb) {                                          \
     HWY_DYNAMIC_DISPATCH(ConvBiasGrad##S)(n, oc, plane, gy, gb);                              \
+    end_vector_kernel();                                                                      \
   }
 TBGRAD_CONV_DISPATCH(float, F32)
 TBGRAD_CONV_DISPATCH(double, F64)

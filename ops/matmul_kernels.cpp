@@ -250,10 +250,12 @@ HWY_EXPORT(MatmulF64);
 namespace detail {
 void matmul_kernel(const MatmulDims& d, const float* a, const float* b, float* c, float* work) {
   HWY_DYNAMIC_DISPATCH(MatmulF32)(d, a, b, c, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 void matmul_kernel(const MatmulDims& d, const double* a, const double* b, double* c,
                    double* work) {
   HWY_DYNAMIC_DISPATCH(MatmulF64)(d, a, b, c, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 }  // namespace detail
 }  // namespace tbgrad

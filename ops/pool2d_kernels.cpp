@@ -184,16 +184,20 @@ HWY_EXPORT(AvgPoolBackwardF64);
 namespace detail {
 void avg_pool_kernel(const PoolGeometry& g, const float* x, float* y, float* work) {
   HWY_DYNAMIC_DISPATCH(AvgPoolF32)(g, x, y, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 void avg_pool_kernel(const PoolGeometry& g, const double* x, double* y, double* work) {
   HWY_DYNAMIC_DISPATCH(AvgPoolF64)(g, x, y, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work) {
   HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF32)(g, gy, gx, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 void avg_pool_backward_kernel(const PoolGeometry& g, const double* gy, double* gx,
                               double* work) {
   HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF64)(g, gy, gx, work);
+  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 }  // namespace detail
 }  // namespace tbgrad

@@ -636,9 +636,10 @@ class BatchStep {
   }
   bool local(std::size_t k) const { return k >= mine_ && k - mine_ < parts_.size(); }
 
-  // Micro-batch k's mean loss and correct count, run here or on another rank.
+  // Micro-batch k's mean loss and correct count, run here or on another rank: from the
+  // exchange when there is one (this rank's own block included: exchange() wrote it).
   Result result_of(std::size_t k) const {
-    if (local(k)) return {parts_[k - mine_]->loss(), parts_[k - mine_]->correct()};
+    if (exchange_.empty()) return {parts_[k - mine_]->loss(), parts_[k - mine_]->correct()};
     const auto [q, j] = owner(k);
     Result r;
     std::memcpy(&r, exchange_.data() + block_[q] + j * sizeof(Result), sizeof r);

@@ -317,8 +317,48 @@ TEST_F(ImageTest, TruncatedPngAtEveryLengthIsRejected) {
   }
   write_bytes(file, bytes.substr(0, bytes.size() / 2));
   expect_image_error(file, "truncated PNG");
-  write_bytes(file, bytes.substr(0, 20));  // Inside the header.
-  expect_image_error(file, "invalid PNG");
+  write_bytes(file, bytes.substr(0, 20));  // Inside the IHDR chunk.
+  expect_image_error(file, "truncated PNG: chunk 'IHDR' at byte 8 declares 13 bytes of data");
+}
+
+// fuzz_image found this: a chunk declaring far more data than the file holds
+// made libpng allocate the declared 512 MiB before reading. The chunk walk
+// refuses it first; fuzz/regressions/image/png-splt-512mib is the fuzzer's
+// original input.
+TEST_F(ImageTest, PngChunkLongerThanTheFileIsRefusedBeforeLibpngSeesIt) {
+  std::string png = build_png(2, 2, 8, 0, std::string(6, '\0'));
+  const size_t after_ihdr = 8 + 12 + 13;
+  std::string huge;
+  append_u32(huge, 0x20000001u);
+  huge += "sPLT";
+  png.insert(after_ihdr, huge + "palette");
+  write_bytes(dir_ / "huge_chunk.png", png);
+  expect_image_error(dir_ / "huge_chunk.png",
+                     "truncated PNG: chunk 'sPLT' at byte 33 declares 536870913 bytes of data");
+
+  std::string over_limit = build_png(2, 2, 8, 0, std::string(6, '\0'));
+  over_limit.replace(after_ihdr, 4, std::string("\x80\0\0\0", 4));  // IDAT's length, 2^31.
+  write_bytes(dir_ / "over_limit.png", over_limit);
+  expect_image_error(dir_ / "over_limit.png", "more than PNG allows");
+
+  std::string bad_type = build_png(2, 2, 8, 0, std::string(6, '\0'));
+  bad_type[after_ihdr + 5] = '\x01';  // IDAT -> I\x01AT
+  write_bytes(dir_ / "bad_type.png", bad_type);
+  expect_image_error(dir_ / "bad_type.png", "not four ASCII letters");
+}
+
+TEST_F(ImageTest, PngEndsWithTheStandardIendAndMayHaveJunkAfterIt) {
+  const std::string png = build_png(2, 2, 8, 0, std::string(6, '\0'));
+  write_bytes(dir_ / "junk.png", png + "trailing junk from some tool");
+  EXPECT_EQ(read_image(dir_ / "junk.png").width, 2);
+
+  std::string bad_end = png;
+  bad_end[bad_end.size() - 1] ^= 0x01;  // IEND's CRC.
+  write_bytes(dir_ / "bad_end.png", bad_end);
+  expect_image_error(dir_ / "bad_end.png", "IEND chunk at byte");
+
+  write_bytes(dir_ / "no_end.png", png.substr(0, png.size() - 12));
+  expect_image_error(dir_ / "no_end.png", "without its final IEND chunk");
 }
 
 TEST_F(ImageTest, PngWithTooLittleImageDataIsRejected) {

@@ -83,6 +83,57 @@ std::vector<unsigned char> read_whole_file(const std::filesystem::path& file) {
 
 // ---------------------------------------------------------------- PNG
 
+// Walks the chunk layout before libpng sees the file: every chunk's declared
+// length must fit in the bytes that follow it, and the walk must reach the
+// (always identical) 12-byte IEND chunk.
+// - libpng allocates a chunk's buffer from its declared length before reading
+//   the data, and Debian's build does so for an sPLT chunk of any length up to
+//   2^31 - 1: a 63-byte file declaring a 512 MiB chunk made it allocate 512 MiB
+//   (found by fuzz_image). After this walk, no chunk is larger than the file.
+// - libpng stops reading once it has the pixels, so a file cut off inside or
+//   before its IEND chunk would load; such a file is still truncated.
+// Bytes after IEND (some tools append junk) are ignored, as libpng does.
+void check_png_chunks(const std::filesystem::path& file, const std::vector<unsigned char>& bytes) {
+  constexpr uint64_t kMaxChunkLength = 0x7FFFFFFF;  // PNG spec: lengths are below 2^31.
+  uint64_t at = kPngSignature.size();
+  for (;;) {
+    const uint64_t left = bytes.size() - at;
+    if (left < 8) {
+      throw ImageError(file, "truncated PNG: the file ends at byte " + std::to_string(bytes.size()) +
+                                 " without its final IEND chunk");
+    }
+    const unsigned char* header = bytes.data() + at;
+    const uint64_t length = (uint64_t{header[0]} << 24) | (uint64_t{header[1]} << 16) |
+                            (uint64_t{header[2]} << 8) | uint64_t{header[3]};
+    const std::string type(reinterpret_cast<const char*>(header) + 4, 4);
+    const auto is_letter = [](char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); };
+    if (!std::all_of(type.begin(), type.end(), is_letter)) {
+      throw ImageError(file, "invalid PNG: the chunk at byte " + std::to_string(at) +
+                                 " has a type that is not four ASCII letters");
+    }
+    if (length > kMaxChunkLength) {
+      throw ImageError(file, "invalid PNG: chunk '" + type + "' at byte " + std::to_string(at) +
+                                 " declares " + std::to_string(length) +
+                                 " bytes, more than PNG allows (2^31 - 1)");
+    }
+    // Data and the 4-byte CRC after the 8-byte header.
+    if (length + 4 > left - 8) {
+      throw ImageError(file, "truncated PNG: chunk '" + type + "' at byte " + std::to_string(at) +
+                                 " declares " + std::to_string(length) +
+                                 " bytes of data, but the file has " +
+                                 std::to_string(left - 8) + " bytes after its header");
+    }
+    if (type == "IEND") {
+      if (!std::equal(kPngEnd.begin(), kPngEnd.end(), header)) {
+        throw ImageError(file, "invalid PNG: the IEND chunk at byte " + std::to_string(at) +
+                                   " is not the standard empty chunk with its checksum");
+      }
+      return;
+    }
+    at += 8 + length + 4;
+  }
+}
+
 // Uses libpng's simplified API: it converts every bit depth and colour type
 // to 8-bit grey for us, and it keeps libpng's setjmp/longjmp error handling
 // inside C code, reporting failure through a return value and a message, so
@@ -98,19 +149,11 @@ GrayImage decode_png(const std::filesystem::path& file, const std::vector<unsign
     ~ImageFreer() { png_image_free(image); }
   } freer{&image};
 
+  check_png_chunks(file, bytes);
   if (png_image_begin_read_from_memory(&image, bytes.data(), bytes.size()) == 0) {
     throw ImageError(file, std::string("invalid PNG: ") + image.message);
   }
   check_dimensions(file, image.width, image.height);
-
-  // libpng stops reading once it has the pixels, so a file cut off inside
-  // or before its final IEND chunk would load. Such a file is still
-  // truncated, so insist on the (always identical) 12-byte IEND chunk.
-  // Searching rather than checking the last 12 bytes tolerates the junk some
-  // tools append after IEND.
-  if (std::search(bytes.begin(), bytes.end(), kPngEnd.begin(), kPngEnd.end()) == bytes.end()) {
-    throw ImageError(file, "truncated PNG: the final IEND chunk is missing");
-  }
 
   image.format = PNG_FORMAT_GRAY;
   // Without a gAMA/sRGB chunk libpng would take 16-bit samples as linear

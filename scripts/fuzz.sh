@@ -8,6 +8,10 @@
 # (fuzz/seeds.cpp) and every file of fuzz/regressions/<target>/ is replayed once first. A crash leaves its
 # input in <build>/artifacts/<target>/: copy it into fuzz/regressions/<target>/ once fixed, and
 # ctest's fuzz_regressions test replays it from then on. Exits 1 if any target found something.
+# FUZZ_SEED=N fixes libFuzzer's random seed (default: a fresh one each run). CI sets it, so that
+# its fuzz step on a fresh clone (no corpus yet) tries the same inputs every time, a prefix of
+# what a longer run with that seed tries: exploration is the job of long runs with fresh seeds,
+# and what they find is kept in fuzz/regressions/, which CI replays.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-30}"
@@ -17,6 +21,11 @@ if ((${#targets[@]} == 0)); then
   targets=(fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image)
 fi
 build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
+seed=()
+if [[ -n "${FUZZ_SEED:-}" ]]; then
+  [[ "$FUZZ_SEED" =~ ^[1-9][0-9]*$ ]] || { echo "scripts/fuzz.sh: FUZZ_SEED must be a positive integer" >&2; exit 2; }
+  seed=("-seed=$FUZZ_SEED")
+fi
 
 "$root/scripts/install_deps.sh" --with-clang
 if ! command -v clang++ > /dev/null; then
@@ -57,7 +66,7 @@ for target in "${targets[@]}"; do
       -artifact_prefix="$artifacts/" "${regression_files[@]}" > "$log.replay" 2>&1 || result=FAILED
   fi
   "$build/fuzz/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$artifacts/" "${dict[@]}" \
+    -malloc_limit_mb=256 -print_final_stats=1 -artifact_prefix="$artifacts/" "${seed[@]}" "${dict[@]}" \
     "$corpus" "$build/seeds/$short" > "$log" 2>&1 || result=FAILED
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)

@@ -217,19 +217,8 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
 template <typename T>
 void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* xn,
                              const T* k, const T* bias, T* yn, std::int64_t oc0, int ocb) {
-  switch (ocb) {
-    case 1: return conv_forward_wide<T, 1>(g, p, xn, k, bias, yn, oc0);
-    case 2: return conv_forward_wide<T, 2>(g, p, xn, k, bias, yn, oc0);
-    case 3: return conv_forward_wide<T, 3>(g, p, xn, k, bias, yn, oc0);
-    case 4: return conv_forward_wide<T, 4>(g, p, xn, k, bias, yn, oc0);
-    case 5: return conv_forward_wide<T, 5>(g, p, xn, k, bias, yn, oc0);
-    case 6: return conv_forward_wide<T, 6>(g, p, xn, k, bias, yn, oc0);
-    default:
-      if constexpr (kMaxTileChannels >= 8) {
-        if (ocb == 7) return conv_forward_wide<T, 7>(g, p, xn, k, bias, yn, oc0);
-        return conv_forward_wide<T, 8>(g, p, xn, k, bias, yn, oc0);
-      }
-  }
+  detail::with_tile_size<kMaxTileChannels>(
+      ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(g, p, xn, k, bias, yn, oc0); });
 }
 
 // One task per image: pad it, then every block of output channels (wide planes for stride 1,
@@ -362,16 +351,8 @@ void weight_grad_columns(const ConvGeometry& g, const PaddedInput& p, const T* g
 template <typename T>
 void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplane,
                      std::int64_t owp, const T* xrow, T* out, int nb) {
-  switch (nb) {
-    case 1: return weight_grad_columns<T, 1>(g, p, gplane, owp, xrow, out);
-    case 2: return weight_grad_columns<T, 2>(g, p, gplane, owp, xrow, out);
-    case 3: return weight_grad_columns<T, 3>(g, p, gplane, owp, xrow, out);
-    case 4: return weight_grad_columns<T, 4>(g, p, gplane, owp, xrow, out);
-    case 5: return weight_grad_columns<T, 5>(g, p, gplane, owp, xrow, out);
-    case 6: return weight_grad_columns<T, 6>(g, p, gplane, owp, xrow, out);
-    case 7: return weight_grad_columns<T, 7>(g, p, gplane, owp, xrow, out);
-    default: return weight_grad_columns<T, 8>(g, p, gplane, owp, xrow, out);
-  }
+  detail::with_tile_size<kWeightGradColumns>(
+      nb, [&]<int NB>() { weight_grad_columns<T, NB>(g, p, gplane, owp, xrow, out); });
 }
 
 // partial [OC, IC, KH*KW] += for channels oc0 .. oc0+OCB, input channel c and taps
@@ -441,19 +422,9 @@ template <typename T>
 void weight_grad_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* gw,
                             std::int64_t gw_len, const T* xp, std::int64_t n0, std::int64_t n1,
                             std::int64_t oc0, int ocb, std::int64_t c, T* partial) {
-  switch (ocb) {
-    case 1: return weight_grad_wide_taps<T, 1>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    case 2: return weight_grad_wide_taps<T, 2>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    case 3: return weight_grad_wide_taps<T, 3>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    case 4: return weight_grad_wide_taps<T, 4>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    case 5: return weight_grad_wide_taps<T, 5>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    case 6: return weight_grad_wide_taps<T, 6>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-    default:
-      if constexpr (kMaxTileChannels >= 8) {
-        if (ocb == 7) return weight_grad_wide_taps<T, 7>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-        return weight_grad_wide_taps<T, 8>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
-      }
-  }
+  detail::with_tile_size<kMaxTileChannels>(ocb, [&]<int OCB>() {
+    weight_grad_wide_taps<T, OCB>(g, p, gw, gw_len, xp, n0, n1, oc0, c, partial);
+  });
 }
 
 // Copies the output gradient of images [n0, n1) into the wide layout [N, OC, gw_len]: position

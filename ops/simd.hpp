@@ -14,6 +14,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 namespace tbgrad::detail {
 
@@ -25,6 +27,22 @@ inline constexpr std::int64_t kMaxLanes = kMaxVectorBytes / static_cast<std::int
 // n rounded up to a whole number of `lanes`-wide vectors.
 inline constexpr std::int64_t round_up(std::int64_t n, std::int64_t lanes) {
   return (n + lanes - 1) / lanes * lanes;
+}
+
+// Register tiles have compile-time sizes (their accumulators are arrays of vectors): calls
+// fn.template operator()<N>() for the run-time n, 1 <= n <= Max, so that a kernel instantiates
+// one tile per size it can meet, e.g.
+//   with_tile_size<kMaxTileChannels>(ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(...); });
+// An n outside [1, Max] is a bug in the caller's blocking; it aborts.
+template <int Max, int N = 1, typename Fn>
+inline void with_tile_size(int n, const Fn& fn) {
+  if constexpr (N <= Max) {
+    if (n == N) return fn.template operator()<N>();
+    return with_tile_size<Max, N + 1>(n, fn);
+  } else {
+    std::fprintf(stderr, "tbgrad: internal error: tile size %d outside [1, %d]\n", n, Max);
+    std::abort();
+  }
 }
 
 }  // namespace tbgrad::detail

@@ -133,26 +133,27 @@ void avg_pool_backward_plane(const PoolGeometry& g, const T* __restrict gy, T* _
   }
 }
 
-template <typename T>
-void avg_pool(const PoolGeometry& g, const T* x, T* y, T* work) {
+// plane_fn(p, its slice of work, 1 / window size) for every plane p, over the threads.
+template <typename T, typename PlaneFn>
+void for_each_plane(const PoolGeometry& g, T* work, const PlaneFn& plane_fn) {
   const std::int64_t per_plane = detail::avg_pool_work(g);
   const T inv = T(1) / static_cast<T>(g.win.kh * g.win.kw);
   parallel_for(g.planes, detail::plane_grain(g), [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t p = lo; p < hi; ++p) {
-      avg_pool_plane(g, x + p * g.h * g.w, y + p * g.oh * g.ow, work + p * per_plane, inv);
-    }
+    for (std::int64_t p = lo; p < hi; ++p) plane_fn(p, work + p * per_plane, inv);
+  });
+}
+
+template <typename T>
+void avg_pool(const PoolGeometry& g, const T* x, T* y, T* work) {
+  for_each_plane(g, work, [&](std::int64_t p, T* scratch, T inv) {
+    avg_pool_plane(g, x + p * g.h * g.w, y + p * g.oh * g.ow, scratch, inv);
   });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* gy, T* gx, T* work) {
-  const std::int64_t per_plane = detail::avg_pool_work(g);
-  const T inv = T(1) / static_cast<T>(g.win.kh * g.win.kw);
-  parallel_for(g.planes, detail::plane_grain(g), [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t p = lo; p < hi; ++p) {
-      avg_pool_backward_plane(g, gy + p * g.oh * g.ow, gx + p * g.h * g.w, work + p * per_plane,
-                              inv);
-    }
+  for_each_plane(g, work, [&](std::int64_t p, T* scratch, T inv) {
+    avg_pool_backward_plane(g, gy + p * g.oh * g.ow, gx + p * g.h * g.w, scratch, inv);
   });
 }
 

@@ -776,7 +776,9 @@ struct Evaluator::Impl {
   ModelFn model;
   ParamStore store;  // shares the tensors of the caller's store
   std::int64_t batch_size;
+  dist::Communicator* comm = nullptr;
   std::unique_ptr<Part> full, tail;
+  std::vector<std::byte> exchange;
 
   std::unique_ptr<Part> make(std::int64_t b) {
     auto p = std::make_unique<Part>(model, store, b);
@@ -787,11 +789,13 @@ struct Evaluator::Impl {
   }
 };
 
-Evaluator::Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size)
+Evaluator::Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size,
+                     dist::Communicator* comm)
     : impl_(std::make_unique<Impl>()) {
   impl_->model = std::move(model);
   impl_->store = store;  // Tensor copies share storage: the graphs read the caller's weights
   impl_->batch_size = std::max<std::int64_t>(batch_size, 1);
+  impl_->comm = comm;
 }
 Evaluator::~Evaluator() = default;
 
@@ -808,17 +812,70 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   r.confusion.assign(static_cast<std::size_t>(r.classes * r.classes), 0);
   std::vector<std::int64_t> order(static_cast<std::size_t>(data.count));
   std::iota(order.begin(), order.end(), 0);
-  double loss_sum = 0;
+  // Batches [first, last) are this process's: all of them alone, a contiguous block of them
+  // as rank q of R.
+  const std::int64_t batches = (data.count + b - 1) / b;
+  const int ranks = im.comm ? im.comm->size() : 1;
+  const int me = im.comm ? im.comm->rank() : 0;
+  const auto first_batch = [&](int q) { return batches * q / ranks; };
+  std::vector<double> loss_terms;  // each of my batches' summed loss, in batch order
   std::int64_t correct = 0;
-  for (std::int64_t start = 0; start < data.count;) {
+  for (std::int64_t batch = first_batch(me); batch < first_batch(me + 1); ++batch) {
+    const std::int64_t start = batch * b;
     Part& run = data.count - start >= b ? *im.full : *im.tail;
     run.load(data, std::span<const std::int64_t>(order).subspan(
                        static_cast<std::size_t>(start), static_cast<std::size_t>(run.batch)));
     run.ex->run();
-    loss_sum += run.loss() * static_cast<double>(run.batch);
+    loss_terms.push_back(run.loss() * static_cast<double>(run.batch));
     correct += count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
-    start += run.batch;
   }
+  if (ranks > 1) {
+    // Rank q's block: its batches' loss terms, its correct count, its confusion counts.
+    const std::int64_t tail_bytes =
+        static_cast<std::int64_t>(sizeof(std::int64_t)) * (1 + r.classes * r.classes);
+    std::vector<std::int64_t> counts(static_cast<std::size_t>(ranks));
+    std::int64_t mine_at = 0, total = 0;
+    for (int q = 0; q < ranks; ++q) {
+      counts[static_cast<std::size_t>(q)] =
+          (first_batch(q + 1) - first_batch(q)) * static_cast<std::int64_t>(sizeof(double)) +
+          tail_bytes;
+      if (q == me) mine_at = total;
+      total += counts[static_cast<std::size_t>(q)];
+    }
+    im.exchange.resize(static_cast<std::size_t>(total));
+    std::byte* at = im.exchange.data() + mine_at;
+    const auto put = [&at](const void* src, std::size_t n) {
+      std::memcpy(at, src, n);
+      at += n;
+    };
+    put(loss_terms.data(), loss_terms.size() * sizeof(double));
+    put(&correct, sizeof correct);
+    put(r.confusion.data(), r.confusion.size() * sizeof(std::int64_t));
+    im.comm->allgather_in_place(im.exchange, counts);
+    loss_terms.clear();
+    correct = 0;
+    std::fill(r.confusion.begin(), r.confusion.end(), 0);
+    const std::byte* from = im.exchange.data();
+    for (int q = 0; q < ranks; ++q) {
+      for (std::int64_t batch = first_batch(q); batch < first_batch(q + 1); ++batch) {
+        double term;
+        std::memcpy(&term, from, sizeof term);
+        from += sizeof term;
+        loss_terms.push_back(term);
+      }
+      std::int64_t n;
+      std::memcpy(&n, from, sizeof n);
+      from += sizeof n;
+      correct += n;
+      for (std::int64_t& c : r.confusion) {
+        std::memcpy(&n, from, sizeof n);
+        from += sizeof n;
+        c += n;
+      }
+    }
+  }
+  double loss_sum = 0;
+  for (double term : loss_terms) loss_sum += term;
   r.loss = loss_sum / static_cast<double>(data.count);
   r.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
   return r;

@@ -131,9 +131,18 @@ struct Evaluation {
 
 // Loss, accuracy and confusion matrix of the model with the store's current parameters, in
 // batches of `batch_size` (graphs built on first use).
+//
+// With `comm` (the processes training together, as in TrainerOptions::comm), evaluate() is
+// collective: every rank must call it with the same data; rank q evaluates a contiguous block
+// of the batches, one allgather shares the results, and every rank returns the same
+// Evaluation, bit for bit the one a process alone computes (the batches' losses are added in
+// batch order; the counts are integers). Null: this process alone. It must outlive the
+// evaluator.
 class Evaluator {
  public:
-  Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size = 1000);
+  static constexpr std::int64_t kDefaultBatchSize = 1000;
+  Evaluator(ModelFn model, const ParamStore& store, std::int64_t batch_size = kDefaultBatchSize,
+            dist::Communicator* comm = nullptr);
   ~Evaluator();
   Evaluator(const Evaluator&) = delete;
   Evaluator& operator=(const Evaluator&) = delete;

@@ -272,6 +272,44 @@ std::vector<std::vector<float>> train_over_ranks(const data::Dataset& d, int ran
   return results[0];
 }
 
+// Every rank of `ranks` evaluating `d` in batches of 32 (84 examples: 32, 32 and 20) gets what
+// one evaluator alone gets, bit for bit; 5 ranks leave two with no batch.
+TEST(Evaluator, RanksSplittingTheBatchesGiveOneEvaluatorsBits) {
+  const data::Dataset d = random_dataset(84, 7);
+  ThreadScope scope(1);
+  nn::ParamStore store;
+  nn::create_parameters(custom_cnn, store);
+  nn::Rng rng(3);
+  nn::initialize(store, nn::Init::kXavierUniform, rng);
+  const nn::Evaluation alone = nn::Evaluator(custom_cnn, store, 32).evaluate(d);
+  ASSERT_EQ(alone.count, 84);
+  ASSERT_GT(alone.loss, 0);
+  for (int ranks : {1, 2, 3, 5}) {
+    ThreadRanks group(ranks);
+    std::vector<nn::Evaluation> got(static_cast<std::size_t>(ranks));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r) {
+      threads.emplace_back([&, r] {
+        nn::Evaluator evaluator(custom_cnn, store, 32, &group.member(r));
+        got[static_cast<std::size_t>(r)] = evaluator.evaluate(d);
+        // A second call reuses the graphs and the exchange buffer.
+        const nn::Evaluation again = evaluator.evaluate(d);
+        EXPECT_EQ(again.loss, got[static_cast<std::size_t>(r)].loss);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < ranks; ++r) {
+      const nn::Evaluation& e = got[static_cast<std::size_t>(r)];
+      SCOPED_TRACE("rank " + std::to_string(r) + " of " + std::to_string(ranks));
+      EXPECT_EQ(e.count, alone.count);
+      EXPECT_EQ(e.loss, alone.loss);  // bit for bit
+      EXPECT_EQ(e.accuracy, alone.accuracy);
+      EXPECT_EQ(e.classes, alone.classes);
+      EXPECT_EQ(e.confusion, alone.confusion);
+    }
+  }
+}
+
 TEST(Trainer, RanksSplittingEachBatchGiveOneTrainersBits) {
   const data::Dataset d = random_dataset(120, 6);
   ThreadScope scope(1);

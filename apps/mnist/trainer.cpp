@@ -200,7 +200,8 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                      std::to_string(h));
   }
   nn::Trainer trainer(net, store, *opt, {.batch_size = batches.batch_size(), .comm = &comm});
-  nn::Evaluator evaluator(net, store);
+  // Collective under ranks: each evaluates its share of the test set (nn::Evaluator).
+  nn::Evaluator evaluator(net, store, nn::Evaluator::kDefaultBatchSize, &comm);
 
   std::ofstream metrics;
   if (!config.metrics.empty()) {

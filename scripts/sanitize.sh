@@ -39,8 +39,10 @@ fi
 # checked), with line numbers in the reports.
 # Without MPI: Open MPI is not instrumented and leaks at exit by design, so its processes would
 # fill the logs with reports that are not ours (test_mpi skips; docs/distributed.md).
+# Without the benchmarks: no test runs them, and under the sanitizers they took a minute of the
+# build.
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTBGRAD_MPI=OFF \
-  "-DTBGRAD_SANITIZE=$sanitize" "${extra[@]}" "$@" > /dev/null
+  -DTBGRAD_BUILD_BENCH=OFF "-DTBGRAD_SANITIZE=$sanitize" "${extra[@]}" "$@" > /dev/null
 cmake --build "$build" -j "$jobs"
 
 logs="$build/sanitizer-logs"

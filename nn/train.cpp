@@ -845,6 +845,7 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
     im.exchange.resize(static_cast<std::size_t>(total));
     std::byte* at = im.exchange.data() + mine_at;
     const auto put = [&at](const void* src, std::size_t n) {
+      if (n == 0) return;  // src may be null (a rank with no batch): not for memcpy
       std::memcpy(at, src, n);
       at += n;
     };

@@ -8,9 +8,15 @@
 # allgather's microseconds and kilobytes per step), the medians, each configuration's speed-up
 # over the first one of its batch size, and the CPU.
 #
+# A configuration RiT (e.g. 2i1) is the host's ceiling for R ranks: R independent processes of
+# T threads each, without MPI, started together, each training on 60000/R of the images (the
+# same first ones); its time is the slowest one's. That is R ranks' work with no exchange, no
+# redundant work and no waiting for each other, under the same contention for the cores, caches
+# and memory as R ranks have, so t(1x1) / t(RiT) bounds what R ranks can reach here.
+#
 # Usage: scripts/bench_dist.sh [--reps N] [--batches "32 256"] [--configs "1x1 1x2 2x1"]
 #                              [--build DIR] [--data DIR]
-#   e.g. on 16 cores: --configs "1x1 1x16 2x8 4x4 8x2 16x1"
+#   e.g. on 16 cores: --configs "1x1 1x16 2x8 4x4 8x2 16x1"; the ceiling: --configs "1x1 2x1 2i1"
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 reps=3
@@ -49,11 +55,31 @@ for ((r = 1; r <= reps; ++r)); do
   fi
   for b in $batches; do
     for c in "${order[@]}"; do
-      np=${c%x*}
-      t=${c#*x}
+      if [[ $c == *i* ]]; then
+        np=${c%i*}
+        t=${c#*i}
+      else
+        np=${c%x*}
+        t=${c#*x}
+      fi
       args=(train --data "$data" --epochs 1 --batch-size "$b" --optimizer sgd --lr 0.1
             --schedule constant --seed 1 --threads "$t" --json)
-      if ((np == 1)); then
+      if [[ $c == *i* ]]; then
+        tmp=$(mktemp -d)
+        pids=()
+        for ((q = 0; q < np; ++q)); do
+          "$bin" "${args[@]}" --limit $((60000 / np)) > "$tmp/$q" &
+          pids+=($!)
+        done
+        for p in "${pids[@]}"; do wait "$p"; done
+        slowest=0
+        for ((q = 0; q < np; ++q)); do
+          o=$(tail -1 "$tmp/$q")
+          s=$(field "$o" train_seconds)
+          if awk -v a="$s" -v b="$slowest" 'BEGIN {exit !(a > b)}'; then slowest=$s; out=$o; fi
+        done
+        rm -rf "$tmp"
+      elif ((np == 1)); then
         out=$("$bin" "${args[@]}" | tail -1)
       else
         map=(--map-by "slot:PE=$t" --bind-to core)

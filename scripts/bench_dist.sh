@@ -55,13 +55,8 @@ for ((r = 1; r <= reps; ++r)); do
   fi
   for b in $batches; do
     for c in "${order[@]}"; do
-      if [[ $c == *i* ]]; then
-        np=${c%i*}
-        t=${c#*i}
-      else
-        np=${c%x*}
-        t=${c#*x}
-      fi
+      np=${c%%[xi]*}
+      t=${c##*[xi]}
       args=(train --data "$data" --epochs 1 --batch-size "$b" --optimizer sgd --lr 0.1
             --schedule constant --seed 1 --threads "$t" --json)
       if [[ $c == *i* ]]; then

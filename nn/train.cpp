@@ -497,7 +497,8 @@ class BatchStep {
       float* dst = c.gathered[v].data<float>() + offsets_[k] * row;
       if (plan_->gathered[v].scaled) {
         const float* s = src.data<float>();
-        for (std::int64_t j = 0; j < src.numel(); ++j) dst[j] = w * s[j];
+        const std::int64_t n = src.numel();  // not re-evaluated per element: not inline
+        for (std::int64_t j = 0; j < n; ++j) dst[j] = w * s[j];
       } else {
         std::memcpy(dst, src.raw(), src.nbytes());
       }

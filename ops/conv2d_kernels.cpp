@@ -34,14 +34,16 @@ void pad_images(const ConvGeometry& g, const PaddedInput& p, const T* x, T* out,
   for (std::int64_t plane = n0 * g.ic; plane < n1 * g.ic; ++plane) {
     const T* src = x + plane * g.h * g.w;
     T* dst = out + (plane / g.ic) * p.image_stride(g) + (plane % g.ic) * p.hp * p.wp;
-    std::fill(dst, dst + wn.ph * p.wp, T(0));
-    for (std::int64_t r = 0; r < g.h; ++r) {
-      T* row = dst + (r + wn.ph) * p.wp;
-      std::fill(row, row + wn.pw, T(0));
-      std::copy(src + r * g.w, src + (r + 1) * g.w, row + wn.pw);
-      std::fill(row + wn.pw + g.w, row + p.wp, T(0));
+    if (wn.pw == 0) {  // rows without a border: the plane is one run (one copy, not one per row)
+      std::fill(dst, dst + wn.ph * p.wp, T(0));
+      std::copy(src, src + g.h * g.w, dst + wn.ph * p.wp);
+      std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
+    } else {  // one fill of the plane, not two short ones per row
+      std::fill(dst, dst + p.hp * p.wp, T(0));
+      for (std::int64_t r = 0; r < g.h; ++r) {
+        copy_row(src + r * g.w, g.w, dst + (r + wn.ph) * p.wp + wn.pw);
+      }
     }
-    std::fill(dst + (g.h + wn.ph) * p.wp, dst + p.hp * p.wp, T(0));
   }
 }
 
@@ -148,6 +150,51 @@ void for_each_channel_block(std::int64_t oc, const Fn& fn) {
 // Vectors never stop at a row's end, so a 9-wide plane wastes 2 of 11 lanes instead of 7 of 16
 // (AVX-512) in a row-by-row loop, and register tiles can span many vectors.
 
+// Stores a tile of OCB channels x NV vectors of wide positions from p0 (Note [Wide planes])
+// into y [OCB, OH, OW] at `y0`, straight from the registers: a vector within one row's valid
+// columns is one store; one that reaches past them is stored through masks, its lanes in the
+// next row shifted down through a buffer. Needs WP >= the lane count, so that a vector touches
+// at most two rows. (A copy through a buffer with std::copy per row segment, and a division
+// per segment, took as long as the tile's FMAs for the first convolution of the seed model.)
+template <typename T, int OCB, int NV>
+HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int64_t p0,
+                                const VecT<T> (&acc)[OCB][NV], T* y0) {
+  const Tag<T> d;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t ow = g.ow, plane = g.oh * g.ow;
+  HWY_ALIGN T buf[2 * detail::kMaxLanes<T>] = {};
+  std::int64_t oy = p0 / wp, ox = p0 % wp;
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    if (oy >= g.oh) return;  // the last tile's positions past the plane
+    if (ox + L <= ow) {
+#pragma GCC unroll 8
+      for (int ob = 0; ob < OCB; ++ob) hn::StoreU(acc[ob][v], d, y0 + ob * plane + oy * ow + ox);
+    } else {
+      const std::int64_t in_row = ow - ox;  // lanes [0, in_row) end row oy
+      const std::int64_t next = wp - ox;    // lanes [next, L) start row oy + 1
+      const bool spills = next < L && oy + 1 < g.oh;
+      const auto first = hn::FirstN(d, static_cast<std::size_t>(std::max<std::int64_t>(in_row, 0)));
+      const auto second =
+          hn::FirstN(d, static_cast<std::size_t>(spills ? std::min(L - next, ow) : 0));
+#pragma GCC unroll 8
+      for (int ob = 0; ob < OCB; ++ob) {
+        T* yc = y0 + ob * plane + oy * ow;
+        if (in_row > 0) hn::BlendedStore(acc[ob][v], first, d, yc + ox);
+        if (spills) {
+          hn::Store(acc[ob][v], d, buf);
+          hn::BlendedStore(hn::LoadU(d, buf + next), second, d, yc + ow);
+        }
+      }
+    }
+    ox += L;
+    if (ox >= wp) {
+      ox -= wp;
+      ++oy;
+    }
+  }
+}
+
 // y[oc0 .. oc0+OCB) of one image, stride 1 (Note [Wide planes]): tiles of OCB channels x NV
 // vectors of wide positions. Each output element is one chain of FMAs over (c, ky, kx) in order
 // after the bias, as in conv_forward_rows: the same bits on every FMA target.
@@ -192,12 +239,16 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
         }
       }
     }
+    if (wp >= L) {
+      store_wide_tile<T, OCB, NV>(g, wp, p0, acc, yn + oc0 * g.oh * g.ow);
+      continue;
+    }
 #pragma GCC unroll 8
     for (int ob = 0; ob < OCB; ++ob) {
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) hn::Store(acc[ob][v], d, out + (ob * NV + v) * L);
     }
-    // The valid columns of each row the tile covers.
+    // Planes narrower than a vector: the valid columns of each row the tile covers.
     const std::int64_t p1 = std::min(total, p0 + NV * L);
     for (std::int64_t q = p0; q < p1;) {
       const std::int64_t oy = q / wp, ox = q % wp;
@@ -295,7 +346,7 @@ void pad_rows(const ConvGeometry& g, std::int64_t owp, const T* gy, T* out, std:
     for (std::int64_t r = 0; r < g.oh; ++r) {
       const T* src = gy + (plane * g.oh + r) * g.ow;
       T* dst = out + (plane * g.oh + r) * owp;
-      std::copy(src, src + g.ow, dst);
+      copy_row(src, g.ow, dst);
       std::fill(dst + g.ow, dst + owp, T(0));
     }
   }
@@ -434,11 +485,8 @@ void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const
               std::int64_t n0, std::int64_t n1) {
   for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
     T* dst = out + plane * gw_len;
-    for (std::int64_t r = 0; r < g.oh; ++r) {  // every element written once
-      const T* src = gy + (plane * g.oh + r) * g.ow;
-      std::fill(std::copy(src, src + g.ow, dst + r * wp), dst + (r + 1) * wp, T(0));
-    }
-    std::fill(dst + g.oh * wp, dst + gw_len, T(0));
+    std::fill(dst, dst + gw_len, T(0));  // one fill, not a short one per row
+    for (std::int64_t r = 0; r < g.oh; ++r) copy_row(gy + (plane * g.oh + r) * g.ow, g.ow, dst + r * wp);
   }
 }
 

@@ -210,13 +210,23 @@ struct Contraction {
 
 }  // namespace
 
-// Note [Micro-batches]: a training batch is split into micro-batches of `micro` examples (8 by
-// default), each with its own graph and executor. The micro-batches run as R parallel tasks
-// (R = the thread count, at most one per micro-batch), task t running a fixed, contiguous block
-// of them, each loading its own examples and running its kernels inline under SerialScope; a
-// second parallel region then forms the batch's gradient and applies the update (Note
-// [Replicas]). Two parallel regions per step instead of one per op: at batch 32 the ops are too
-// small for their fork/join to pay. The split depends on the batch size only.
+// Note [Micro-batches]: a training batch is split into micro-batches of `micro` examples
+// (default_micro_batch: 16 for batches of 32 or more, 8 below), each with its own graph and
+// executor. The micro-batches run as R parallel tasks (R = the thread count, at most one per
+// micro-batch), task t running a fixed, contiguous block of them, each loading its own examples
+// and running its kernels inline under SerialScope; a second parallel region then forms the
+// batch's gradient and applies the update (Note [Replicas]). Two parallel regions per step
+// instead of one per op: at batch 32 the ops are too small for their fork/join to pay. With
+// more threads than micro-batches, the kernels of each task split their work over the others
+// instead of running inline. The split depends on the batch size only, so results do not
+// depend on the thread count.
+//
+// Why 16: the fully connected layers' forward product runs as W·Xᵀ with the micro-batch as
+// the vector dimension (ops/matmul_kernels.cpp), so 8 examples half-filled an AVX-512 vector
+// and gave AVX2 one-vector tiles, and every op's fixed cost was paid twice as often. Measured
+// on the seed model at batch 32, TBGRAD_MAX_ISA=avx2: 12-15% faster epochs at 1 and 2 threads
+// than micro-batches of 8 (docs/performance.md). Batches below 32 keep 8, so that they still
+// make two micro-batches for two threads.
 //
 // Models with more than kMaxMicroBatchedParams parameters keep the whole batch in one graph:
 // for seed-nopool (250 thousand parameters, 242 thousand of them FC1's) micro-batches measured
@@ -252,7 +262,12 @@ struct Contraction {
 // and equal to one process's, for any R and any thread counts. A batch that runs as one graph
 // (a single micro-batch, or a model over kMaxMicroBatchedParams) runs whole on every rank:
 // the same result, no faster.
-constexpr std::int64_t kMicroBatch = 8;
+constexpr std::int64_t kMicroBatch = 16;
+constexpr std::int64_t kSmallMicroBatch = 8;   // for batches under 2 * kMicroBatch
+
+constexpr std::int64_t default_micro_batch(std::int64_t batch) {
+  return batch >= 2 * kMicroBatch ? kMicroBatch : kSmallMicroBatch;
+}
 constexpr std::int64_t kMaxMicroBatchedParams = 100000;
 
 namespace {
@@ -381,7 +396,7 @@ class BatchStep {
     if (!replicated()) {
       // One graph for the batch: its kernels split their own work (inline for a micro-batch).
       std::optional<SerialScope> serial;
-      if (batch <= kMicroBatch) serial.emplace();
+      if (batch <= kSmallMicroBatch) serial.emplace();
       parts_[0]->load(data, indices);
       parts_[0]->ex->run();
       loss = parts_[0]->loss();
@@ -415,7 +430,7 @@ class BatchStep {
     if (!replicated()) {
       // A micro-batch's update is too small to split; a whole batch's is split over the threads.
       std::optional<SerialScope> serial;
-      if (batch <= kMicroBatch) serial.emplace();
+      if (batch <= kSmallMicroBatch) serial.emplace();
       replicas_.optimizer(0).step(parts_[0]->grad_values);
       replicas_.updated(1);
       return;
@@ -467,13 +482,16 @@ class BatchStep {
   }
 
   // fn(t) for every task t, in parallel, each task on the same thread every step
-  // (parallel_for_static) and its kernels inline.
+  // (parallel_for_static) and its kernels inline; with more threads than tasks, the kernels
+  // split their work over the rest (Note [Micro-batches]).
   template <typename Fn>
   void for_each_task(const Fn& fn) {
+    const bool inline_kernels = static_cast<std::size_t>(num_threads()) <= tasks_.size();
     run_in_arena([&] {
       parallel_for_static(static_cast<std::int64_t>(tasks_.size()),
                           [&](std::int64_t lo, std::int64_t hi) {
-                            SerialScope serial;
+                            std::optional<SerialScope> serial;
+                            if (inline_kernels) serial.emplace();
                             for (std::int64_t t = lo; t < hi; ++t) fn(static_cast<std::size_t>(t));
                           });
     });
@@ -704,7 +722,8 @@ struct Trainer::Impl {
     }
     micro = o.micro_batch > 0
                 ? o.micro_batch
-                : (store.count() <= kMaxMicroBatchedParams ? kMicroBatch : o.batch_size);
+                : (store.count() <= kMaxMicroBatchedParams ? default_micro_batch(o.batch_size)
+                                                           : o.batch_size);
     if (micro < o.batch_size) plan.emplace(model, store, micro);
     step_for(o.batch_size);
   }

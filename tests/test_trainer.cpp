@@ -100,10 +100,11 @@ TEST(Trainer, APartialLastBatchIsTrainedOn) {
   EXPECT_EQ(r.images_trained, 100);
 }
 
-// A training step runs the batch as micro-batches of 8 whose gradients are summed over a tree
-// in parallel (trainer.cpp, Note [Micro-batches]): the step must still be SGD on the gradient
-// of the whole batch's mean loss. Checked against one graph over the batch, for batches of one
-// micro-batch, of a balanced and an unbalanced tree, and with a short last micro-batch.
+// A training step runs the batch as micro-batches (16 examples from batch 32, 8 below) whose
+// gradients are summed in parallel (trainer.cpp, Note [Micro-batches]): the step must still be
+// SGD on the gradient of the whole batch's mean loss. Checked against one graph over the batch,
+// for batches of one micro-batch, of a balanced and an unbalanced tree, and with a short last
+// micro-batch.
 TEST(Trainer, OneStepIsSgdOnTheWholeBatchsMeanGradient) {
   TempDir dir;
   constexpr double kLr = 0.05;

@@ -20,20 +20,14 @@ void load_examples(const Dataset& data, std::span<const std::int64_t> indices, c
   float* img = images.data<float>();
   std::int32_t* lab = labels.data<std::int32_t>();
   constexpr float kScale = 1.0f / 255.0f;
-  // The examples are read in shuffled order from a data set larger than the caches, so each
-  // one's first lines would miss: ask for the lines of the examples kAhead positions on while
-  // converting this one (on the seed model's step, the loads took 3% of the time without it).
-  constexpr std::int64_t kAhead = 2, kLine = 64;
-  const auto prefetch = [&](std::int64_t i) {
-    if (i >= n) return;
-    const std::int64_t k = indices[static_cast<std::size_t>(i)];
-    if (k < 0 || k >= data.count) return;  // reported when it is loaded
-    const std::uint8_t* p = data.images.data() + k * size;
-    for (std::int64_t b = 0; b < size; b += kLine) __builtin_prefetch(p + b);
-  };
-  for (std::int64_t i = 0; i < std::min(kAhead, n); ++i) prefetch(i);
+  // Examples not prefetched earlier (prefetch_examples) would miss in every line: ask for the
+  // ones kAhead positions on while converting this one.
+  constexpr std::size_t kAhead = 2;
+  prefetch_examples(data, indices.first(std::min(kAhead, indices.size())));
   for (std::int64_t i = 0; i < n; ++i) {
-    prefetch(i + kAhead);
+    if (static_cast<std::size_t>(i) + kAhead < indices.size()) {
+      prefetch_examples(data, indices.subspan(static_cast<std::size_t>(i) + kAhead, 1));
+    }
     const std::int64_t k = indices[static_cast<std::size_t>(i)];
     if (k < 0 || k >= data.count) {
       throw DataError("load_examples: example " + std::to_string(k) +
@@ -43,6 +37,18 @@ void load_examples(const Dataset& data, std::span<const std::int64_t> indices, c
     float* dst = img + i * size;
     for (std::int64_t j = 0; j < size; ++j) dst[j] = static_cast<float>(src[j]) * kScale;
     lab[i] = data.labels[static_cast<std::size_t>(k)];
+  }
+}
+
+void prefetch_examples(const Dataset& data, std::span<const std::int64_t> indices) {
+  constexpr std::int64_t kLine = 64;
+  const std::int64_t size = data.example_size();
+  for (const std::int64_t k : indices) {
+    if (k < 0 || k >= data.count) continue;
+    const std::uint8_t* p = data.images.data() + k * size;
+    for (std::int64_t b = 0; b < size; b += kLine) __builtin_prefetch(p + b);
+    __builtin_prefetch(p + size - 1);  // the last line, when the image does not start one
+    __builtin_prefetch(data.labels.data() + k);
   }
 }
 

@@ -36,6 +36,12 @@ struct Dataset {
 void load_examples(const Dataset& data, std::span<const std::int64_t> indices, const Tensor& images,
                    const Tensor& labels);
 
+// Asks the CPU to bring examples indices[0..n)'s pixels and labels into its caches, so that a
+// later load_examples of them does not wait on memory (the data set is larger than the caches
+// and read in shuffled order). A hint: no effect on results; indices outside the set are
+// skipped (load_examples reports them).
+void prefetch_examples(const Dataset& data, std::span<const std::int64_t> indices);
+
 // Batches of a data set's first `size` examples: shuffle() (or in_order()) sets the epoch's order,
 // then batch(b) gives batch b's example indices, or images(b) / labels(b) after fill(b) its
 // tensors ([batch, 1, rows, cols] and [batch]; the last batch's are its own shorter tensors).

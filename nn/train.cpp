@@ -967,6 +967,8 @@ EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
       }
     }
     trainer.compute(data, batches.batch(step));
+    // The next batch's examples come into the caches while this one's update runs.
+    if (step + 1 < steps) data::prefetch_examples(data, batches.batch(step + 1));
     const double loss = trainer.loss();
     if (!std::isfinite(loss)) {
       bar.clear();

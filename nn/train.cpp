@@ -185,7 +185,9 @@ struct Contraction {
   std::vector<Value> outputs;  // per parameter, invalid for a summed one
   std::unique_ptr<Executor> ex;
 
-  Contraction(const Plan& plan, std::int64_t batch) {
+  // shared: another task's contraction whose batch matrices this one reads too (Note
+  // [Replicas]); null: its own.
+  Contraction(const Plan& plan, std::int64_t batch, const Contraction* shared) {
     std::vector<Value> in;
     for (std::size_t k = 0; k < plan.gathered.size(); ++k) {
       std::vector<std::int64_t> dims(plan.gathered[k].example_shape.dims().begin(),
@@ -193,7 +195,11 @@ struct Contraction {
       dims[0] *= batch;
       const Shape s{std::span<const std::int64_t>(dims)};
       in.push_back(g.input("gathered" + std::to_string(k), s));
-      gathered.emplace_back(s, DType::kF32);
+      if (shared) {
+        gathered.push_back(shared->gathered[k]);  // a handle to the same storage
+      } else {
+        gathered.emplace_back(s, DType::kF32);
+      }
     }
     std::vector<Value> wanted;
     for (const GradPlan& p : plan.params) {
@@ -243,10 +249,11 @@ struct Contraction {
 //    formed once over the batch. The other parameters' gradients (the convolutions', a few
 //    hundred numbers) are added up in micro-batch order, each weighted by its share.
 //  - Each task keeps its own replica of the parameters and the optimizer state. It copies its
-//    micro-batches' rows into its own batch matrices right after running them (while in cache);
-//    in the update region it copies in the other tasks' rows, computes the whole batch's
-//    gradient itself and updates its own replica. The weights never leave the core that
-//    updates them.
+//    micro-batches' rows into the batch matrices, which all tasks share, right after running
+//    them (while in cache); in the update region it computes the whole batch's gradient itself
+//    from those matrices (reading the other tasks' rows where they wrote them: copying them into
+//    a matrix of its own first took 4% of a two-thread step) and updates its own replica. The
+//    weights never leave the core that updates them.
 // Every task does the same arithmetic in the same order on equal replicas, so the replicas stay
 // bit-identical, and nothing depends on R, so results do not depend on the thread count.
 // Replica 0 is the trainer's ParamStore and optimizer: checkpoints and evaluation read it.
@@ -375,7 +382,8 @@ class BatchStep {
     const std::vector<Tensor>& params = replicas_.store(0).tensors();
     for (std::size_t t = 0; t < r; ++t) {
       Task task;
-      task.contraction = std::make_unique<Contraction>(*plan_, b);
+      task.contraction =
+          std::make_unique<Contraction>(*plan_, b, t == 0 ? nullptr : tasks_[0].contraction.get());
       for (std::size_t i = 0; i < plan_->params.size(); ++i) {
         const Value& out = task.contraction->outputs[i];
         if (out.valid()) {
@@ -413,7 +421,10 @@ class BatchStep {
         gather_own_rows(t, k);
       }
     });
-    if (!exchange_.empty()) exchange();
+    if (!exchange_.empty()) {
+      exchange();
+      copy_in_other_ranks_rows();
+    }
     // The batch's loss: the micro-batches' in order, each weighted by its share.
     loss = 0;
     correct_ = 0;
@@ -503,8 +514,8 @@ class BatchStep {
   }
 
   // Copies micro-batch k's rows of each gathered value (weighted by k's share of the batch where
-  // the plan says so) into task t's batch matrices. Run by the task that ran k, right after it,
-  // while they are in its cache.
+  // the plan says so) into the tasks' shared batch matrices. Run by the task that ran k, right
+  // after it, while they are in its cache.
   void gather_own_rows(std::size_t t, std::size_t k) {
     Contraction& c = *tasks_[t].contraction;
     const Part& part = *parts_[k - mine_];
@@ -524,38 +535,13 @@ class BatchStep {
   }
 
   // task.grads = the batch's gradient (the same arithmetic in every task and on every rank):
-  // the rows the other tasks gathered copied in from their matrices (and the other ranks' from
-  // the exchange), then the contracting parameters' gradients over the batch, and the other
-  // parameters' gradients summed in micro-batch order, each weighted by its micro-batch's share
-  // of the batch.
+  // the contracting parameters' gradients over the batch, from the batch matrices every task
+  // wrote its rows into (and compute() the other ranks' rows), and the other parameters'
+  // gradients summed in micro-batch order, each weighted by its micro-batch's share of the
+  // batch.
   void gradient(std::size_t t) {
     Task& task = tasks_[t];
     Contraction& c = *task.contraction;
-    for (std::size_t u = 0; u < tasks_.size(); ++u) {
-      if (u == t) continue;
-      const std::int64_t ex0 = offsets_[first_[u]];
-      const std::int64_t count = offsets_[first_[u + 1]] - ex0;
-      const Contraction& theirs = *tasks_[u].contraction;
-      for (std::size_t v = 0; v < c.gathered.size(); ++v) {
-        const std::int64_t row = c.gathered[v].numel() / batch;
-        std::memcpy(c.gathered[v].data<float>() + ex0 * row,
-                    theirs.gathered[v].data<float>() + ex0 * row,
-                    static_cast<std::size_t>(count * row) * sizeof(float));
-      }
-    }
-    const auto rank = static_cast<std::size_t>(comm_.rank());
-    for (std::size_t q = 0; !exchange_.empty() && q + 1 < rank_first_.size(); ++q) {
-      if (q == rank) continue;
-      const std::int64_t ex0 = offsets_[rank_first_[q]];
-      const std::int64_t count = offsets_[rank_first_[q + 1]] - ex0;
-      const std::byte* rows = exchange_.data() + block_[q] + rows_at_[q];
-      for (std::size_t v = 0; v < c.gathered.size(); ++v) {
-        const std::int64_t row = c.gathered[v].numel() / batch;
-        const auto bytes = static_cast<std::size_t>(count * row) * sizeof(float);
-        std::memcpy(c.gathered[v].data<float>() + ex0 * row, rows, bytes);
-        rows += bytes;
-      }
-    }
     c.ex->run();
     for (std::size_t i = 0; i < task.grads.size(); ++i) {
       if (plan_->contracted(i)) continue;
@@ -645,6 +631,25 @@ class BatchStep {
     stats_.seconds += seconds_since(t0);
     ++stats_.steps;
     stats_.bytes = static_cast<std::int64_t>(exchange_.size());
+  }
+
+  // The other ranks' rows of the gathered values, from the exchange into the batch matrices
+  // the tasks share, where this rank's tasks wrote their own.
+  void copy_in_other_ranks_rows() {
+    const auto rank = static_cast<std::size_t>(comm_.rank());
+    std::vector<Tensor>& mats = tasks_[0].contraction->gathered;
+    for (std::size_t q = 0; q + 1 < rank_first_.size(); ++q) {
+      if (q == rank) continue;
+      const std::int64_t ex0 = offsets_[rank_first_[q]];
+      const std::int64_t count = offsets_[rank_first_[q + 1]] - ex0;
+      const std::byte* rows = exchange_.data() + block_[q] + rows_at_[q];
+      for (Tensor& m : mats) {
+        const std::int64_t row = m.numel() / batch;
+        const auto bytes = static_cast<std::size_t>(count * row) * sizeof(float);
+        std::memcpy(m.data<float>() + ex0 * row, rows, bytes);
+        rows += bytes;
+      }
+    }
   }
 
   // The rank that ran micro-batch k, and k's index among its micro-batches.

@@ -20,14 +20,7 @@ void load_examples(const Dataset& data, std::span<const std::int64_t> indices, c
   float* img = images.data<float>();
   std::int32_t* lab = labels.data<std::int32_t>();
   constexpr float kScale = 1.0f / 255.0f;
-  // Examples not prefetched earlier (prefetch_examples) would miss in every line: ask for the
-  // ones kAhead positions on while converting this one.
-  constexpr std::size_t kAhead = 2;
-  prefetch_examples(data, indices.first(std::min(kAhead, indices.size())));
   for (std::int64_t i = 0; i < n; ++i) {
-    if (static_cast<std::size_t>(i) + kAhead < indices.size()) {
-      prefetch_examples(data, indices.subspan(static_cast<std::size_t>(i) + kAhead, 1));
-    }
     const std::int64_t k = indices[static_cast<std::size_t>(i)];
     if (k < 0 || k >= data.count) {
       throw DataError("load_examples: example " + std::to_string(k) +

@@ -418,7 +418,7 @@ class BatchStep {
             data, indices.subspan(static_cast<std::size_t>(offsets_[k]),
                                   static_cast<std::size_t>(offsets_[k + 1] - offsets_[k])));
         parts_[k - mine_]->ex->run();
-        gather_own_rows(t, k);
+        gather_own_rows(k);
       }
     });
     if (!exchange_.empty()) {
@@ -466,6 +466,10 @@ class BatchStep {
   };
 
   bool replicated() const { return !tasks_.empty(); }
+
+  // The batch matrices of the gathered values: task 0's, which the other tasks' contractions
+  // share (Note [Replicas]).
+  const std::vector<Tensor>& batch_matrices() const { return tasks_[0].contraction->gathered; }
 
   // A micro-batch's executor: the loss, the outputs, the gradients of the summed parameters and
   // the values the contractions read.
@@ -516,14 +520,14 @@ class BatchStep {
   // Copies micro-batch k's rows of each gathered value (weighted by k's share of the batch where
   // the plan says so) into the tasks' shared batch matrices. Run by the task that ran k, right
   // after it, while they are in its cache.
-  void gather_own_rows(std::size_t t, std::size_t k) {
-    Contraction& c = *tasks_[t].contraction;
+  void gather_own_rows(std::size_t k) {
+    const std::vector<Tensor>& mats = batch_matrices();
     const Part& part = *parts_[k - mine_];
     const float w = share(k);
-    for (std::size_t v = 0; v < c.gathered.size(); ++v) {
+    for (std::size_t v = 0; v < mats.size(); ++v) {
       const Tensor& src = part.gathered[v];
       const std::int64_t row = src.numel() / part.batch;  // elements per example
-      float* dst = c.gathered[v].data<float>() + offsets_[k] * row;
+      float* dst = mats[v].data<float>() + offsets_[k] * row;
       if (plan_->gathered[v].scaled) {
         const float* s = src.data<float>();
         const std::int64_t n = src.numel();  // not re-evaluated per element: not inline
@@ -614,17 +618,11 @@ class BatchStep {
     std::byte* rows = out + rows_at_[rank];
     const std::int64_t ex_first = offsets_[rank_first_[rank]];
     const std::int64_t examples = offsets_[rank_first_[rank + 1]] - ex_first;
-    const std::vector<Tensor>& mats = tasks_[0].contraction->gathered;
-    for (std::size_t v = 0; v < mats.size(); ++v) {
-      const std::int64_t row = mats[v].numel() / batch;
-      for (std::size_t u = 0; u < tasks_.size(); ++u) {
-        const std::int64_t ex0 = offsets_[first_[u]];
-        const std::int64_t count = offsets_[first_[u + 1]] - ex0;
-        std::memcpy(rows + (ex0 - ex_first) * row * static_cast<std::int64_t>(sizeof(float)),
-                    tasks_[u].contraction->gathered[v].data<float>() + ex0 * row,
-                    static_cast<std::size_t>(count * row) * sizeof(float));
-      }
-      rows += examples * row * static_cast<std::int64_t>(sizeof(float));
+    for (const Tensor& m : batch_matrices()) {  // this rank's examples: one run of rows
+      const std::int64_t row = m.numel() / batch;
+      const auto bytes = static_cast<std::size_t>(examples * row) * sizeof(float);
+      std::memcpy(rows, m.data<float>() + ex_first * row, bytes);
+      rows += bytes;
     }
     const auto t0 = Clock::now();
     comm_.allgather_in_place(exchange_, counts_);
@@ -637,13 +635,12 @@ class BatchStep {
   // the tasks share, where this rank's tasks wrote their own.
   void copy_in_other_ranks_rows() {
     const auto rank = static_cast<std::size_t>(comm_.rank());
-    std::vector<Tensor>& mats = tasks_[0].contraction->gathered;
     for (std::size_t q = 0; q + 1 < rank_first_.size(); ++q) {
       if (q == rank) continue;
       const std::int64_t ex0 = offsets_[rank_first_[q]];
       const std::int64_t count = offsets_[rank_first_[q + 1]] - ex0;
       const std::byte* rows = exchange_.data() + block_[q] + rows_at_[q];
-      for (Tensor& m : mats) {
+      for (const Tensor& m : batch_matrices()) {
         const std::int64_t row = m.numel() / batch;
         const auto bytes = static_cast<std::size_t>(count * row) * sizeof(float);
         std::memcpy(m.data<float>() + ex0 * row, rows, bytes);

@@ -153,9 +153,10 @@ void for_each_channel_block(std::int64_t oc, const Fn& fn) {
 // Stores a tile of OCB channels x NV vectors of wide positions (Note [Wide planes]) starting at
 // row oy, column ox of the wide grid into y [OCB, OH, OW] at `y0`, straight from the
 // registers: a vector within one row's valid columns is one store; one that reaches past them
-// is stored through masks, its lanes in the next row shifted down through a buffer. Needs WP >= the lane count, so that a vector touches
-// at most two rows. (A copy through a buffer with std::copy per row segment, and a division
-// per segment, took as long as the tile's FMAs for the first convolution of the seed model.)
+// is stored through masks, its lanes in the next row shifted down through a buffer. Needs
+// WP >= the lane count, so that a vector touches at most two rows. (A copy through a buffer
+// with std::copy per row segment, and a division per segment, took as long as the tile's FMAs
+// for the first convolution of the seed model.)
 template <typename T, int OCB, int NV>
 HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int64_t oy,
                                 std::int64_t ox, const VecT<T> (&acc)[OCB][NV], T* y0) {
@@ -173,7 +174,8 @@ HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int
       const std::int64_t in_row = ow - ox;  // lanes [0, in_row) end row oy
       const std::int64_t next = wp - ox;    // lanes [next, L) start row oy + 1
       const bool spills = next < L && oy + 1 < g.oh;
-      const auto first = hn::FirstN(d, static_cast<std::size_t>(std::max<std::int64_t>(in_row, 0)));
+      const auto first =
+          hn::FirstN(d, static_cast<std::size_t>(std::max<std::int64_t>(in_row, 0)));
       const auto second =
           hn::FirstN(d, static_cast<std::size_t>(spills ? std::min(L - next, ow) : 0));
 #pragma GCC unroll 8
@@ -489,7 +491,9 @@ void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const
   for (std::int64_t plane = n0 * g.oc; plane < n1 * g.oc; ++plane) {
     T* dst = out + plane * gw_len;
     std::fill(dst, dst + gw_len, T(0));  // one fill, not a short one per row
-    for (std::int64_t r = 0; r < g.oh; ++r) copy_row(gy + (plane * g.oh + r) * g.ow, g.ow, dst + r * wp);
+    for (std::int64_t r = 0; r < g.oh; ++r) {
+      copy_row(gy + (plane * g.oh + r) * g.ow, g.ow, dst + r * wp);
+    }
   }
 }
 

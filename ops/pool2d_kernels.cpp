@@ -20,27 +20,32 @@ using detail::PoolGeometry;
 using detail::Window2d;
 using detail::flat_plane;
 
-// Average pooling is separable: a window sum is a sum over rows of sums over columns. The
-// planes of these models are tiny (24x24 and 9x9), so any loop over one output row, or one
-// window, is mostly loop overhead and short vector tails. Instead each pass runs over a whole
-// plane as one flat array of H*W values:
-//   t[i] = sum over kx of x[i + kx]      (horizontal window sums at every position)
-//   u[i] = sum over ky of t[i + ky*W]    (then vertical: u[oy*sh*W + ox*sw] is a window sum)
-//   y[oy, ox] = u[oy*sh*W + ox*sw] / (kh*kw)
-// Sums at positions whose window would wrap around a row end are computed and never read,
-// which costs less than the loop structure that would skip them. Each pass writes its whole
-// array before the next reads it, so no load waits on a store still in flight (a partial
-// store-to-load forwarding stall, which the row-by-row version of this kernel spent most of
-// its time in). Padding is handled by first copying the plane into a zero-padded one.
+// Average pooling is separable: a window sum is a sum over columns of sums over rows. The
+// planes of these models are tiny (24x24 and 9x9), so any loop over one output column, or one
+// window, is mostly loop overhead and short vector tails. Instead each pass runs over whole
+// rows of the plane (W values; with the padding, if any, copied in first), or over several
+// rows as one flat array:
+//   v[oy, x] = sum over ky of x[oy*sh + ky, x]        (vertical sums, at the output rows only)
+//   h[i] = sum over kx of v[i + kx]                    (horizontal, over v as one flat array)
+//   y[oy, ox] = h[oy*W + ox*sw] / (kh*kw)
+// Vertical first, because only the output rows need it: with stride 2 that is half the rows,
+// and the horizontal pass then runs over those rows only. (Horizontal first, over every row,
+// did about twice the work for the seed model's 4x4 windows at stride 2.) Sums at positions
+// whose window would wrap around a row end are computed and never read, which costs less than
+// the loop structure that would skip them. Each pass writes its whole array before the next
+// reads it, so no load waits on a store still in flight (a partial store-to-load forwarding
+// stall, which an earlier row-by-row version of this kernel spent most of its time in).
 //
-// Backward runs the transposed passes over the (padded) input plane:
-//   gu = zero except gu[oy*sh*W + ox*sw] = gy[oy, ox] / (kh*kw)
-//   gt[i] = sum over ky of gu[i - ky*W],  gx[i] = sum over kx of gt[i - kx]  (in-range terms)
+// Backward runs the transposed passes, in reverse:
+//   gh = zero except gh[oy*W + ox*sw] = gy[oy, ox] / (kh*kw)      (output rows only)
+//   gv[i] = sum over kx of gh[i - kx]                             (in-range terms)
+//   gx[r, x] = sum over the output rows oy whose window covers row r, in increasing oy, of
+//              gv[oy, x]
 // and so writes every input-gradient element, in a fixed order. Windows of up to 7 are summed
 // in registers, one store per element (window_sum).
 //
-// Both use a per-plane slice of the workspace, so the result does not depend on how planes are
-// split over threads.
+// Both use a per-plane slice of the workspace (avg_pool_work), so the result does not depend
+// on how planes are split over threads, and the same adds in the same order on every target.
 
 // out[i] = s[i] + s[i + stride] + ... + s[i + (k-1)*stride] for i in [0, n), added in that
 // order. Window sizes up to 7 keep the k terms in registers (one store per element instead of
@@ -80,26 +85,30 @@ void avg_pool_plane(const PoolGeometry& g, const T* __restrict x, T* __restrict 
                     T* __restrict work, T inv) {
   const Window2d& wn = g.win;
   const FlatPlane f = flat_plane(g);
-  const std::int64_t n = f.size();
-  T* __restrict t = work;
-  T* __restrict u = work + n;
+  const std::int64_t n = f.size(), rows = g.oh * f.w;
+  T* __restrict v = work;
+  T* __restrict h = work + rows;
   const T* __restrict src = x;
   if (f.padded) {
-    T* __restrict p = work + 2 * n;
+    T* __restrict p = work + 2 * rows;
     std::fill(p, p + n, T(0));
     for (std::int64_t r = 0; r < g.h; ++r) {
       std::copy(x + r * g.w, x + (r + 1) * g.w, p + (r + wn.ph) * f.w + wn.pw);
     }
     src = p;
   }
-  const std::int64_t nt = n - wn.kw + 1;
-  window_sum(src, wn.kw, 1, nt, t);
-  const std::int64_t nu = nt - static_cast<std::int64_t>(wn.kh - 1) * f.w;
-  window_sum(t, wn.kh, f.w, nu, u);
+  if (wn.sh == 1) {  // the output rows are consecutive: one flat pass
+    window_sum(src, wn.kh, f.w, rows, v);
+  } else {
+    for (std::int64_t oy = 0; oy < g.oh; ++oy) {
+      window_sum(src + oy * wn.sh * f.w, wn.kh, f.w, f.w, v + oy * f.w);
+    }
+  }
+  window_sum(v, wn.kw, 1, rows - wn.kw + 1, h);
   for (std::int64_t oy = 0; oy < g.oh; ++oy) {
-    const T* __restrict ur = u + oy * wn.sh * f.w;
+    const T* __restrict hr = h + oy * f.w;
     T* __restrict yr = y + oy * g.ow;
-    for (std::int64_t ox = 0; ox < g.ow; ++ox) yr[ox] = ur[ox * wn.sw] * inv;
+    for (std::int64_t ox = 0; ox < g.ow; ++ox) yr[ox] = hr[ox * wn.sw] * inv;
   }
 }
 
@@ -108,23 +117,44 @@ void avg_pool_backward_plane(const PoolGeometry& g, const T* __restrict gy, T* _
                              T* __restrict work, T inv) {
   const Window2d& wn = g.win;
   const FlatPlane f = flat_plane(g);
-  const std::int64_t n = f.size();
-  // [zeros (kh-1)*W | gu n | zeros kw-1 | gt n | padded gradient n]: with the zeros in front,
-  // gt[i] = sum over ky of gu[i - ky*W] and gx[i] = sum over kx of gt[i - kx] need no bounds.
-  const std::int64_t gu_front = static_cast<std::int64_t>(wn.kh - 1) * f.w;
-  const std::int64_t gt_front = wn.kw - 1;
-  T* __restrict gu = work + gu_front;
-  T* __restrict gt = gu + n + gt_front;
-  T* __restrict out = f.padded ? gt + n : gx;
-  std::fill(work, gu + n, T(0));
+  const std::int64_t rows = g.oh * f.w;
+  // [zeros kw-1 | gh rows | zeros (kh-1)*W | gv rows | zeros (kh-1)*W | padded gradient]: with
+  // the zeros around them, gv[i] = sum over kx of gh[i - kx] and (stride 1) gx[i] = sum over
+  // ky of gv[i - ky*W] need no bounds.
+  const std::int64_t gh_front = wn.kw - 1;
+  const std::int64_t gv_front = static_cast<std::int64_t>(wn.kh - 1) * f.w;
+  T* __restrict gh = work + gh_front;
+  T* __restrict gv = gh + rows + gv_front;
+  T* __restrict out = f.padded ? gv + rows + gv_front : gx;
+  std::fill(work, gh + rows, T(0));
   for (std::int64_t oy = 0; oy < g.oh; ++oy) {
-    T* __restrict ur = gu + oy * wn.sh * f.w;
+    T* __restrict hr = gh + oy * f.w;
     const T* __restrict gr = gy + oy * g.ow;
-    for (std::int64_t ox = 0; ox < g.ow; ++ox) ur[ox * wn.sw] = gr[ox] * inv;
+    for (std::int64_t ox = 0; ox < g.ow; ++ox) hr[ox * wn.sw] = gr[ox] * inv;
   }
-  window_sum(gu - gu_front, wn.kh, f.w, n, gt);
-  std::fill(gt - gt_front, gt, T(0));
-  window_sum(gt - gt_front, wn.kw, 1, n, out);
+  window_sum(gh - gh_front, wn.kw, 1, rows, gv);
+  if (wn.sh == 1) {
+    std::fill(gv - gv_front, gv, T(0));
+    std::fill(gv + rows, gv + rows + gv_front, T(0));
+    window_sum(gv - gv_front, wn.kh, f.w, f.size(), out);
+  } else {
+    // Row r gets the output rows oy with r - oy*sh in [0, kh), in increasing oy.
+    for (std::int64_t r = 0; r < f.h; ++r) {
+      const std::int64_t lo = r < wn.kh ? 0 : (r - wn.kh) / wn.sh + 1;
+      const std::int64_t hi = std::min<std::int64_t>(g.oh, r / wn.sh + 1);
+      T* __restrict o = out + r * f.w;
+      if (lo >= hi) {
+        std::fill(o, o + f.w, T(0));
+        continue;
+      }
+      const T* __restrict first = gv + lo * f.w;
+      if (hi - lo == 1) {
+        std::copy(first, first + f.w, o);
+      } else {
+        window_sum(first, static_cast<int>(hi - lo), f.w, f.w, o);
+      }
+    }
+  }
   if (f.padded) {
     for (std::int64_t r = 0; r < g.h; ++r) {
       const T* row = out + (r + wn.ph) * f.w + wn.pw;

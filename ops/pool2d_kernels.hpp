@@ -31,12 +31,13 @@ inline FlatPlane flat_plane(const PoolGeometry& g) {
   return {g.h + 2 * std::int64_t{g.win.ph}, g.w + 2 * std::int64_t{g.win.pw}, padded};
 }
 
-// Elements of workspace per plane: u and t (forward) or gu and gt with their zero fronts
-// (backward), and the padded copy of the plane if there is padding.
+// Elements of workspace per plane: v and h (forward), or gh and gv with the zeros around them
+// (backward), over the output rows; and the padded copy of the plane (or of its gradient) if
+// there is padding. The backward pass needs the more.
 inline std::int64_t avg_pool_work(const PoolGeometry& g) {
   const FlatPlane f = flat_plane(g);
-  return (f.padded ? 3 : 2) * f.size() + static_cast<std::int64_t>(g.win.kh - 1) * f.w +
-         g.win.kw - 1;
+  return 2 * g.oh * f.w + 2 * static_cast<std::int64_t>(g.win.kh - 1) * f.w + g.win.kw - 1 +
+         (f.padded ? f.size() : 0);
 }
 
 // y [planes, OH, OW] = average pooling of x [planes, H, W]; `work`: planes * avg_pool_work(g).

@@ -9,7 +9,9 @@
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <span>
 #include <string>
+#include <utility>
 
 #include "autodiff/grad.hpp"
 #include "dist/communicator.hpp"
@@ -436,8 +438,14 @@ class BatchStep {
   }
 
   // Forms the batch's gradient and applies the optimizer's step: on every replica, each by its
-  // own task (Note [Replicas]); otherwise on the one graph's gradients.
-  void update() {
+  // own task (Note [Replicas]); otherwise on the one graph's gradients. `next`, if not empty,
+  // is the next compute()'s examples of `data` (Trainer::prefetch): each task first asks for
+  // the examples it will load, so that they come into its own core's caches during the update.
+  void update(const data::Dataset* data, std::span<const std::int64_t> next) {
+    // Task t's share of `next` when the next batch has this one's size (so the same split);
+    // otherwise the calling thread asks for all of it, now.
+    const bool split = replicated() && data && static_cast<std::int64_t>(next.size()) == batch;
+    if (data && !next.empty() && !split) data::prefetch_examples(*data, next);
     if (!replicated()) {
       // A micro-batch's update is too small to split; a whole batch's is split over the threads.
       std::optional<SerialScope> serial;
@@ -447,6 +455,11 @@ class BatchStep {
       return;
     }
     for_each_task([&](std::size_t t) {
+      if (split) {
+        const std::int64_t lo = offsets_[first_[t]], hi = offsets_[first_[t + 1]];
+        data::prefetch_examples(*data, next.subspan(static_cast<std::size_t>(lo),
+                                                    static_cast<std::size_t>(hi - lo)));
+      }
       gradient(t);
       replicas_.optimizer(t).step(tasks_[t].grads);
     });
@@ -710,6 +723,9 @@ struct Trainer::Impl {
   BatchStep* last = nullptr;
   dist::Communicator* comm;
   Trainer::ExchangeStats stats;
+  // The next compute()'s examples, from prefetch(), for the next update() only.
+  const data::Dataset* next_data = nullptr;
+  std::span<const std::int64_t> next;
 
   Impl(ModelFn m, ParamStore& s, Optimizer& opt, TrainerOptions o)
       : model(std::move(m)),
@@ -754,9 +770,15 @@ void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> i
   impl_->last->compute(data, indices);
 }
 
+void Trainer::prefetch(const data::Dataset& data, std::span<const std::int64_t> next) {
+  impl_->next_data = &data;
+  impl_->next = next;
+}
+
 void Trainer::update() {
   if (!impl_->last) throw Error("Trainer::update: no compute() before it");
-  impl_->last->update();
+  const data::Dataset* data = std::exchange(impl_->next_data, nullptr);
+  impl_->last->update(data, data ? impl_->next : std::span<const std::int64_t>());
 }
 
 double Trainer::loss() const {
@@ -970,7 +992,7 @@ EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
     }
     trainer.compute(data, batches.batch(step));
     // The next batch's examples come into the caches while this one's update runs.
-    if (step + 1 < steps) data::prefetch_examples(data, batches.batch(step + 1));
+    if (step + 1 < steps) trainer.prefetch(data, batches.batch(step + 1));
     const double loss = trainer.loss();
     if (!std::isfinite(loss)) {
       bar.clear();

@@ -89,6 +89,12 @@ class Trainer {
   }
   void compute(const data::Dataset& data, std::span<const std::int64_t> indices);
   void update();
+  // A hint for the next update(): the next compute() will run examples `next` of `data`. During
+  // that update each thread asks the CPU for the examples it will load (or, when the next batch
+  // splits differently, the calling thread asks for all of them), so that they are in its
+  // core's caches when compute() loads them. Both must stay valid until that update(); results
+  // do not depend on it, and indices outside the data set are left to compute() to report.
+  void prefetch(const data::Dataset& data, std::span<const std::int64_t> next);
 
   // Of the last compute(): the batch's mean loss, its number of examples whose largest output is
   // the label, and its size.

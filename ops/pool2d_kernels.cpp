@@ -80,110 +80,228 @@ void window_sum(const T* __restrict s, int k, std::int64_t stride, std::int64_t 
   }
 }
 
-template <typename T>
-void avg_pool_plane(const PoolGeometry& g, const T* __restrict x, T* __restrict y,
-                    T* __restrict work, T inv) {
-  const Window2d& wn = g.win;
-  const FlatPlane f = flat_plane(g);
-  const std::int64_t n = f.size(), rows = g.oh * f.w;
-  T* __restrict v = work;
-  T* __restrict h = work + rows;
-  const T* __restrict src = x;
-  if (f.padded) {
-    T* __restrict p = work + 2 * rows;
-    std::fill(p, p + n, T(0));
-    for (std::int64_t r = 0; r < g.h; ++r) {
-      std::copy(x + r * g.w, x + (r + 1) * g.w, p + (r + wn.ph) * f.w + wn.pw);
-    }
-    src = p;
-  }
-  if (wn.sh == 1) {  // the output rows are consecutive: one flat pass
-    window_sum(src, wn.kh, f.w, rows, v);
-  } else {
-    for (std::int64_t oy = 0; oy < g.oh; ++oy) {
-      window_sum(src + oy * wn.sh * f.w, wn.kh, f.w, f.w, v + oy * f.w);
-    }
-  }
-  window_sum(v, wn.kw, 1, rows - wn.kw + 1, h);
-  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
-    const T* __restrict hr = h + oy * f.w;
-    T* __restrict yr = y + oy * g.ow;
-    for (std::int64_t ox = 0; ox < g.ow; ++ox) yr[ox] = hr[ox * wn.sw] * inv;
+// Rows of window sums: for r in [0, rows), out[r*out_stride + i] = the window_sum of
+// s + r*in_stride (k terms, term_stride apart) at i in [0, len). One call for a plane's rows,
+// the row loop inside it: a call per row of 24 or 9 values cost more than its adds. Rows that
+// follow each other in both arrays run as one flat pass (no short row tails).
+template <int K, typename T>
+void window_sum_rows_fixed(const T* __restrict s, std::int64_t term_stride, std::int64_t rows,
+                           std::int64_t len, std::int64_t in_stride, std::int64_t out_stride,
+                           T* __restrict out) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    window_sum_fixed<K>(s + r * in_stride, term_stride, len, out + r * out_stride);
   }
 }
 
 template <typename T>
-void avg_pool_backward_plane(const PoolGeometry& g, const T* __restrict gy, T* __restrict gx,
-                             T* __restrict work, T inv) {
+void window_sum_rows(const T* __restrict s, int k, std::int64_t term_stride, std::int64_t rows,
+                     std::int64_t len, std::int64_t in_stride, std::int64_t out_stride,
+                     T* __restrict out) {
+  if (in_stride == len && out_stride == len) return window_sum(s, k, term_stride, rows * len, out);
+  switch (k) {
+    case 1: return window_sum_rows_fixed<1>(s, term_stride, rows, len, in_stride, out_stride, out);
+    case 2: return window_sum_rows_fixed<2>(s, term_stride, rows, len, in_stride, out_stride, out);
+    case 3: return window_sum_rows_fixed<3>(s, term_stride, rows, len, in_stride, out_stride, out);
+    case 4: return window_sum_rows_fixed<4>(s, term_stride, rows, len, in_stride, out_stride, out);
+    default:
+      for (std::int64_t r = 0; r < rows; ++r) {
+        window_sum(s + r * in_stride, k, term_stride, len, out + r * out_stride);
+      }
+  }
+}
+
+// y[r, ox] = h[r*h_row + ox*SW] * inv for r in [0, rows), ox in [0, ow): the window sums at
+// the output columns. SW = 0: the stride sw given at run time; 1 and 2 let the compiler
+// vectorise the loads.
+template <int SW, typename T>
+void pick_columns(const T* __restrict h, std::int64_t h_row, std::int64_t sw, std::int64_t rows,
+                  std::int64_t ow, T* __restrict y, T inv) {
+  const std::int64_t step = SW ? SW : sw;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* __restrict hr = h + r * h_row;
+    T* __restrict yr = y + r * ow;
+    for (std::int64_t ox = 0; ox < ow; ++ox) yr[ox] = hr[ox * step] * inv;
+  }
+}
+
+template <typename T>
+void pick(const T* h, std::int64_t h_row, std::int64_t sw, std::int64_t rows, std::int64_t ow,
+          T* y, T inv) {
+  if (sw == 1) return pick_columns<1>(h, h_row, sw, rows, ow, y, inv);
+  if (sw == 2) return pick_columns<2>(h, h_row, sw, rows, ow, y, inv);
+  pick_columns<0>(h, h_row, sw, rows, ow, y, inv);
+}
+
+// The transpose: gh[r*h_row + ox*SW] = gy[r, ox] * inv (gh's other elements untouched).
+template <int SW, typename T>
+void place_columns(const T* __restrict gy, std::int64_t sw, std::int64_t rows, std::int64_t ow,
+                   T* __restrict gh, std::int64_t h_row, T inv) {
+  const std::int64_t step = SW ? SW : sw;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* __restrict gr = gy + r * ow;
+    T* __restrict hr = gh + r * h_row;
+    for (std::int64_t ox = 0; ox < ow; ++ox) hr[ox * step] = gr[ox] * inv;
+  }
+}
+
+template <typename T>
+void place(const T* gy, std::int64_t sw, std::int64_t rows, std::int64_t ow, T* gh,
+           std::int64_t h_row, T inv) {
+  if (sw == 1) return place_columns<1>(gy, sw, rows, ow, gh, h_row, inv);
+  if (sw == 2) return place_columns<2>(gy, sw, rows, ow, gh, h_row, inv);
+  place_columns<0>(gy, sw, rows, ow, gh, h_row, inv);
+}
+
+// Copies planes [0, np) of x into zero-padded planes of f's size at `p`.
+template <typename T>
+void pad_planes(const PoolGeometry& g, const FlatPlane& f, const T* __restrict x,
+                std::int64_t np, T* __restrict p) {
+  std::fill(p, p + np * f.size(), T(0));
+  for (std::int64_t q = 0; q < np; ++q) {
+    for (std::int64_t r = 0; r < g.h; ++r) {
+      std::copy(x + (q * g.h + r) * g.w, x + (q * g.h + r + 1) * g.w,
+                p + q * f.size() + (r + g.win.ph) * f.w + g.win.pw);
+    }
+  }
+}
+
+// Planes [0, np) of a task, `work` its slice of the workspace (np * avg_pool_work(g)).
+// Stride 1: the planes run as one flat array (Note above: what a pass computes past a plane's
+// last output row is never read; between planes it reads the next plane's rows, which the
+// zero rows below the output rows of each plane make harmless in the backward pass). Other
+// strides: plane by plane, the vertical pass at the output rows only.
+template <typename T>
+void avg_pool_planes(const PoolGeometry& g, const T* __restrict x, T* __restrict y,
+                     T* __restrict work, T inv, std::int64_t np) {
   const Window2d& wn = g.win;
   const FlatPlane f = flat_plane(g);
-  const std::int64_t rows = g.oh * f.w;
-  // [zeros kw-1 | gh rows | zeros (kh-1)*W | gv rows | zeros (kh-1)*W | padded gradient]: with
-  // the zeros around them, gv[i] = sum over kx of gh[i - kx] and (stride 1) gx[i] = sum over
-  // ky of gv[i - ky*W] need no bounds.
-  const std::int64_t gh_front = wn.kw - 1;
-  const std::int64_t gv_front = static_cast<std::int64_t>(wn.kh - 1) * f.w;
-  T* __restrict gh = work + gh_front;
-  T* __restrict gv = gh + rows + gv_front;
-  T* __restrict out = f.padded ? gv + rows + gv_front : gx;
-  std::fill(work, gh + rows, T(0));
-  for (std::int64_t oy = 0; oy < g.oh; ++oy) {
-    T* __restrict hr = gh + oy * f.w;
-    const T* __restrict gr = gy + oy * g.ow;
-    for (std::int64_t ox = 0; ox < g.ow; ++ox) hr[ox * wn.sw] = gr[ox] * inv;
-  }
-  window_sum(gh - gh_front, wn.kw, 1, rows, gv);
+  const std::int64_t n = f.size();
   if (wn.sh == 1) {
-    std::fill(gv - gv_front, gv, T(0));
-    std::fill(gv + rows, gv + rows + gv_front, T(0));
-    window_sum(gv - gv_front, wn.kh, f.w, f.size(), out);
-  } else {
-    // Row r gets the output rows oy with r - oy*sh in [0, kh), in increasing oy.
-    for (std::int64_t r = 0; r < f.h; ++r) {
-      const std::int64_t lo = r < wn.kh ? 0 : (r - wn.kh) / wn.sh + 1;
-      const std::int64_t hi = std::min<std::int64_t>(g.oh, r / wn.sh + 1);
-      T* __restrict o = out + r * f.w;
-      if (lo >= hi) {
-        std::fill(o, o + f.w, T(0));
+    const std::int64_t total = np * n;
+    T* __restrict v = work;
+    T* __restrict h = work + total;
+    const T* __restrict src = x;
+    if (f.padded) {
+      pad_planes(g, f, x, np, work + 2 * total);
+      src = work + 2 * total;
+    }
+    const std::int64_t nv = total - static_cast<std::int64_t>(wn.kh - 1) * f.w;
+    window_sum(src, wn.kh, f.w, nv, v);
+    window_sum(v, wn.kw, 1, nv - wn.kw + 1, h);
+    for (std::int64_t q = 0; q < np; ++q) {
+      pick(h + q * n, f.w, wn.sw, g.oh, g.ow, y + q * g.oh * g.ow, inv);
+    }
+    return;
+  }
+  const std::int64_t per_plane = detail::avg_pool_work(g), rows = g.oh * f.w;
+  for (std::int64_t q = 0; q < np; ++q) {
+    T* __restrict w = work + q * per_plane;
+    T* __restrict v = w;
+    T* __restrict h = w + rows;
+    const T* __restrict src = x + q * g.h * g.w;
+    if (f.padded) {
+      pad_planes(g, f, src, 1, w + 2 * rows);
+      src = w + 2 * rows;
+    }
+    window_sum_rows(src, wn.kh, f.w, g.oh, f.w, wn.sh * f.w, f.w, v);
+    window_sum(v, wn.kw, 1, rows - wn.kw + 1, h);
+    pick(h, f.w, wn.sw, g.oh, g.ow, y + q * g.oh * g.ow, inv);
+  }
+}
+
+// Copies the interiors of np padded gradient planes at `out` into gx.
+template <typename T>
+void unpad_planes(const PoolGeometry& g, const FlatPlane& f, const T* __restrict out,
+                  std::int64_t np, T* __restrict gx) {
+  for (std::int64_t q = 0; q < np; ++q) {
+    for (std::int64_t r = 0; r < g.h; ++r) {
+      const T* row = out + q * f.size() + (r + g.win.ph) * f.w + g.win.pw;
+      std::copy(row, row + g.w, gx + (q * g.h + r) * g.w);
+    }
+  }
+}
+
+template <typename T>
+void avg_pool_backward_planes(const PoolGeometry& g, const T* __restrict gy, T* __restrict gx,
+                              T* __restrict work, T inv, std::int64_t np) {
+  const Window2d& wn = g.win;
+  const FlatPlane f = flat_plane(g);
+  const std::int64_t n = f.size();
+  const std::int64_t gh_front = wn.kw - 1;
+  if (wn.sh == 1) {
+    // [zeros kw-1 | gh np planes | zeros (kh-1)*W | gv np planes | padded gradient np planes],
+    // every array with the planes' stride n. Each plane's kh-1 rows below its output rows stay
+    // zero in gh and so in gv: they are the zeros the vertical pass reads above the next
+    // plane; the front zeros are those above the first.
+    const std::int64_t total = np * n;
+    const std::int64_t gv_front = static_cast<std::int64_t>(wn.kh - 1) * f.w;
+    T* __restrict gh = work + gh_front;
+    T* __restrict gv = gh + total + gv_front;
+    T* __restrict out = f.padded ? gv + total : gx;
+    std::fill(work, gv, T(0));
+    for (std::int64_t q = 0; q < np; ++q) {
+      place(gy + q * g.oh * g.ow, wn.sw, g.oh, g.ow, gh + q * n, f.w, inv);
+    }
+    window_sum(gh - gh_front, wn.kw, 1, total, gv);
+    window_sum(gv - gv_front, wn.kh, f.w, total, out);
+    if (f.padded) unpad_planes(g, f, out, np, gx);
+    return;
+  }
+  const std::int64_t per_plane = detail::avg_pool_work(g), rows = g.oh * f.w;
+  // Row r = m*sh + j of the gradient (phase j in [0, sh)) gets gv's rows m - a_j .. m, where
+  // a_j = floor((kh - 1 - j) / sh): those output rows' windows cover r. The zero rows around
+  // gv (front: a_0 rows; back: enough for the last m) let every phase be one window_sum_rows
+  // (adding a zero changes no sum). Layout per plane: [zeros kw-1 | gh rows | zeros front*W |
+  // gv rows | zeros back*W | padded gradient]; front and back are at most kh - 1 rows.
+  const std::int64_t front = (wn.kh - 1) / wn.sh;
+  const std::int64_t back = std::max<std::int64_t>(0, (f.h - 1) / wn.sh - (g.oh - 1));
+  for (std::int64_t q = 0; q < np; ++q) {
+    T* __restrict w = work + q * per_plane;
+    T* __restrict gh = w + gh_front;
+    T* __restrict gv = gh + rows + front * f.w;
+    T* __restrict out = f.padded ? gv + rows + back * f.w : gx + q * g.h * g.w;
+    std::fill(w, gh + rows, T(0));
+    place(gy + q * g.oh * g.ow, wn.sw, g.oh, g.ow, gh, f.w, inv);
+    window_sum(gh - gh_front, wn.kw, 1, rows, gv);
+    std::fill(gv - front * f.w, gv, T(0));
+    std::fill(gv + rows, gv + rows + back * f.w, T(0));
+    for (std::int64_t j = 0; j < std::min<std::int64_t>(wn.sh, f.h); ++j) {
+      const std::int64_t a = wn.kh - 1 - j >= 0 ? (wn.kh - 1 - j) / wn.sh : -1;
+      const std::int64_t m_rows = (f.h - j + wn.sh - 1) / wn.sh;  // rows j, j + sh, ... < H
+      T* __restrict o = out + j * f.w;
+      if (a < 0) {  // no window covers these rows
+        for (std::int64_t m = 0; m < m_rows; ++m) std::fill_n(o + m * wn.sh * f.w, f.w, T(0));
         continue;
       }
-      const T* __restrict first = gv + lo * f.w;
-      if (hi - lo == 1) {
-        std::copy(first, first + f.w, o);
-      } else {
-        window_sum(first, static_cast<int>(hi - lo), f.w, f.w, o);
-      }
+      window_sum_rows(gv - a * f.w, static_cast<int>(a + 1), f.w, m_rows, f.w, f.w,
+                      wn.sh * f.w, o);
     }
-  }
-  if (f.padded) {
-    for (std::int64_t r = 0; r < g.h; ++r) {
-      const T* row = out + (r + wn.ph) * f.w + wn.pw;
-      std::copy(row, row + g.w, gx + r * g.w);
-    }
+    if (f.padded) unpad_planes(g, f, out, 1, gx + q * g.h * g.w);
   }
 }
 
-// plane_fn(p, its slice of work, 1 / window size) for every plane p, over the threads.
-template <typename T, typename PlaneFn>
-void for_each_plane(const PoolGeometry& g, T* work, const PlaneFn& plane_fn) {
+// planes_fn(first plane, its slice of work, 1 / window size, plane count) for blocks of
+// planes, over the threads.
+template <typename T, typename PlanesFn>
+void for_each_plane_block(const PoolGeometry& g, T* work, const PlanesFn& planes_fn) {
   const std::int64_t per_plane = detail::avg_pool_work(g);
   const T inv = T(1) / static_cast<T>(g.win.kh * g.win.kw);
   parallel_for(g.planes, detail::plane_grain(g), [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t p = lo; p < hi; ++p) plane_fn(p, work + p * per_plane, inv);
+    planes_fn(lo, work + lo * per_plane, inv, hi - lo);
   });
 }
 
 template <typename T>
 void avg_pool(const PoolGeometry& g, const T* x, T* y, T* work) {
-  for_each_plane(g, work, [&](std::int64_t p, T* scratch, T inv) {
-    avg_pool_plane(g, x + p * g.h * g.w, y + p * g.oh * g.ow, scratch, inv);
+  for_each_plane_block(g, work, [&](std::int64_t p, T* scratch, T inv, std::int64_t np) {
+    avg_pool_planes(g, x + p * g.h * g.w, y + p * g.oh * g.ow, scratch, inv, np);
   });
 }
 
 template <typename T>
 void avg_pool_backward(const PoolGeometry& g, const T* gy, T* gx, T* work) {
-  for_each_plane(g, work, [&](std::int64_t p, T* scratch, T inv) {
-    avg_pool_backward_plane(g, gy + p * g.oh * g.ow, gx + p * g.h * g.w, scratch, inv);
+  for_each_plane_block(g, work, [&](std::int64_t p, T* scratch, T inv, std::int64_t np) {
+    avg_pool_backward_planes(g, gy + p * g.oh * g.ow, gx + p * g.h * g.w, scratch, inv, np);
   });
 }
 

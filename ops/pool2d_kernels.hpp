@@ -33,10 +33,11 @@ inline FlatPlane flat_plane(const PoolGeometry& g) {
 
 // Elements of workspace per plane: v and h (forward), or gh and gv with the zeros around them
 // (backward), over the output rows; and the padded copy of the plane (or of its gradient) if
-// there is padding. The backward pass needs the more.
+// there is padding. The backward pass needs the more; a block of planes at stride 1 needs kh-1
+// rows more than one plane does, once (ops/pool2d_kernels.cpp).
 inline std::int64_t avg_pool_work(const PoolGeometry& g) {
   const FlatPlane f = flat_plane(g);
-  return 2 * g.oh * f.w + 2 * static_cast<std::int64_t>(g.win.kh - 1) * f.w + g.win.kw - 1 +
+  return 2 * g.oh * f.w + 3 * static_cast<std::int64_t>(g.win.kh - 1) * f.w + g.win.kw - 1 +
          (f.padded ? f.size() : 0);
 }
 

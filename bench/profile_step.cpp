@@ -1,5 +1,7 @@
 // Prints where a training step's time goes, op by op, for one model and batch size.
-// Usage: profile_step [model] [batch] [threads] [steps]
+// Usage: profile_step [model] [batch] [threads] [steps] [nofuse]
+// "nofuse" runs every ReLU as its own step (ExecutorOptions::fuse = false; Note [Epilogues] in
+// graph/op.hpp); otherwise a fused step is listed as "producer+consumer".
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -16,6 +18,7 @@ int main(int argc, char** argv) {
   const std::int64_t batch = argc > 2 ? std::atoll(argv[2]) : 32;
   const int threads = argc > 3 ? std::atoi(argv[3]) : 1;
   const int steps = argc > 4 ? std::atoi(argv[4]) : 200;
+  const bool fuse = !(argc > 5 && std::string(argv[5]) == "nofuse");
   set_num_threads(threads);
   Graph g;
   nn::ParamStore store;
@@ -23,7 +26,7 @@ int main(int argc, char** argv) {
   nn::Rng rng(1);
   nn::initialize(store, nn::Init::kXavierUniform, rng);
   auto grads = grad(net.loss, net.params);
-  Executor ex(g, {net.loss, net.logits, grads});
+  Executor ex(g, {net.loss, net.logits, grads}, {.fuse = fuse});
   std::vector<Tensor> params(store.tensors().begin(), store.tensors().end());
   nn::SGD opt(params, 0.01);
   Tensor images({batch, 1, 28, 28}, DType::kF32), labels({batch}, DType::kI32);
@@ -51,7 +54,7 @@ int main(int argc, char** argv) {
   std::map<std::string, double> by_op;
   double in_ops = 0;
   for (const auto& p : ex.profile()) {
-    by_op[p.op] += p.seconds;
+    by_op[p.fused ? std::string(p.op) + "+" + p.fused : std::string(p.op)] += p.seconds;
     in_ops += p.seconds;
   }
   std::vector<std::pair<double, std::string>> sorted;

@@ -103,11 +103,11 @@ std::vector<Value> flatten(std::initializer_list<ValueList> lists) {
 
 }  // namespace
 
-Executor::Executor(Graph& graph, std::initializer_list<ValueList> outputs)
-    : Executor(graph, std::span<const Value>(flatten(outputs))) {}
+Executor::Executor(Graph& graph, std::initializer_list<ValueList> outputs, ExecutorOptions options)
+    : Executor(graph, std::span<const Value>(flatten(outputs)), options) {}
 
-Executor::Executor(Graph& graph, std::span<const Value> outputs)
-    : graph_(graph), outputs_(outputs.begin(), outputs.end()) {
+Executor::Executor(Graph& graph, std::span<const Value> outputs, ExecutorOptions options)
+    : graph_(graph), outputs_(outputs.begin(), outputs.end()), options_(options) {
   detail::init_isa();  // a bad TBGRAD_MAX_ISA is reported here, before any kernel runs
   for (const Value& v : outputs_) {
     if (!v.valid() || &v.graph() != &graph_) {
@@ -129,20 +129,25 @@ void Executor::plan() {
     if (!needed_[static_cast<std::size_t>(id)]) continue;
     for (int in : graph_.node(id).inputs) needed_[static_cast<std::size_t>(in)] = 1;
   }
+  fuse_epilogues();
 
-  // Last step that reads each node; outputs live forever.
-  std::vector<int> op_ids;
+  // The steps: every needed op node but those run as another's epilogue. Step s writes the
+  // buffer of out_node[s] (its node's, or the fused consumer's) and reads reads[s].
+  std::vector<int> op_ids, out_node;
+  std::vector<std::vector<int>> reads;
   for (int id = 0; id < n; ++id) {
-    if (needed_[static_cast<std::size_t>(id)] && graph_.node(id).kind == NodeKind::kOp) {
-      op_ids.push_back(id);
-    }
+    const auto i = static_cast<std::size_t>(id);
+    if (!needed_[i] || graph_.node(id).kind != NodeKind::kOp || absorbed_[i]) continue;
+    op_ids.push_back(id);
+    out_node.push_back(fused_[i].consumer >= 0 ? fused_[i].consumer : id);
+    reads.push_back(graph_.node(id).inputs);
+    if (fused_[i].mask >= 0) reads.back().push_back(fused_[i].mask);
   }
+  // Last step that reads each node; outputs live forever.
   constexpr int kForever = std::numeric_limits<int>::max();
   std::vector<int> last_use(static_cast<std::size_t>(n), -1);
   for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
-    for (int in : graph_.node(op_ids[static_cast<std::size_t>(s)]).inputs) {
-      last_use[static_cast<std::size_t>(in)] = s;
-    }
+    for (int in : reads[static_cast<std::size_t>(s)]) last_use[static_cast<std::size_t>(in)] = s;
   }
   for (const Value& v : outputs_) last_use[static_cast<std::size_t>(v.id())] = kForever;
 
@@ -159,7 +164,10 @@ void Executor::plan() {
     const std::size_t out_bytes =
         static_cast<std::size_t>(node.shape.numel()) * dtype_size(node.dtype);
     const std::size_t ws_bytes = node.op->workspace_bytes(ins, Value(&graph_, id));
-    out_offset[static_cast<std::size_t>(id)] = alloc.allocate(out_bytes);
+    // A fused step writes its consumer's buffer (same shape and dtype); its own has none.
+    const int out = out_node[static_cast<std::size_t>(s)];
+    out_offset[static_cast<std::size_t>(out)] = alloc.allocate(out_bytes);
+    out_offset[static_cast<std::size_t>(id)] = out_offset[static_cast<std::size_t>(out)];
     unplanned_bytes_ += aligned_size(std::max<std::size_t>(out_bytes, 1));
     if (ws_bytes) {
       ws_offset[static_cast<std::size_t>(s)] = alloc.allocate(ws_bytes);
@@ -168,14 +176,14 @@ void Executor::plan() {
       alloc.release(ws_offset[static_cast<std::size_t>(s)], ws_bytes);
     }
     // A value nobody reads (and that is not an output) is released right away.
-    if (last_use[static_cast<std::size_t>(id)] < 0) last_use[static_cast<std::size_t>(id)] = s;
-    for (int in : node.inputs) {
+    if (last_use[static_cast<std::size_t>(out)] < 0) last_use[static_cast<std::size_t>(out)] = s;
+    for (int in : reads[static_cast<std::size_t>(s)]) {
       if (graph_.node(in).kind == NodeKind::kOp && last_use[static_cast<std::size_t>(in)] == s) {
         release_after[static_cast<std::size_t>(s)].push_back(in);
       }
     }
-    if (last_use[static_cast<std::size_t>(id)] == s) {
-      release_after[static_cast<std::size_t>(s)].push_back(id);
+    if (last_use[static_cast<std::size_t>(out)] == s) {
+      release_after[static_cast<std::size_t>(s)].push_back(out);
     }
     // Release after the step: a step's inputs and output are live together.
     std::sort(release_after[static_cast<std::size_t>(s)].begin(),
@@ -220,9 +228,18 @@ void Executor::plan() {
   for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
     const int id = op_ids[static_cast<std::size_t>(s)];
     const Node& node = graph_.node(id);
-    Step step{node.op.get(), id, {}, values_[static_cast<std::size_t>(id)],
-              ws_size[static_cast<std::size_t>(s)] ? base + ws_offset[static_cast<std::size_t>(s)]
-                                                   : nullptr};
+    Step step;
+    step.op = node.op.get();
+    step.node = id;
+    step.output = values_[static_cast<std::size_t>(id)];
+    step.workspace =
+        ws_size[static_cast<std::size_t>(s)] ? base + ws_offset[static_cast<std::size_t>(s)] : nullptr;
+    const Fusion& f = fused_[static_cast<std::size_t>(id)];
+    if (f.consumer >= 0) {
+      step.fused = f.consumer;
+      step.epilogue_kind = f.kind;
+      if (f.mask >= 0) step.epilogue_mask = values_[static_cast<std::size_t>(f.mask)];
+    }
     for (int slot = 0; slot < static_cast<int>(node.inputs.size()); ++slot) {
       const int in = node.inputs[static_cast<std::size_t>(slot)];
       step.inputs.push_back(values_[static_cast<std::size_t>(in)]);
@@ -232,6 +249,51 @@ void Executor::plan() {
       }
     }
     steps_.push_back(std::move(step));
+  }
+}
+
+// Note [Epilogues] (graph/op.hpp): finds the consumers that run inside their producer's kernel.
+// Consumer E (an op whose epilogue_kind is not kNone) fuses into producer P, its input 0 (kRelu)
+// or 1 (kReluMask), when P is an op node that E alone reads, P is not an output (its values are
+// never written), P accepts the kind, P is not itself fused either way, and (kReluMask) the
+// mask, E's input 0, is an op's, parameter's or constant's value computed before P (not an
+// input, which bind() could change after planning). E's step then disappears: P writes E's
+// buffer and applies the epilogue.
+void Executor::fuse_epilogues() {
+  const int n = graph_.size();
+  fused_.assign(static_cast<std::size_t>(n), Fusion{});
+  absorbed_.assign(static_cast<std::size_t>(n), 0);
+  if (!options_.fuse) return;
+  std::vector<int> readers(static_cast<std::size_t>(n), 0);
+  std::vector<char> is_output(static_cast<std::size_t>(n), 0);
+  for (const Value& v : outputs_) is_output[static_cast<std::size_t>(v.id())] = 1;
+  for (int id = 0; id < n; ++id) {
+    if (!needed_[static_cast<std::size_t>(id)]) continue;
+    for (int in : graph_.node(id).inputs) ++readers[static_cast<std::size_t>(in)];
+  }
+  for (int e = 0; e < n; ++e) {
+    const Node& en = graph_.node(e);
+    if (!needed_[static_cast<std::size_t>(e)] || en.kind != NodeKind::kOp) continue;
+    const Epilogue::Kind kind = en.op->epilogue_kind();
+    if (kind == Epilogue::Kind::kNone) continue;
+    const std::size_t slot = kind == Epilogue::Kind::kReluMask ? 1 : 0;
+    if (en.inputs.size() <= slot) continue;
+    const int p = en.inputs[slot];
+    const auto pi = static_cast<std::size_t>(p);
+    const Node& pn = graph_.node(p);
+    if (pn.kind != NodeKind::kOp || is_output[pi] || readers[pi] != 1 || absorbed_[pi] ||
+        fused_[pi].consumer >= 0 || !pn.op->accepts_epilogue(kind) ||
+        !(pn.shape == en.shape) || pn.dtype != en.dtype) {
+      continue;
+    }
+    int mask = -1;
+    if (kind == Epilogue::Kind::kReluMask) {
+      mask = en.inputs[0];
+      const NodeKind mk = graph_.node(mask).kind;
+      if (mask >= p || mk == NodeKind::kInput || mk == NodeKind::kLabels) continue;
+    }
+    fused_[pi] = Fusion{e, mask, kind};
+    absorbed_[static_cast<std::size_t>(e)] = 1;
   }
 }
 
@@ -279,7 +341,7 @@ void Executor::run_steps() {
   if (profiling_) {
     for (std::size_t i = 0; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
-      KernelContext ctx{step.inputs, step.output, step.workspace};
+      KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue()};
       const auto t0 = std::chrono::steady_clock::now();
       step.op->forward(ctx);
       profile_[i].seconds +=
@@ -289,7 +351,7 @@ void Executor::run_steps() {
     return;
   }
   for (const Step& step : steps_) {
-    KernelContext ctx{step.inputs, step.output, step.workspace};
+    KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue()};
     step.op->forward(ctx);
   }
 }
@@ -299,7 +361,9 @@ void Executor::set_profiling(bool on) {
   profile_.clear();
   if (!on) return;
   for (const Step& step : steps_) {
-    profile_.push_back({step.op->name(), step.node, step.output.shape(), 0.0, 0});
+    const char* fused = step.fused >= 0 ? graph_.node(step.fused).op->name() : nullptr;
+    profile_.push_back({step.op->name(), step.node, step.output.shape(), 0.0, 0, fused,
+                        step.fused});
   }
 }
 

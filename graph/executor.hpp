@@ -9,6 +9,10 @@
 // threads running (or binding) the same executor at once would overwrite each other's
 // intermediate values. run() and bind() detect that with an atomic flag and throw Error on the
 // second caller; different executors (also of the same graph) may run concurrently.
+//
+// A ReLU (or a ReLU's gradient) that alone reads its producer's output runs inside the
+// producer's kernel (Note [Epilogues] in graph/op.hpp): the same bits, one pass over memory
+// fewer. ExecutorOptions::fuse = false turns that off.
 #pragma once
 
 #include <atomic>
@@ -19,11 +23,14 @@
 #include <vector>
 
 #include "tbgrad/graph/graph.hpp"
+#include "tbgrad/graph/op.hpp"
 #include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad {
 
-class Op;
+struct ExecutorOptions {
+  bool fuse = true;  // run ReLUs and their gradients inside their producers (Note [Epilogues])
+};
 
 // Lets the constructor take a mix of single values and lists: Executor ex(g, {loss, grads}).
 class ValueList {
@@ -38,8 +45,8 @@ class ValueList {
 
 class Executor {
  public:
-  Executor(Graph& graph, std::initializer_list<ValueList> outputs);
-  Executor(Graph& graph, std::span<const Value> outputs);
+  Executor(Graph& graph, std::initializer_list<ValueList> outputs, ExecutorOptions options = {});
+  Executor(Graph& graph, std::span<const Value> outputs, ExecutorOptions options = {});
 
   // Makes `input` read `t` on following runs (no copy: `t` must stay alive and unchanged while
   // running). Shape and dtype must match the input exactly.
@@ -59,6 +66,8 @@ class Executor {
     Shape shape;
     double seconds = 0;
     std::int64_t calls = 0;
+    const char* fused = nullptr;  // the op run as this step's epilogue, if any
+    int fused_node = -1;
   };
   void set_profiling(bool on);
   const std::vector<StepProfile>& profile() const { return profile_; }
@@ -67,15 +76,31 @@ class Executor {
   // Bytes the op outputs and workspaces would need without reuse; compare with arena_bytes().
   std::size_t unplanned_bytes() const { return unplanned_bytes_; }
   int num_steps() const { return static_cast<int>(steps_.size()); }
+  // Steps that run a consumer as their epilogue (Note [Epilogues]).
+  int num_fused() const {
+    int k = 0;
+    for (const Step& s : steps_) k += s.fused >= 0 ? 1 : 0;
+    return k;
+  }
   const std::vector<Value>& outputs() const { return outputs_; }
 
  private:
   struct Step {
-    const Op* op;
-    int node;
+    const Op* op = nullptr;
+    int node = -1;
     std::vector<Tensor> inputs;  // views; input-node entries are replaced by bind()
     Tensor output;
-    void* workspace;
+    void* workspace = nullptr;
+    int fused = -1;  // the consumer node run as the epilogue, or -1
+    Epilogue::Kind epilogue_kind = Epilogue::Kind::kNone;
+    Tensor epilogue_mask;
+    Epilogue epilogue() const { return {epilogue_kind, &epilogue_mask}; }
+  };
+  // Note [Epilogues]: by producer node, the consumer run inside it.
+  struct Fusion {
+    int consumer = -1;
+    int mask = -1;
+    Epilogue::Kind kind = Epilogue::Kind::kNone;
   };
   struct InputUse {
     int step;
@@ -83,10 +108,14 @@ class Executor {
   };
 
   void plan();
+  void fuse_epilogues();
   void run_steps();
 
   Graph& graph_;
   std::vector<Value> outputs_;
+  ExecutorOptions options_;
+  std::vector<Fusion> fused_;    // by node id
+  std::vector<char> absorbed_;   // by node id: runs as another step's epilogue
   std::vector<Step> steps_;
   std::vector<Tensor> values_;                 // by node id: what get() returns
   std::vector<std::vector<InputUse>> uses_;    // by node id: where an input node is read

@@ -43,8 +43,12 @@ class Conv2dOp final : public Op {
       const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
       T* y = ctx.output.data<T>();            // [N, OC, OH, OW]
-      detail::conv2d_forward_kernel(g_, x, k, b, y, static_cast<T*>(ctx.workspace));
+      detail::conv2d_forward_kernel(g_, x, k, b, y, static_cast<T*>(ctx.workspace),
+                                    detail::output_epilogue<T>(ctx));
     });
+  }
+  bool accepts_epilogue(Epilogue::Kind kind) const override {
+    return kind == Epilogue::Kind::kRelu;  // Note [Epilogues]
   }
 
   std::vector<Value> vjp(std::span<const Value> in, Value, Value gy) const override {

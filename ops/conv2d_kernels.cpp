@@ -280,7 +280,8 @@ void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const 
 // One task per image: pad it, then every block of output channels (wide planes for stride 1,
 // rows of 4 channels x one vector otherwise).
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded) {
+void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded,
+                  const detail::OutputEpilogue<T>& ep) {
   const PaddedInput p = PaddedInput::of(g, lanes<T>());
   constexpr int kBlock = 4;
   parallel_for(g.n, 1, [&](std::int64_t lo, std::int64_t hi) {
@@ -292,16 +293,17 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* 
         for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
           conv_forward_wide_block(g, p, xn, k, b, yn, oc0, ocb);
         });
-        continue;
-      }
-      for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
-        const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
-        if (g.win.sw == 1) {
-          conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
-        } else {
-          conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+      } else {
+        for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
+          const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+          if (g.win.sw == 1) {
+            conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
+          } else {
+            conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
+          }
         }
       }
+      apply_epilogue(ep, yn, 0, g.oc * g.oh * g.ow);  // the image's outputs, still in cache
     }
   });
 }
@@ -582,8 +584,8 @@ void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,
 
 #define TBGRAD_CONV_ENTRIES(T, S)                                                            \
   void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,       \
-                      T* padded) {                                                           \
-    conv_forward(g, x, k, b, y, padded);                                                     \
+                      T* padded, const detail::OutputEpilogue<T>& ep) {                      \
+    conv_forward(g, x, k, b, y, padded, ep);                                                 \
   }                                                                                          \
   void ConvInputGradScatter##S(const ConvGeometry& g, const T* gy, const T* k, T* gx) {      \
     input_grad_scatter(g, gy, k, gx);                                                        \
@@ -617,8 +619,8 @@ namespace detail {
 // Each dispatch ends with end_vector_kernel(): Note [Upper vector state] in graph/parallel.hpp.
 #define TBGRAD_CONV_DISPATCH(T, S)                                                            \
   void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, \
-                             T* padded) {                                                     \
-    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, padded);                              \
+                             T* padded, const OutputEpilogue<T>& ep) {                        \
+    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, padded, ep);                          \
     end_vector_kernel();                                                                      \
   }                                                                                           \
   void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k,       \

@@ -81,11 +81,13 @@ struct ConvWeightGradLayout {
   }
 };
 
-// y = conv(x, k) + b (b may be null), `padded`: conv_forward_workspace<T>(g) elements.
+// y = conv(x, k) + b (b may be null), then `ep` (Note [Epilogues] in graph/op.hpp), image by
+// image; `padded`: conv_forward_workspace<T>(g) elements.
 void conv2d_forward_kernel(const ConvGeometry& g, const float* x, const float* k, const float* b,
-                           float* y, float* padded);
+                           float* y, float* padded, const OutputEpilogue<float>& ep = {});
 void conv2d_forward_kernel(const ConvGeometry& g, const double* x, const double* k,
-                           const double* b, double* y, double* padded);
+                           const double* b, double* y, double* padded,
+                           const OutputEpilogue<double>& ep = {});
 
 // gx = the input gradient, by scattering gy through the window (any stride and padding).
 void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const float* gy, const float* k,

@@ -188,10 +188,15 @@ class UnaryOp final : public Op {
       });
     });
   }
-  std::vector<Value> vjp(std::span<const Value> in, Value y, Value g) const override {
+  Epilogue::Kind epilogue_kind() const override {
+    return kind_ == UnaryKind::kRelu ? Epilogue::Kind::kRelu : Epilogue::Kind::kNone;
+  }
+  std::vector<Value> vjp(std::span<const Value>, Value y, Value g) const override {
     switch (kind_) {
       case UnaryKind::kRelu:
-        return {relu_backward(in[0], g)};
+        // The mask from the output (y > 0 exactly where x > 0), so that nothing else reads the
+        // input and the ReLU can run inside the op producing it (Note [Epilogues]).
+        return {relu_backward(y, g)};
       case UnaryKind::kSigmoid:
         return {sigmoid_backward(y, g)};
       case UnaryKind::kTanh:
@@ -230,6 +235,9 @@ class UnaryBackwardOp final : public Op {
     return "?";
   }
   bool has_vjp() const override { return false; }
+  Epilogue::Kind epilogue_kind() const override {
+    return kind_ == UnaryKind::kRelu ? Epilogue::Kind::kReluMask : Epilogue::Kind::kNone;
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* s = ctx.inputs[0].data<T>();

@@ -8,6 +8,7 @@
 #include "graph/graph.hpp"
 #include "graph/op.hpp"
 #include "graph/tensor.hpp"
+#include "ops/simd.hpp"
 
 namespace tbgrad::detail {
 
@@ -25,6 +26,20 @@ void dispatch_float(DType dtype, Fn&& fn) {
       break;
   }
   throw Error("kernel called on a non-floating tensor");
+}
+
+// The context's epilogue (Note [Epilogues] in graph/op.hpp) as the kernels take it.
+template <typename T>
+OutputEpilogue<T> output_epilogue(const KernelContext& ctx) {
+  switch (ctx.epilogue.kind) {
+    case Epilogue::Kind::kNone:
+      break;
+    case Epilogue::Kind::kRelu:
+      return {OutputEpilogue<T>::kRelu, nullptr};
+    case Epilogue::Kind::kReluMask:
+      return {OutputEpilogue<T>::kReluMask, ctx.epilogue.mask->data<T>()};
+  }
+  return {};
 }
 
 // Shape-rule checks that read the same in every op.

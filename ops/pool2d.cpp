@@ -104,8 +104,12 @@ class AvgPool2dBackwardOp final : public Op {
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       detail::avg_pool_backward_kernel(g_, ctx.inputs[0].data<T>(), ctx.output.data<T>(),
-                                       static_cast<T*>(ctx.workspace));
+                                       static_cast<T*>(ctx.workspace),
+                                       detail::output_epilogue<T>(ctx));
     });
+  }
+  bool accepts_epilogue(Epilogue::Kind kind) const override {
+    return kind == Epilogue::Kind::kReluMask;  // Note [Epilogues]
   }
   // Linear in the output gradient; its adjoint is average pooling itself.
   std::vector<Value> vjp(std::span<const Value>, Value, Value g) const override {

@@ -10,6 +10,7 @@
 
 #include "graph/parallel.hpp"
 #include "ops/pool2d_kernels.hpp"
+#include "ops/simd-inl.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace tbgrad::HWY_NAMESPACE {
@@ -299,9 +300,11 @@ void avg_pool(const PoolGeometry& g, const T* x, T* y, T* work) {
 }
 
 template <typename T>
-void avg_pool_backward(const PoolGeometry& g, const T* gy, T* gx, T* work) {
+void avg_pool_backward(const PoolGeometry& g, const T* gy, T* gx, T* work,
+                       const detail::OutputEpilogue<T>& ep) {
   for_each_plane_block(g, work, [&](std::int64_t p, T* scratch, T inv, std::int64_t np) {
     avg_pool_backward_planes(g, gy + p * g.oh * g.ow, gx + p * g.h * g.w, scratch, inv, np);
+    apply_epilogue(ep, gx, p * g.h * g.w, (p + np) * g.h * g.w);  // the block, still in cache
   });
 }
 
@@ -313,11 +316,13 @@ void AvgPoolF32(const PoolGeometry& g, const float* x, float* y, float* work) {
 void AvgPoolF64(const PoolGeometry& g, const double* x, double* y, double* work) {
   avg_pool(g, x, y, work);
 }
-void AvgPoolBackwardF32(const PoolGeometry& g, const float* gy, float* gx, float* work) {
-  avg_pool_backward(g, gy, gx, work);
+void AvgPoolBackwardF32(const PoolGeometry& g, const float* gy, float* gx, float* work,
+                        const detail::OutputEpilogue<float>& ep) {
+  avg_pool_backward(g, gy, gx, work, ep);
 }
-void AvgPoolBackwardF64(const PoolGeometry& g, const double* gy, double* gx, double* work) {
-  avg_pool_backward(g, gy, gx, work);
+void AvgPoolBackwardF64(const PoolGeometry& g, const double* gy, double* gx, double* work,
+                        const detail::OutputEpilogue<double>& ep) {
+  avg_pool_backward(g, gy, gx, work, ep);
 }
 
 }  // namespace tbgrad::HWY_NAMESPACE
@@ -339,13 +344,14 @@ void avg_pool_kernel(const PoolGeometry& g, const double* x, double* y, double* 
   HWY_DYNAMIC_DISPATCH(AvgPoolF64)(g, x, y, work);
   end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
-void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF32)(g, gy, gx, work);
+void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work,
+                              const OutputEpilogue<float>& ep) {
+  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF32)(g, gy, gx, work, ep);
   end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 void avg_pool_backward_kernel(const PoolGeometry& g, const double* gy, double* gx,
-                              double* work) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF64)(g, gy, gx, work);
+                              double* work, const OutputEpilogue<double>& ep) {
+  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF64)(g, gy, gx, work, ep);
   end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
 }
 }  // namespace detail

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "ops/simd.hpp"
 #include "ops/window.hpp"
 
 namespace tbgrad::detail {
@@ -44,8 +45,11 @@ inline std::int64_t avg_pool_work(const PoolGeometry& g) {
 // y [planes, OH, OW] = average pooling of x [planes, H, W]; `work`: planes * avg_pool_work(g).
 void avg_pool_kernel(const PoolGeometry& g, const float* x, float* y, float* work);
 void avg_pool_kernel(const PoolGeometry& g, const double* x, double* y, double* work);
-// gx [planes, H, W] from gy [planes, OH, OW].
-void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work);
-void avg_pool_backward_kernel(const PoolGeometry& g, const double* gy, double* gx, double* work);
+// gx [planes, H, W] from gy [planes, OH, OW], then `ep` (Note [Epilogues] in graph/op.hpp),
+// block of planes by block.
+void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work,
+                              const OutputEpilogue<float>& ep = {});
+void avg_pool_backward_kernel(const PoolGeometry& g, const double* gy, double* gx, double* work,
+                              const OutputEpilogue<double>& ep = {});
 
 }  // namespace tbgrad::detail

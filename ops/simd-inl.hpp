@@ -92,6 +92,26 @@ HWY_INLINE void copy_row(const T* HWY_RESTRICT src, std::int64_t n, T* HWY_RESTR
   }
 }
 
+// y[begin, end) after the output epilogue (Note [Epilogues] in graph/op.hpp): the selects of the
+// ReLU and of its gradient, as their own kernels make them, so exact on every target. Called by
+// a kernel on each block of its output right after computing it, while the block is in cache.
+template <typename T>
+HWY_INLINE void apply_epilogue(const detail::OutputEpilogue<T>& ep, T* HWY_RESTRICT y,
+                               std::int64_t begin, std::int64_t end) {
+  if (ep.kind == detail::OutputEpilogue<T>::kRelu) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      const T v = y[i];
+      y[i] = v > T(0) ? v : T(0);
+    }
+  } else if (ep.kind == detail::OutputEpilogue<T>::kReluMask) {
+    const T* HWY_RESTRICT m = ep.mask;
+    for (std::int64_t i = begin; i < end; ++i) {
+      const T v = y[i];
+      y[i] = m[i] > T(0) ? v : T(0);
+    }
+  }
+}
+
 }  // namespace tbgrad::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 

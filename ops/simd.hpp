@@ -45,4 +45,13 @@ inline void with_tile_size(int n, const Fn& fn) {
   }
 }
 
+// Note [Epilogues] (graph/op.hpp), as the kernels take it: what to apply to each block of their
+// output right after writing it (apply_epilogue in ops/simd-inl.hpp).
+template <typename T>
+struct OutputEpilogue {
+  enum Kind { kNone, kRelu, kReluMask };
+  Kind kind = kNone;
+  const T* mask = nullptr;  // kReluMask: indexed like the output
+};
+
 }  // namespace tbgrad::detail

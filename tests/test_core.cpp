@@ -179,7 +179,9 @@ TEST(Threads, TheThreadCountIsHonouredExactlyAlsoAboveTheCoreCount) {
 }
 
 // The reference CNN's loss and every gradient, as raw bytes.
-std::vector<std::vector<std::byte>> reference_cnn_step(int threads, std::int64_t batch) {
+std::vector<std::vector<std::byte>> reference_cnn_step(int threads, std::int64_t batch,
+                                                       ExecutorOptions options = {},
+                                                       int* fused = nullptr) {
   ThreadScope scope(threads);
   Graph g;
   nn::ParamStore store;
@@ -187,7 +189,8 @@ std::vector<std::vector<std::byte>> reference_cnn_step(int threads, std::int64_t
   nn::Rng rng(7);
   nn::initialize(store, nn::Init::kXavierUniform, rng);
   auto grads = grad(net.loss, net.params);
-  Executor ex(g, {net.loss, grads});
+  Executor ex(g, {net.loss, grads}, options);
+  if (fused) *fused = ex.num_fused();
   Tensor images = random_tensor({batch, 1, 28, 28}, DType::kF32, 11, 0, 1);
   Tensor labels = labels_tensor(batch, 12);
   ex.bind(net.images, images).bind(net.labels, labels).run();
@@ -212,6 +215,78 @@ TEST(Determinism, ReferenceCnnLossAndGradientsAreBitIdenticalFor1To4Threads) {
                                        << " threads at batch " << batch;
       }
     }
+  }
+}
+
+// Note [Epilogues]: the seed model's two conv + ReLU pairs and the two pooling gradients
+// followed by a ReLU gradient run fused, and give the bytes of the unfused run.
+TEST(Epilogues, FusedReluStepsGiveTheUnfusedBits) {
+  for (int threads : {1, 2}) {
+    int fused = -1, unfused = -1;
+    const auto with = reference_cnn_step(threads, 8, {}, &fused);
+    const auto without = reference_cnn_step(threads, 8, {.fuse = false}, &unfused);
+    EXPECT_EQ(fused, 4);
+    EXPECT_EQ(unfused, 0);
+    ASSERT_EQ(with.size(), without.size());
+    for (std::size_t i = 0; i < with.size(); ++i) {
+      EXPECT_TRUE(with[i] == without[i]) << "output " << i << " at " << threads << " threads";
+    }
+  }
+}
+
+// A producer whose output is wanted, or read by another op too, keeps its own buffer and values.
+TEST(Epilogues, AProducerThatIsAnOutputOrReadTwiceIsNotFused) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 6, 6});
+  Value k = g.input("k", {2, 1, 3, 3});
+  Tensor xv = random_tensor({1, 1, 6, 6}, DType::kF32, 3);
+  Tensor kv = random_tensor({2, 1, 3, 3}, DType::kF32, 4);
+  Value c = conv2d(x, k);
+  Value r = relu(c);
+  Executor wanted(g, {r, c});
+  wanted.bind(x, xv).bind(k, kv).run();
+  EXPECT_EQ(wanted.num_fused(), 0);
+  bool negative = false;
+  for (std::int64_t i = 0; i < c.shape().numel(); ++i) {
+    const double cv = wanted[c].at(i);
+    negative = negative || cv < 0;
+    EXPECT_EQ(wanted[r].at(i), cv > 0 ? cv : 0.0) << i;
+  }
+  EXPECT_TRUE(negative) << "the test needs some negative convolution outputs";
+
+  Value twice = add(r, c);  // c read by relu and by add
+  Executor read_twice(g, {twice});
+  read_twice.bind(x, xv).bind(k, kv).run();
+  EXPECT_EQ(read_twice.num_fused(), 0);
+  for (std::int64_t i = 0; i < c.shape().numel(); ++i) {
+    EXPECT_EQ(read_twice[twice].at(i), wanted[r].at(i) + wanted[c].at(i)) << i;
+  }
+
+  Executor alone(g, {r});  // c read by relu only: fused, the same values
+  alone.bind(x, xv).bind(k, kv).run();
+  EXPECT_EQ(alone.num_fused(), 1);
+  for (std::int64_t i = 0; i < c.shape().numel(); ++i) {
+    EXPECT_EQ(alone[r].at(i), wanted[r].at(i)) << i;
+  }
+}
+
+// The ReLU gradient's mask is read while its producer runs: an input (which bind() may change
+// after planning) cannot be one, so that pair is not fused, and the result follows the input.
+TEST(Epilogues, AMaskThatIsAnInputIsNotFused) {
+  Graph g;
+  Value s = g.input("s", {1, 2, 4, 4});
+  Value gy = g.input("gy", {1, 2, 2, 2});
+  Value gx = relu_backward(s, avg_pool2d_backward(gy, s.shape(), {.kernel = 2, .stride = 2}));
+  Executor ex(g, {gx});
+  EXPECT_EQ(ex.num_fused(), 0);
+  Tensor sv = random_tensor({1, 2, 4, 4}, DType::kF32, 5);
+  Tensor gv = random_tensor({1, 2, 2, 2}, DType::kF32, 6);
+  ex.bind(s, sv).bind(gy, gv).run();
+  for (std::int64_t i = 0; i < 32; ++i) {
+    const std::int64_t plane = i / 16, row = (i % 16) / 4, col = i % 4;
+    const double pooled = gv.at(plane * 4 + (row / 2) * 2 + col / 2) / 4;
+    EXPECT_FLOAT_EQ(static_cast<float>(ex[gx].at(i)),
+                    static_cast<float>(sv.at(i) > 0 ? pooled : 0.0)) << i;
   }
 }
 

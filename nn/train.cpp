@@ -460,6 +460,7 @@ class BatchStep {
         data::prefetch_examples(*data, next.subspan(static_cast<std::size_t>(lo),
                                                     static_cast<std::size_t>(hi - lo)));
       }
+      prefetch_others_rows(t);
       gradient(t);
       replicas_.optimizer(t).step(tasks_[t].grads);
     });
@@ -523,6 +524,27 @@ class BatchStep {
                             for (std::int64_t t = lo; t < hi; ++t) fn(static_cast<std::size_t>(t));
                           });
     });
+  }
+
+  // Asks the CPU for the rows of the batch matrices that task t did not write (the other tasks'
+  // and the other ranks'), all at once, before its contraction reads them: they sit in another
+  // core's cache, and the product's loads alone kept few of those transfers in flight.
+  // Measured at two threads, avx2, seed model: epochs 0.446 -> 0.431 s (medians of 6,
+  // alternated). A hint only.
+  void prefetch_others_rows(std::size_t t) const {
+    const std::int64_t lo = offsets_[first_[t]], hi = offsets_[first_[t + 1]];
+    constexpr std::int64_t kLine = 64;
+    for (const Tensor& m : batch_matrices()) {
+      const auto row_bytes = static_cast<std::int64_t>(m.nbytes()) / batch;
+      const char* base = static_cast<const char*>(m.raw());
+      const auto fetch = [&](std::int64_t first_row, std::int64_t end_row) {
+        for (std::int64_t b = first_row * row_bytes; b < end_row * row_bytes; b += kLine) {
+          __builtin_prefetch(base + b);
+        }
+      };
+      fetch(0, lo);
+      fetch(hi, batch);
+    }
   }
 
   // Micro-batch k's share of the batch: the weight of its mean loss and gradients in the batch's.

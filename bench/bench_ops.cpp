@@ -201,7 +201,10 @@ std::vector<int> step_nodes(Model& m) {
   Executor ex(m.graph, {m.net.loss, m.net.logits, m.grads});
   ex.set_profiling(true);
   std::vector<int> ids;
-  for (const auto& p : ex.profile()) ids.push_back(p.node);
+  for (const auto& p : ex.profile()) {
+    ids.push_back(p.node);
+    if (p.fused_node >= 0) ids.push_back(p.fused_node);  // run inside p's step (Note [Epilogues])
+  }
   return ids;
 }
 
@@ -371,7 +374,7 @@ void BM_StepProfile(benchmark::State& state, const std::string& model) {
   const double n = static_cast<double>(state.iterations());
   std::map<std::string, double> by_kind;
   for (const auto& p : step.ex->profile()) {
-    std::string kind = p.op;
+    std::string kind = p.fused ? std::string(p.op) + "+" + p.fused : std::string(p.op);
     if (p.node > step.model.net.loss.id() && kind.find("backward") == std::string::npos) {
       kind += "(bwd)";
     }

@@ -156,10 +156,13 @@ void for_each_channel_block(std::int64_t oc, const Fn& fn) {
 // is stored through masks, its lanes in the next row shifted down through a buffer. Needs
 // WP >= the lane count, so that a vector touches at most two rows. (A copy through a buffer
 // with std::copy per row segment, and a division per segment, took as long as the tile's FMAs
-// for the first convolution of the seed model.)
+// for the first convolution of the seed model.) `room`: the elements from y0 to the end of
+// the image's output, past which another task writes: a masked store whose vector reaches past
+// it stores its lanes one by one (store_first in ops/simd-inl.hpp says why).
 template <typename T, int OCB, int NV>
 HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int64_t oy,
-                                std::int64_t ox, const VecT<T> (&acc)[OCB][NV], T* y0) {
+                                std::int64_t ox, const VecT<T> (&acc)[OCB][NV], T* y0,
+                                std::int64_t room) {
   const Tag<T> d;
   const std::int64_t L = lanes<T>();
   const std::int64_t ow = g.ow, plane = g.oh * g.ow;
@@ -174,17 +177,29 @@ HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int
       const std::int64_t in_row = ow - ox;  // lanes [0, in_row) end row oy
       const std::int64_t next = wp - ox;    // lanes [next, L) start row oy + 1
       const bool spills = next < L && oy + 1 < g.oh;
-      const auto first =
-          hn::FirstN(d, static_cast<std::size_t>(std::max<std::int64_t>(in_row, 0)));
-      const auto second =
-          hn::FirstN(d, static_cast<std::size_t>(spills ? std::min(L - next, ow) : 0));
+      const std::int64_t n_first = std::max<std::int64_t>(in_row, 0);
+      const std::int64_t n_second = spills ? std::min(L - next, ow) : 0;
+      const auto first = hn::FirstN(d, static_cast<std::size_t>(n_first));
+      const auto second = hn::FirstN(d, static_cast<std::size_t>(n_second));
 #pragma GCC unroll 8
       for (int ob = 0; ob < OCB; ++ob) {
-        T* yc = y0 + ob * plane + oy * ow;
-        if (in_row > 0) hn::BlendedStore(acc[ob][v], first, d, yc + ox);
+        const std::int64_t at = ob * plane + oy * ow;  // row oy of channel ob, from y0
+        T* yc = y0 + at;
+        if (in_row > 0) {
+          if (at + ox + L <= room) {
+            hn::BlendedStore(acc[ob][v], first, d, yc + ox);
+          } else {
+            store_first(acc[ob][v], n_first, yc + ox);
+          }
+        }
         if (spills) {
           hn::Store(acc[ob][v], d, buf);
-          hn::BlendedStore(hn::LoadU(d, buf + next), second, d, yc + ow);
+          const VecT<T> lower = hn::LoadU(d, buf + next);
+          if (at + ow + L <= room) {
+            hn::BlendedStore(lower, second, d, yc + ow);
+          } else {
+            store_first(lower, n_second, yc + ow);
+          }
         }
       }
     }
@@ -244,7 +259,8 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
       }
     }
     if (wp >= L) {
-      store_wide_tile<T, OCB, NV>(g, wp, oy0, ox0, acc, yn + oc0 * g.oh * g.ow);
+      store_wide_tile<T, OCB, NV>(g, wp, oy0, ox0, acc, yn + oc0 * g.oh * g.ow,
+                                  (g.oc - oc0) * g.oh * g.ow);
       for (ox0 += NV * L; ox0 >= wp; ox0 -= wp) ++oy0;
       continue;
     }

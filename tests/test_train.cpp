@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <barrier>
 #include <tbgrad.hpp>
@@ -401,6 +402,27 @@ Graph build_small(Value& loss) {
   Value w = g.param("w", {2, 3});
   loss = mean(tanh(linear(x, w)));
   return g;  // moved: loss still refers to it
+}
+
+// Note [Denormals] (nn/optim.cpp): an update flushes subnormal state to zero, as a weight whose
+// gradient stays zero decays there, and leaves the caller's floating-point mode as it was.
+TEST(Optimizer, AdamFlushesSubnormalMomentsAndRestoresTheCallersMode) {
+  Tensor w(Shape{4}, DType::kF32);
+  w.fill(0.5);
+  nn::Adam adam({w}, 1e-3);
+  Tensor g(Shape{4}, DType::kF32);
+  g.fill(0.0);
+  const float tiny = std::numeric_limits<float>::denorm_min() * 64;  // subnormal
+  ASSERT_EQ(std::fpclassify(tiny), FP_SUBNORMAL);
+  for (const auto& [name, t] : adam.state()) t.fill(static_cast<double>(tiny));
+  adam.step(std::vector<Tensor>{g});
+  for (const auto& [name, t] : adam.state()) {
+    for (std::int64_t i = 0; i < 4; ++i) EXPECT_EQ(t.at(i), 0.0) << name << "[" << i << "]";
+  }
+  EXPECT_EQ(w.at(0), 0.5);  // a zero moment moves nothing
+  volatile float x = tiny;
+  const float half = x * 0.5f;  // still gradual underflow on this thread
+  EXPECT_EQ(std::fpclassify(half), FP_SUBNORMAL);
 }
 
 TEST(Api, AGraphCanBeReturnedFromAFunctionWithItsValues) {

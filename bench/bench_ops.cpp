@@ -374,7 +374,7 @@ void BM_StepProfile(benchmark::State& state, const std::string& model) {
   const double n = static_cast<double>(state.iterations());
   std::map<std::string, double> by_kind;
   for (const auto& p : step.ex->profile()) {
-    std::string kind = p.fused ? std::string(p.op) + "+" + p.fused : std::string(p.op);
+    std::string kind = p.label();
     if (p.node > step.model.net.loss.id() && kind.find("backward") == std::string::npos) {
       kind += "(bwd)";
     }

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   std::map<std::string, double> by_op;
   double in_ops = 0;
   for (const auto& p : ex.profile()) {
-    by_op[p.fused ? std::string(p.op) + "+" + p.fused : std::string(p.op)] += p.seconds;
+    by_op[p.label()] += p.seconds;
     in_ops += p.seconds;
   }
   std::vector<std::pair<double, std::string>> sorted;

@@ -129,7 +129,8 @@ void Executor::plan() {
     if (!needed_[static_cast<std::size_t>(id)]) continue;
     for (int in : graph_.node(id).inputs) needed_[static_cast<std::size_t>(in)] = 1;
   }
-  fuse_epilogues();
+  const Fusions fusions = fuse_epilogues();
+  const std::vector<Fusion>& fused = fusions.by_producer;
 
   // The steps: every needed op node but those run as another's epilogue. Step s writes the
   // buffer of out_node[s] (its node's, or the fused consumer's) and reads reads[s].
@@ -137,11 +138,11 @@ void Executor::plan() {
   std::vector<std::vector<int>> reads;
   for (int id = 0; id < n; ++id) {
     const auto i = static_cast<std::size_t>(id);
-    if (!needed_[i] || graph_.node(id).kind != NodeKind::kOp || absorbed_[i]) continue;
+    if (!needed_[i] || graph_.node(id).kind != NodeKind::kOp || fusions.absorbed[i]) continue;
     op_ids.push_back(id);
-    out_node.push_back(fused_[i].consumer >= 0 ? fused_[i].consumer : id);
+    out_node.push_back(fused[i].consumer >= 0 ? fused[i].consumer : id);
     reads.push_back(graph_.node(id).inputs);
-    if (fused_[i].mask >= 0) reads.back().push_back(fused_[i].mask);
+    if (fused[i].mask >= 0) reads.back().push_back(fused[i].mask);
   }
   // Last step that reads each node; outputs live forever.
   constexpr int kForever = std::numeric_limits<int>::max();
@@ -234,7 +235,7 @@ void Executor::plan() {
     step.output = values_[static_cast<std::size_t>(id)];
     step.workspace =
         ws_size[static_cast<std::size_t>(s)] ? base + ws_offset[static_cast<std::size_t>(s)] : nullptr;
-    const Fusion& f = fused_[static_cast<std::size_t>(id)];
+    const Fusion& f = fused[static_cast<std::size_t>(id)];
     if (f.consumer >= 0) {
       step.fused = f.consumer;
       step.epilogue_kind = f.kind;
@@ -259,11 +260,11 @@ void Executor::plan() {
 // mask, E's input 0, is an op's, parameter's or constant's value computed before P (not an
 // input, which bind() could change after planning). E's step then disappears: P writes E's
 // buffer and applies the epilogue.
-void Executor::fuse_epilogues() {
+Executor::Fusions Executor::fuse_epilogues() const {
   const int n = graph_.size();
-  fused_.assign(static_cast<std::size_t>(n), Fusion{});
-  absorbed_.assign(static_cast<std::size_t>(n), 0);
-  if (!options_.fuse) return;
+  Fusions f{std::vector<Fusion>(static_cast<std::size_t>(n)),
+            std::vector<char>(static_cast<std::size_t>(n), 0)};
+  if (!options_.fuse) return f;
   std::vector<int> readers(static_cast<std::size_t>(n), 0);
   std::vector<char> is_output(static_cast<std::size_t>(n), 0);
   for (const Value& v : outputs_) is_output[static_cast<std::size_t>(v.id())] = 1;
@@ -281,8 +282,8 @@ void Executor::fuse_epilogues() {
     const int p = en.inputs[slot];
     const auto pi = static_cast<std::size_t>(p);
     const Node& pn = graph_.node(p);
-    if (pn.kind != NodeKind::kOp || is_output[pi] || readers[pi] != 1 || absorbed_[pi] ||
-        fused_[pi].consumer >= 0 || !pn.op->accepts_epilogue(kind) ||
+    if (pn.kind != NodeKind::kOp || is_output[pi] || readers[pi] != 1 || f.absorbed[pi] ||
+        f.by_producer[pi].consumer >= 0 || !pn.op->accepts_epilogue(kind) ||
         !(pn.shape == en.shape) || pn.dtype != en.dtype) {
       continue;
     }
@@ -292,9 +293,10 @@ void Executor::fuse_epilogues() {
       const NodeKind mk = graph_.node(mask).kind;
       if (mask >= p || mk == NodeKind::kInput || mk == NodeKind::kLabels) continue;
     }
-    fused_[pi] = Fusion{e, mask, kind};
-    absorbed_[static_cast<std::size_t>(e)] = 1;
+    f.by_producer[pi] = Fusion{e, mask, kind};
+    f.absorbed[static_cast<std::size_t>(e)] = 1;
   }
+  return f;
 }
 
 Executor& Executor::bind(Value input, const Tensor& t) {

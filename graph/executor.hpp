@@ -20,6 +20,7 @@
 #include <initializer_list>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "tbgrad/graph/graph.hpp"
@@ -68,6 +69,8 @@ class Executor {
     std::int64_t calls = 0;
     const char* fused = nullptr;  // the op run as this step's epilogue, if any
     int fused_node = -1;
+    // "op", or "op+fused" for a fused step.
+    std::string label() const { return fused ? std::string(op) + "+" + fused : std::string(op); }
   };
   void set_profiling(bool on);
   const std::vector<StepProfile>& profile() const { return profile_; }
@@ -102,20 +105,22 @@ class Executor {
     int mask = -1;
     Epilogue::Kind kind = Epilogue::Kind::kNone;
   };
+  struct Fusions {
+    std::vector<Fusion> by_producer;  // by node id
+    std::vector<char> absorbed;       // by node id: runs as another step's epilogue
+  };
   struct InputUse {
     int step;
     int slot;
   };
 
   void plan();
-  void fuse_epilogues();
+  Fusions fuse_epilogues() const;
   void run_steps();
 
   Graph& graph_;
   std::vector<Value> outputs_;
   ExecutorOptions options_;
-  std::vector<Fusion> fused_;    // by node id
-  std::vector<char> absorbed_;   // by node id: runs as another step's epilogue
   std::vector<Step> steps_;
   std::vector<Tensor> values_;                 // by node id: what get() returns
   std::vector<std::vector<InputUse>> uses_;    // by node id: where an input node is read

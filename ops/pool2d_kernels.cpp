@@ -7,6 +7,7 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "graph/parallel.hpp"
 #include "ops/pool2d_kernels.hpp"
@@ -111,46 +112,40 @@ void window_sum_rows(const T* __restrict s, int k, std::int64_t term_stride, std
   }
 }
 
-// y[r, ox] = h[r*h_row + ox*SW] * inv for r in [0, rows), ox in [0, ow): the window sums at
-// the output columns. SW = 0: the stride sw given at run time; 1 and 2 let the compiler
-// vectorise the loads.
-template <int SW, typename T>
-void pick_columns(const T* __restrict h, std::int64_t h_row, std::int64_t sw, std::int64_t rows,
-                  std::int64_t ow, T* __restrict y, T inv) {
-  const std::int64_t step = SW ? SW : sw;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* __restrict hr = h + r * h_row;
-    T* __restrict yr = y + r * ow;
-    for (std::int64_t ox = 0; ox < ow; ++ox) yr[ox] = hr[ox * step] * inv;
-  }
+// fn(step) with the column stride sw as a constant where it is 1 or 2 (so the compiler
+// vectorises the strided loads and stores of pick and place), as a run-time value otherwise.
+template <typename Fn>
+void with_column_stride(std::int64_t sw, const Fn& fn) {
+  if (sw == 1) return fn(std::integral_constant<std::int64_t, 1>());
+  if (sw == 2) return fn(std::integral_constant<std::int64_t, 2>());
+  fn(sw);
 }
 
+// y[r, ox] = h[r*h_row + ox*sw] * inv for r in [0, rows), ox in [0, ow): the window sums at
+// the output columns.
 template <typename T>
-void pick(const T* h, std::int64_t h_row, std::int64_t sw, std::int64_t rows, std::int64_t ow,
-          T* y, T inv) {
-  if (sw == 1) return pick_columns<1>(h, h_row, sw, rows, ow, y, inv);
-  if (sw == 2) return pick_columns<2>(h, h_row, sw, rows, ow, y, inv);
-  pick_columns<0>(h, h_row, sw, rows, ow, y, inv);
+void pick(const T* __restrict h, std::int64_t h_row, std::int64_t sw, std::int64_t rows,
+          std::int64_t ow, T* __restrict y, T inv) {
+  with_column_stride(sw, [&](auto step) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* __restrict hr = h + r * h_row;
+      T* __restrict yr = y + r * ow;
+      for (std::int64_t ox = 0; ox < ow; ++ox) yr[ox] = hr[ox * step] * inv;
+    }
+  });
 }
 
-// The transpose: gh[r*h_row + ox*SW] = gy[r, ox] * inv (gh's other elements untouched).
-template <int SW, typename T>
-void place_columns(const T* __restrict gy, std::int64_t sw, std::int64_t rows, std::int64_t ow,
-                   T* __restrict gh, std::int64_t h_row, T inv) {
-  const std::int64_t step = SW ? SW : sw;
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* __restrict gr = gy + r * ow;
-    T* __restrict hr = gh + r * h_row;
-    for (std::int64_t ox = 0; ox < ow; ++ox) hr[ox * step] = gr[ox] * inv;
-  }
-}
-
+// The transpose: gh[r*h_row + ox*sw] = gy[r, ox] * inv (gh's other elements untouched).
 template <typename T>
-void place(const T* gy, std::int64_t sw, std::int64_t rows, std::int64_t ow, T* gh,
-           std::int64_t h_row, T inv) {
-  if (sw == 1) return place_columns<1>(gy, sw, rows, ow, gh, h_row, inv);
-  if (sw == 2) return place_columns<2>(gy, sw, rows, ow, gh, h_row, inv);
-  place_columns<0>(gy, sw, rows, ow, gh, h_row, inv);
+void place(const T* __restrict gy, std::int64_t sw, std::int64_t rows, std::int64_t ow,
+           T* __restrict gh, std::int64_t h_row, T inv) {
+  with_column_stride(sw, [&](auto step) {
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* __restrict gr = gy + r * ow;
+      T* __restrict hr = gh + r * h_row;
+      for (std::int64_t ox = 0; ox < ow; ++ox) hr[ox * step] = gr[ox] * inv;
+    }
+  });
 }
 
 // Copies planes [0, np) of x into zero-padded planes of f's size at `p`.
@@ -160,8 +155,7 @@ void pad_planes(const PoolGeometry& g, const FlatPlane& f, const T* __restrict x
   std::fill(p, p + np * f.size(), T(0));
   for (std::int64_t q = 0; q < np; ++q) {
     for (std::int64_t r = 0; r < g.h; ++r) {
-      std::copy(x + (q * g.h + r) * g.w, x + (q * g.h + r + 1) * g.w,
-                p + q * f.size() + (r + g.win.ph) * f.w + g.win.pw);
+      copy_row(x + (q * g.h + r) * g.w, g.w, p + q * f.size() + (r + g.win.ph) * f.w + g.win.pw);
     }
   }
 }
@@ -216,8 +210,8 @@ void unpad_planes(const PoolGeometry& g, const FlatPlane& f, const T* __restrict
                   std::int64_t np, T* __restrict gx) {
   for (std::int64_t q = 0; q < np; ++q) {
     for (std::int64_t r = 0; r < g.h; ++r) {
-      const T* row = out + q * f.size() + (r + g.win.ph) * f.w + g.win.pw;
-      std::copy(row, row + g.w, gx + (q * g.h + r) * g.w);
+      copy_row(out + q * f.size() + (r + g.win.ph) * f.w + g.win.pw, g.w,
+               gx + (q * g.h + r) * g.w);
     }
   }
 }

@@ -3,13 +3,14 @@
 // ops/conv2d_kernels.hpp.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/conv2d_kernels.cpp"
+#include "ops/conv2d_kernels.hpp"
+
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
 #include <algorithm>
 
 #include "graph/parallel.hpp"
-#include "ops/conv2d_kernels.hpp"
 #include "ops/simd-inl.hpp"
 
 HWY_BEFORE_NAMESPACE();
@@ -150,73 +151,14 @@ void for_each_channel_block(std::int64_t oc, const Fn& fn) {
 // Vectors never stop at a row's end, so a 9-wide plane wastes 2 of 11 lanes instead of 7 of 16
 // (AVX-512) in a row-by-row loop, and register tiles can span many vectors.
 
-// Stores a tile of OCB channels x NV vectors of wide positions (Note [Wide planes]) starting at
-// row oy, column ox of the wide grid into y [OCB, OH, OW] at `y0`, straight from the
-// registers: a vector within one row's valid columns is one store; one that reaches past them
-// is stored through masks, its lanes in the next row shifted down through a buffer. Needs
-// WP >= the lane count, so that a vector touches at most two rows. (A copy through a buffer
-// with std::copy per row segment, and a division per segment, took as long as the tile's FMAs
-// for the first convolution of the seed model.) `room`: the elements from y0 to the end of
-// the image's output, past which another task writes: a masked store whose vector reaches past
-// it stores its lanes one by one (store_first in ops/simd-inl.hpp says why).
-template <typename T, int OCB, int NV>
-HWY_INLINE void store_wide_tile(const ConvGeometry& g, std::int64_t wp, std::int64_t oy,
-                                std::int64_t ox, const VecT<T> (&acc)[OCB][NV], T* y0,
-                                std::int64_t room) {
-  const Tag<T> d;
-  const std::int64_t L = lanes<T>();
-  const std::int64_t ow = g.ow, plane = g.oh * g.ow;
-  HWY_ALIGN T buf[2 * detail::kMaxLanes<T>] = {};
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    if (oy >= g.oh) return;  // the last tile's positions past the plane
-    if (ox + L <= ow) {
-#pragma GCC unroll 8
-      for (int ob = 0; ob < OCB; ++ob) hn::StoreU(acc[ob][v], d, y0 + ob * plane + oy * ow + ox);
-    } else {
-      const std::int64_t in_row = ow - ox;  // lanes [0, in_row) end row oy
-      const std::int64_t next = wp - ox;    // lanes [next, L) start row oy + 1
-      const bool spills = next < L && oy + 1 < g.oh;
-      const std::int64_t n_first = std::max<std::int64_t>(in_row, 0);
-      const std::int64_t n_second = spills ? std::min(L - next, ow) : 0;
-      const auto first = hn::FirstN(d, static_cast<std::size_t>(n_first));
-      const auto second = hn::FirstN(d, static_cast<std::size_t>(n_second));
-#pragma GCC unroll 8
-      for (int ob = 0; ob < OCB; ++ob) {
-        const std::int64_t at = ob * plane + oy * ow;  // row oy of channel ob, from y0
-        T* yc = y0 + at;
-        if (in_row > 0) {
-          if (at + ox + L <= room) {
-            hn::BlendedStore(acc[ob][v], first, d, yc + ox);
-          } else {
-            store_first(acc[ob][v], n_first, yc + ox);
-          }
-        }
-        if (spills) {
-          hn::Store(acc[ob][v], d, buf);
-          const VecT<T> lower = hn::LoadU(d, buf + next);
-          if (at + ow + L <= room) {
-            hn::BlendedStore(lower, second, d, yc + ow);
-          } else {
-            store_first(lower, n_second, yc + ow);
-          }
-        }
-      }
-    }
-    ox += L;
-    if (ox >= wp) {
-      ox -= wp;
-      ++oy;
-    }
-  }
-}
-
 // y[oc0 .. oc0+OCB) of one image, stride 1 (Note [Wide planes]): tiles of OCB channels x NV
-// vectors of wide positions. Each output element is one chain of FMAs over (c, ky, kx) in order
-// after the bias, as in conv_forward_rows: the same bits on every FMA target.
+// vectors of wide positions, stored whole and unmasked into the image's wide output `wide`
+// [OC, cs] (the positions past each row's OW columns included); compact_wide then moves the
+// valid columns to y. Each output element is one chain of FMAs over (c, ky, kx) in order after
+// the bias, as in conv_forward_rows: the same bits on every FMA target.
 template <typename T, int OCB>
 void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
-                       const T* bias, T* yn, std::int64_t oc0) {
+                       const T* bias, T* wide, std::int64_t cs, std::int64_t oc0) {
   constexpr int NV = tile_vectors<OCB>();
   const Tag<T> d;
   using V = VecT<T>;
@@ -227,10 +169,7 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
   T b0[OCB];
 #pragma GCC unroll 8
   for (int ob = 0; ob < OCB; ++ob) b0[ob] = bias ? bias[oc0 + ob] : T(0);
-  HWY_ALIGN T out[OCB * NV * detail::kMaxLanes<T>];
-  // The tile's first position as (row, column): kept up to date rather than divided out per
-  // tile (a 64-bit division per tile took an eighth of the first seed convolution's time).
-  std::int64_t oy0 = 0, ox0 = 0;
+  T* out = wide + oc0 * cs;
   for (std::int64_t p0 = 0; p0 < total; p0 += NV * L) {
     V acc[OCB][NV];
 #pragma GCC unroll 8
@@ -258,65 +197,92 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
         }
       }
     }
-    if (wp >= L) {
-      store_wide_tile<T, OCB, NV>(g, wp, oy0, ox0, acc, yn + oc0 * g.oh * g.ow,
-                                  (g.oc - oc0) * g.oh * g.ow);
-      for (ox0 += NV * L; ox0 >= wp; ox0 -= wp) ++oy0;
-      continue;
-    }
 #pragma GCC unroll 8
     for (int ob = 0; ob < OCB; ++ob) {
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) hn::Store(acc[ob][v], d, out + (ob * NV + v) * L);
+      for (int v = 0; v < NV; ++v) hn::StoreU(acc[ob][v], d, out + ob * cs + p0 + v * L);
     }
-    // Planes narrower than a vector: the valid columns of each row the tile covers.
-    const std::int64_t p1 = std::min(total, p0 + NV * L);
-    for (std::int64_t q = p0; q < p1;) {
-      const std::int64_t oy = q / wp, ox = q % wp;
-      const std::int64_t row_end = std::min(p1, (oy + 1) * wp);
-      if (ox < g.ow) {
-        const std::int64_t n = std::min(g.ow, ox + (row_end - q)) - ox;
-        for (int ob = 0; ob < OCB; ++ob) {
-          const T* src = out + ob * NV * L + (q - p0);
-          std::copy(src, src + n, yn + ((oc0 + ob) * g.oh + oy) * g.ow + ox);
-        }
+  }
+}
+
+// y [OC, OH, OW] of one image from its wide output [OC, cs] (row r of channel c at c*cs + r*WP),
+// with the ReLU applied when `relu`, in the same select as the ReLU's own kernel. Rows go in
+// order, each as whole vectors: a vector past a row's end writes the start of the next row,
+// which that row's own stores then overwrite. Only near the end of the image's output, past
+// which another task writes, do the last elements go one at a time. (The tiles used to store
+// straight into y through masks, a straddling vector's second row shifted through a buffer,
+// which reloaded it at an offset the store could not forward: for the seed model's planes, 24,
+// 11 and 9 wide, its three stride-1 convolutions took 9-13% longer, bench_ops on AVX2.)
+template <typename T, bool kRelu>
+void compact_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t cs, const T* wide, T* y) {
+  const Tag<T> d;
+  const std::int64_t L = lanes<T>();
+  const std::int64_t ow = g.ow, end = g.oc * g.oh * ow;
+  const auto relu = [&](VecT<T> v) {
+    if constexpr (kRelu) {
+      return hn::IfThenElseZero(hn::Gt(v, hn::Zero(d)), v);
+    } else {
+      return v;
+    }
+  };
+  for (std::int64_t c = 0; c < g.oc; ++c) {
+    for (std::int64_t r = 0; r < g.oh; ++r) {
+      const T* src = wide + c * cs + r * wp;
+      const std::int64_t at = (c * g.oh + r) * ow;
+      std::int64_t j = 0;
+      for (; j < ow && at + j + L <= end; j += L) {
+        hn::StoreU(relu(hn::LoadU(d, src + j)), d, y + at + j);
       }
-      q = row_end;
+      for (; j < ow; ++j) {
+        const T v = src[j];
+        y[at + j] = kRelu ? (v > T(0) ? v : T(0)) : v;
+      }
     }
   }
 }
 
 template <typename T>
-void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* xn,
-                             const T* k, const T* bias, T* yn, std::int64_t oc0, int ocb) {
+void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
+                             const T* bias, T* wide, std::int64_t cs, std::int64_t oc0, int ocb) {
   detail::with_tile_size<kMaxTileChannels>(
-      ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(g, p, xn, k, bias, yn, oc0); });
+      ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(g, p, xn, k, bias, wide, cs, oc0); });
 }
 
 // One task per image: pad it, then every block of output channels (wide planes for stride 1,
-// rows of 4 channels x one vector otherwise).
+// then compacted into y; rows of 4 channels x one vector otherwise).
 template <typename T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* padded,
+void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* ws,
                   const detail::OutputEpilogue<T>& ep) {
   const PaddedInput p = PaddedInput::of(g, lanes<T>());
+  const auto lay = detail::ConvForwardLayout::of<T>(g);
+  const std::int64_t cs = detail::ConvForwardLayout::wide_channel(g.oh * p.wp, lanes<T>());
+  const bool relu = ep.kind == detail::OutputEpilogue<T>::kRelu;
   constexpr int kBlock = 4;
+  T* padded = ws;
   parallel_for(g.n, 1, [&](std::int64_t lo, std::int64_t hi) {
     pad_images(g, p, x, padded, lo, hi);
+    T* wide = ws + lay.wide + lo * lay.slot;  // this task's slot
     for (std::int64_t n = lo; n < hi; ++n) {
       const T* xn = padded + n * p.image_stride(g);
       T* yn = y + n * g.oc * g.oh * g.ow;
       if (g.win.sh == 1 && g.win.sw == 1) {
         for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
-          conv_forward_wide_block(g, p, xn, k, b, yn, oc0, ocb);
+          conv_forward_wide_block(g, p, xn, k, b, wide, cs, oc0, ocb);
         });
-      } else {
-        for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
-          const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
-          if (g.win.sw == 1) {
-            conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
-          } else {
-            conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
-          }
+        if (relu) {
+          compact_wide<T, true>(g, p.wp, cs, wide, yn);
+        } else {
+          compact_wide<T, false>(g, p.wp, cs, wide, yn);
+          apply_epilogue(ep, yn, 0, g.oc * g.oh * g.ow);
+        }
+        continue;
+      }
+      for (std::int64_t oc0 = 0; oc0 < g.oc; oc0 += kBlock) {
+        const int ocb = static_cast<int>(std::min<std::int64_t>(kBlock, g.oc - oc0));
+        if (g.win.sw == 1) {
+          conv_forward_rows<T, kBlock, true>(g, p, xn, k, b, yn, oc0, ocb);
+        } else {
+          conv_forward_rows<T, kBlock, false>(g, p, xn, k, b, yn, oc0, ocb);
         }
       }
       apply_epilogue(ep, yn, 0, g.oc * g.oh * g.ow);  // the image's outputs, still in cache
@@ -423,8 +389,8 @@ void weight_grad_columns(const ConvGeometry& g, const PaddedInput& p, const T* g
 }
 
 template <typename T>
-void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplane,
-                     std::int64_t owp, const T* xrow, T* out, int nb) {
+void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplane, std::int64_t owp,
+                     const T* xrow, T* out, int nb) {
   detail::with_tile_size<kWeightGradColumns>(
       nb, [&]<int NB>() { weight_grad_columns<T, NB>(g, p, gplane, owp, xrow, out); });
 }
@@ -434,9 +400,9 @@ void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplan
 // wide output gradient times x at the tap's offset. One vector of partial sums per weight over
 // both images of a chunk, its lanes added in order at the end: deterministic.
 template <typename T, int OCB, int TB>
-void weight_grad_wide(const ConvGeometry& g, const PaddedInput& p, const T* gw,
-                      std::int64_t gw_len, const T* xp, std::int64_t n0, std::int64_t n1,
-                      std::int64_t oc0, std::int64_t c, int tap0, T* partial) {
+void weight_grad_wide(const ConvGeometry& g, const PaddedInput& p, const T* gw, std::int64_t gw_len,
+                      const T* xp, std::int64_t n0, std::int64_t n1, std::int64_t oc0,
+                      std::int64_t c, int tap0, T* partial) {
   const Tag<T> d;
   using V = VecT<T>;
   const std::int64_t L = lanes<T>();
@@ -598,20 +564,19 @@ void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,
 
 }  // namespace
 
-#define TBGRAD_CONV_ENTRIES(T, S)                                                            \
-  void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,       \
-                      T* padded, const detail::OutputEpilogue<T>& ep) {                      \
-    conv_forward(g, x, k, b, y, padded, ep);                                                 \
-  }                                                                                          \
-  void ConvInputGradScatter##S(const ConvGeometry& g, const T* gy, const T* k, T* gx) {      \
-    input_grad_scatter(g, gy, k, gx);                                                        \
-  }                                                                                          \
-  void ConvWeightGrad##S(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {     \
-    weight_grad(g, x, gy, gk, ws);                                                           \
-  }                                                                                          \
-  void ConvBiasGrad##S(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,     \
-                       T* gb) {                                                              \
-    bias_grad(n, oc, plane, gy, gb);                                                         \
+#define TBGRAD_CONV_ENTRIES(T, S)                                                                 \
+  void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* ws,     \
+                      const detail::OutputEpilogue<T>& ep) {                                      \
+    conv_forward(g, x, k, b, y, ws, ep);                                                          \
+  }                                                                                               \
+  void ConvInputGradScatter##S(const ConvGeometry& g, const T* gy, const T* k, T* gx) {           \
+    input_grad_scatter(g, gy, k, gx);                                                             \
+  }                                                                                               \
+  void ConvWeightGrad##S(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {          \
+    weight_grad(g, x, gy, gk, ws);                                                                \
+  }                                                                                               \
+  void ConvBiasGrad##S(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, T* gb) { \
+    bias_grad(n, oc, plane, gy, gb);                                                              \
   }
 TBGRAD_CONV_ENTRIES(float, F32)
 TBGRAD_CONV_ENTRIES(double, F64)
@@ -633,26 +598,24 @@ HWY_EXPORT(ConvBiasGradF64);
 
 namespace detail {
 // Each dispatch ends with end_vector_kernel(): Note [Upper vector state] in graph/parallel.hpp.
-#define TBGRAD_CONV_DISPATCH(T, S)                                                            \
-  void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, \
-                             T* padded, const OutputEpilogue<T>& ep) {                        \
-    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, padded, ep);                          \
-    end_vector_kernel();                                                                      \
-  }                                                                                           \
-  void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k,       \
-                                        T* gx) {                                              \
-    HWY_DYNAMIC_DISPATCH(ConvInputGradScatter##S)(g, gy, k, gx);                              \
-    end_vector_kernel();                                                                      \
-  }                                                                                           \
-  void conv2d_weight_grad_kernel(const ConvGeometry& g, const T* x, const T* gy, T* gk,       \
-                                 T* ws) {                                                     \
-    HWY_DYNAMIC_DISPATCH(ConvWeightGrad##S)(g, x, gy, gk, ws);                                \
-    end_vector_kernel();                                                                      \
-  }                                                                                           \
-  void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane,           \
-                               const T* gy, T* gb) {                                          \
-    HWY_DYNAMIC_DISPATCH(ConvBiasGrad##S)(n, oc, plane, gy, gb);                              \
-    end_vector_kernel();                                                                      \
+#define TBGRAD_CONV_DISPATCH(T, S)                                                               \
+  void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,    \
+                             T* ws, const OutputEpilogue<T>& ep) {                               \
+    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, ws, ep);                                 \
+    end_vector_kernel();                                                                         \
+  }                                                                                              \
+  void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k, T* gx) { \
+    HWY_DYNAMIC_DISPATCH(ConvInputGradScatter##S)(g, gy, k, gx);                                 \
+    end_vector_kernel();                                                                         \
+  }                                                                                              \
+  void conv2d_weight_grad_kernel(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) { \
+    HWY_DYNAMIC_DISPATCH(ConvWeightGrad##S)(g, x, gy, gk, ws);                                   \
+    end_vector_kernel();                                                                         \
+  }                                                                                              \
+  void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, \
+                               T* gb) {                                                          \
+    HWY_DYNAMIC_DISPATCH(ConvBiasGrad##S)(n, oc, plane, gy, gb);                                 \
+    end_vector_kernel();                                                                         \
   }
 TBGRAD_CONV_DISPATCH(float, F32)
 TBGRAD_CONV_DISPATCH(double, F64)

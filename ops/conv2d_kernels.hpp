@@ -54,10 +54,32 @@ struct PaddedInput {
   std::int64_t image_stride(const ConvGeometry& g) const { return g.ic * hp * wp + slack; }
 };
 
-// Workspace of the forward kernel: the padded input.
+// Workspace of the forward kernel: the padded input, then for stride 1 one slot per image for
+// its output on the padded row grid [OC, channel] (Note [Wide planes] in
+// ops/conv2d_kernels.cpp), of which each task uses the slot of its first image. `channel` bounds
+// every target's channel stride there: the plane's wide positions rounded up to a vector, plus
+// a tile's worth of positions past them. Offsets are those of the widest vector.
+struct ConvForwardLayout {
+  std::int64_t wide, slot, total;
+  template <typename T>
+  static ConvForwardLayout of(const ConvGeometry& g) {
+    constexpr std::int64_t L = kMaxLanes<T>;
+    ConvForwardLayout lay{};
+    lay.wide = round_up(PaddedInput::of(g, L).elements(g), L);
+    const bool unit_stride = g.win.sh == 1 && g.win.sw == 1;
+    const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
+    lay.slot = unit_stride ? g.oc * wide_channel(g.oh * wp, L) : 0;
+    lay.total = lay.wide + g.n * lay.slot;
+    return lay;
+  }
+  // The channel stride of the wide output for vectors of `lanes`.
+  static constexpr std::int64_t wide_channel(std::int64_t positions, std::int64_t lanes) {
+    return round_up(positions, lanes) + kMaxTileVectors * lanes;
+  }
+};
 template <typename T>
 std::int64_t conv_forward_workspace(const ConvGeometry& g) {
-  return PaddedInput::of(g, kMaxLanes<T>).elements(g);
+  return ConvForwardLayout::of<T>(g).total;
 }
 
 // Workspace of the weight-gradient kernel: [chunks, OC, IC, KH, KW] partial sums, the padded
@@ -82,12 +104,11 @@ struct ConvWeightGradLayout {
 };
 
 // y = conv(x, k) + b (b may be null), then `ep` (Note [Epilogues] in graph/op.hpp), image by
-// image; `padded`: conv_forward_workspace<T>(g) elements.
+// image; `ws`: conv_forward_workspace<T>(g) elements.
 void conv2d_forward_kernel(const ConvGeometry& g, const float* x, const float* k, const float* b,
-                           float* y, float* padded, const OutputEpilogue<float>& ep = {});
-void conv2d_forward_kernel(const ConvGeometry& g, const double* x, const double* k,
-                           const double* b, double* y, double* padded,
-                           const OutputEpilogue<double>& ep = {});
+                           float* y, float* ws, const OutputEpilogue<float>& ep = {});
+void conv2d_forward_kernel(const ConvGeometry& g, const double* x, const double* k, const double* b,
+                           double* y, double* ws, const OutputEpilogue<double>& ep = {});
 
 // gx = the input gradient, by scattering gy through the window (any stride and padding).
 void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const float* gy, const float* k,
@@ -98,13 +119,13 @@ void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const double* gy, c
 // gk = the weight gradient; `ws`: ConvWeightGradLayout::of<T>(g).total elements.
 void conv2d_weight_grad_kernel(const ConvGeometry& g, const float* x, const float* gy, float* gk,
                                float* ws);
-void conv2d_weight_grad_kernel(const ConvGeometry& g, const double* x, const double* gy,
-                               double* gk, double* ws);
+void conv2d_weight_grad_kernel(const ConvGeometry& g, const double* x, const double* gy, double* gk,
+                               double* ws);
 
 // gb[c] = sum of gy [N, OC, plane] over n and the plane, in a fixed order.
 void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const float* gy,
                              float* gb);
-void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane,
-                             const double* gy, double* gb);
+void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const double* gy,
+                             double* gb);
 
 }  // namespace tbgrad::detail

@@ -92,20 +92,6 @@ HWY_INLINE void copy_row(const T* HWY_RESTRICT src, std::int64_t n, T* HWY_RESTR
   }
 }
 
-// Stores lanes [0, n) of v at p and writes nothing past them. hn::BlendedStore may write past
-// them: where the target has no masked store (NEON), Highway implements it as a load, a blend and
-// a store of the whole vector, which writes back the lanes past the mask as it read them. That
-// is harmless where this thread writes those elements later, and a data race where another
-// thread writes them (the next image's output, in the kernels' per-image tasks: it lost that
-// thread's values, or with a fused ReLU brought back unclipped ones; a gradient check caught it
-// under qemu). Slower than a masked store; for the stores that end near a task's region.
-template <typename T>
-HWY_INLINE void store_first(VecT<T> v, std::int64_t n, T* HWY_RESTRICT p) {
-  HWY_ALIGN T buf[detail::kMaxLanes<T>];
-  hn::Store(v, Tag<T>(), buf);
-  for (std::int64_t j = 0; j < n; ++j) p[j] = buf[j];
-}
-
 // y[begin, end) after the output epilogue (Note [Epilogues] in graph/op.hpp): the selects of the
 // ReLU and of its gradient, as their own kernels make them, so exact on every target. Called by
 // a kernel on each block of its output right after computing it, while the block is in cache.

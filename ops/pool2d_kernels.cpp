@@ -135,6 +135,86 @@ void pick(const T* __restrict h, std::int64_t h_row, std::int64_t sw, std::int64
   });
 }
 
+// y[r, ox] = (v[b] + v[b + 1] + ... + v[b + kw - 1]) * inv with b = r*v_row + ox*SW, for r in
+// [0, rows), ox in [0, ow): the horizontal window sums at the output columns only, added in kx
+// order, so the same adds as window_sum and then pick. Whole vectors, a vector past a row's end
+// writing the start of the next row, which that row's own stores then overwrite; one element
+// at a time only where a vector would read past v_len (the elements of v computed) or write
+// past y_len (this task's outputs from y on). At stride 2 the even and odd columns come from
+// one LoadInterleaved2 per pair of taps. (window_sum over every position and then pick, its
+// strided loads and its scalar tails, took about half of the first pooling layer's time.)
+template <int SW, int KW, typename T>
+void window_pick(const T* HWY_RESTRICT v, std::int64_t v_row, std::int64_t v_len,
+                 std::int64_t rows, std::int64_t ow, T* HWY_RESTRICT y, std::int64_t y_len,
+                 T inv) {
+  static_assert(SW == 1 || SW == 2);
+  constexpr int kw = KW;
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const V vinv = hn::Set(d, inv);
+  // How far past b a vector's loads reach: kw shifted loads, or (kw + 1) / 2 pairs of vectors.
+  const std::int64_t reach = SW == 1 ? kw - 1 + L : 2 * ((kw + 1) / 2 - 1) + 2 * L;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* HWY_RESTRICT vr = v + r * v_row;
+    T* HWY_RESTRICT yr = y + r * ow;
+    std::int64_t ox = 0;
+    for (; ox < ow; ox += L) {
+      if (r * v_row + ox * SW + reach > v_len || r * ow + ox + L > y_len) break;
+      const T* HWY_RESTRICT b = vr + ox * SW;
+      V acc;
+      if constexpr (SW == 1) {
+        acc = hn::LoadU(d, b);
+#pragma GCC unroll 8
+        for (int kx = 1; kx < kw; ++kx) acc = hn::Add(acc, hn::LoadU(d, b + kx));
+      } else {
+        V even[(KW + 1) / 2], odd[(KW + 1) / 2];
+#pragma GCC unroll 8
+        for (int a = 0; a < (KW + 1) / 2; ++a) hn::LoadInterleaved2(d, b + 2 * a, even[a], odd[a]);
+        acc = even[0];
+#pragma GCC unroll 8
+        for (int kx = 1; kx < kw; ++kx) {
+          acc = hn::Add(acc, kx % 2 == 0 ? even[kx / 2] : odd[kx / 2]);
+        }
+      }
+      hn::StoreU(hn::Mul(acc, vinv), d, yr + ox);
+    }
+    for (; ox < ow; ++ox) {
+      const T* HWY_RESTRICT b = vr + ox * SW;
+      T acc = b[0];
+#pragma GCC unroll 8
+      for (int kx = 1; kx < kw; ++kx) acc += b[kx];
+      yr[ox] = acc * inv;
+    }
+  }
+}
+
+// window_pick for column strides 1 and 2 and windows up to 7 wide; false for the others, which
+// take window_sum and pick.
+template <typename T>
+bool try_window_pick(std::int64_t sw, int kw, const T* HWY_RESTRICT v, std::int64_t v_row,
+                     std::int64_t v_len, std::int64_t rows, std::int64_t ow, T* HWY_RESTRICT y,
+                     std::int64_t y_len, T inv) {
+  if (sw > 2 || kw > 7) return false;
+  const auto run = [&]<int SW>() {
+    switch (kw) {
+      case 1: return window_pick<SW, 1>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      case 2: return window_pick<SW, 2>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      case 3: return window_pick<SW, 3>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      case 4: return window_pick<SW, 4>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      case 5: return window_pick<SW, 5>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      case 6: return window_pick<SW, 6>(v, v_row, v_len, rows, ow, y, y_len, inv);
+      default: return window_pick<SW, 7>(v, v_row, v_len, rows, ow, y, y_len, inv);
+    }
+  };
+  if (sw == 1) {
+    run.template operator()<1>();
+  } else {
+    run.template operator()<2>();
+  }
+  return true;
+}
+
 // The transpose: gh[r*h_row + ox*sw] = gy[r, ox] * inv (gh's other elements untouched).
 template <typename T>
 void place(const T* __restrict gy, std::int64_t sw, std::int64_t rows, std::int64_t ow,
@@ -146,6 +226,50 @@ void place(const T* __restrict gy, std::int64_t sw, std::int64_t rows, std::int6
       for (std::int64_t ox = 0; ox < ow; ++ox) hr[ox * step] = gr[ox] * inv;
     }
   });
+}
+
+// place for column strides 1 and 2, on a gh whose other elements are zero: whole vectors of
+// gy, their lanes past the row's end set to zero, stored (at stride 2 interleaved with zeros)
+// over the row and, past its end, over the start of the next row, which that row's own stores
+// then overwrite. One element at a time only where a vector would read past gy_len (this
+// task's gradient from gy on) or write past gh_len (the elements of its workspace from gh on
+// that are zero or not yet written). (place's strided scalar stores were about two fifths of
+// the first pooling layer's backward time.)
+template <int SW, typename T>
+void place_rows(const T* HWY_RESTRICT gy, std::int64_t gy_len, std::int64_t rows,
+                std::int64_t ow, T* HWY_RESTRICT gh, std::int64_t h_row, std::int64_t gh_len,
+                T inv) {
+  static_assert(SW == 1 || SW == 2);
+  const Tag<T> d;
+  using V = VecT<T>;
+  const std::int64_t L = lanes<T>();
+  const V vinv = hn::Set(d, inv);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* HWY_RESTRICT gr = gy + r * ow;
+    T* HWY_RESTRICT hr = gh + r * h_row;
+    std::int64_t ox = 0;
+    for (; ox < ow; ox += L) {
+      if (r * ow + ox + L > gy_len || r * h_row + SW * (ox + L) > gh_len) break;
+      const auto valid = hn::FirstN(d, static_cast<std::size_t>(ow - ox));
+      const V v = hn::Mul(hn::IfThenElseZero(valid, hn::LoadU(d, gr + ox)), vinv);
+      if constexpr (SW == 1) {
+        hn::StoreU(v, d, hr + ox);
+      } else {
+        hn::StoreInterleaved2(v, hn::Zero(d), d, hr + 2 * ox);
+      }
+    }
+    for (; ox < ow; ++ox) hr[ox * SW] = gr[ox] * inv;
+  }
+}
+
+// place_rows where the column stride is 1 or 2, place otherwise.
+template <typename T>
+void place_any(const T* HWY_RESTRICT gy, std::int64_t gy_len, std::int64_t sw, std::int64_t rows,
+               std::int64_t ow, T* HWY_RESTRICT gh, std::int64_t h_row, std::int64_t gh_len,
+               T inv) {
+  if (sw == 1) return place_rows<1>(gy, gy_len, rows, ow, gh, h_row, gh_len, inv);
+  if (sw == 2) return place_rows<2>(gy, gy_len, rows, ow, gh, h_row, gh_len, inv);
+  place(gy, sw, rows, ow, gh, h_row, inv);
 }
 
 // Copies planes [0, np) of x into zero-padded planes of f's size at `p`.
@@ -182,6 +306,12 @@ void avg_pool_planes(const PoolGeometry& g, const T* __restrict x, T* __restrict
     }
     const std::int64_t nv = total - static_cast<std::int64_t>(wn.kh - 1) * f.w;
     window_sum(src, wn.kh, f.w, nv, v);
+    bool picked = true;
+    for (std::int64_t q = 0; q < np && picked; ++q) {
+      picked = try_window_pick(wn.sw, wn.kw, v + q * n, f.w, nv - q * n, g.oh, g.ow,
+                               y + q * g.oh * g.ow, (np - q) * g.oh * g.ow, inv);
+    }
+    if (picked) return;
     window_sum(v, wn.kw, 1, nv - wn.kw + 1, h);
     for (std::int64_t q = 0; q < np; ++q) {
       pick(h + q * n, f.w, wn.sw, g.oh, g.ow, y + q * g.oh * g.ow, inv);
@@ -199,6 +329,10 @@ void avg_pool_planes(const PoolGeometry& g, const T* __restrict x, T* __restrict
       src = w + 2 * rows;
     }
     window_sum_rows(src, wn.kh, f.w, g.oh, f.w, wn.sh * f.w, f.w, v);
+    if (try_window_pick(wn.sw, wn.kw, v, f.w, rows, g.oh, g.ow, y + q * g.oh * g.ow,
+                        (np - q) * g.oh * g.ow, inv)) {
+      continue;
+    }
     window_sum(v, wn.kw, 1, rows - wn.kw + 1, h);
     pick(h, f.w, wn.sw, g.oh, g.ow, y + q * g.oh * g.ow, inv);
   }
@@ -235,7 +369,8 @@ void avg_pool_backward_planes(const PoolGeometry& g, const T* __restrict gy, T* 
     T* __restrict out = f.padded ? gv + total : gx;
     std::fill(work, gv, T(0));
     for (std::int64_t q = 0; q < np; ++q) {
-      place(gy + q * g.oh * g.ow, wn.sw, g.oh, g.ow, gh + q * n, f.w, inv);
+      place_any(gy + q * g.oh * g.ow, (np - q) * g.oh * g.ow, wn.sw, g.oh, g.ow, gh + q * n,
+                f.w, (np - q) * n + gv_front, inv);
     }
     window_sum(gh - gh_front, wn.kw, 1, total, gv);
     window_sum(gv - gv_front, wn.kh, f.w, total, out);
@@ -256,7 +391,8 @@ void avg_pool_backward_planes(const PoolGeometry& g, const T* __restrict gy, T* 
     T* __restrict gv = gh + rows + front * f.w;
     T* __restrict out = f.padded ? gv + rows + back * f.w : gx + q * g.h * g.w;
     std::fill(w, gh + rows, T(0));
-    place(gy + q * g.oh * g.ow, wn.sw, g.oh, g.ow, gh, f.w, inv);
+    place_any(gy + q * g.oh * g.ow, (np - q) * g.oh * g.ow, wn.sw, g.oh, g.ow, gh, f.w,
+              per_plane - gh_front, inv);
     window_sum(gh - gh_front, wn.kw, 1, rows, gv);
     std::fill(gv - front * f.w, gv, T(0));
     std::fill(gv + rows, gv + rows + back * f.w, T(0));

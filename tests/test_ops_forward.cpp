@@ -271,6 +271,9 @@ const PoolCase kPoolCases[] = {
     {4, 2, 6, 5, 3, 2, 2, 1, 1, 0},      // batch 4, everything non-square
     {1, 2, 4, 6, 2, 4, 2, 1, 1, 2},      // padding on both axes, wide kernel
     {8, 16, 20, 20, 3, 3, 2, 2, 1, 1},   // many planes: enough work to run in parallel
+    {2, 2, 20, 20, 8, 8, 2, 2, 0, 0},    // window wider than 7: summed pass by pass
+    {2, 3, 10, 41, 3, 3, 1, 1, 1, 1},    // rows of several vectors at every width, stride 1
+    {1, 2, 9, 40, 3, 4, 1, 2, 0, 0},     // ... and stride 2
 };
 
 // Average pooling: the sum of the window's in-image cells divided by KH*KW (padded cells count

@@ -304,6 +304,9 @@ const PoolCase kPoolCases[] = {
     {2, 1, 10, 7, 4, 3, 2, 2, 1, 1},     // non-square, overlapping, padded
     {1, 2, 4, 6, 2, 4, 2, 1, 1, 2},      // padding on both axes, wide kernel
     {3, 2, 8, 6, 3, 3, 2, 2, 1, 1},      // even input, kernel 3, stride 2, padding 1
+    {1, 1, 12, 12, 8, 8, 2, 2, 0, 0},    // window wider than 7: summed pass by pass
+    {1, 2, 5, 37, 3, 3, 1, 1, 1, 0},     // rows of several vectors at every width, stride 1
+    {1, 1, 6, 40, 2, 4, 2, 2, 0, 1},     // ... and stride 2
 };
 
 class AvgPool2dGradcheck : public ::testing::TestWithParam<PoolCase> {};

@@ -30,6 +30,8 @@ using detail::flat_plane;
 //   v[oy, x] = sum over ky of x[oy*sh + ky, x]        (vertical sums, at the output rows only)
 //   h[i] = sum over kx of v[i + kx]                    (horizontal, over v as one flat array)
 //   y[oy, ox] = h[oy*W + ox*sw] / (kh*kw)
+// (at column strides 1 and 2 the last two are one pass, window_pick, which takes h only at the
+// output columns, in the same order of adds).
 // Vertical first, because only the output rows need it: with stride 2 that is half the rows,
 // and the horizontal pass then runs over those rows only. (Horizontal first, over every row,
 // did about twice the work for the seed model's 4x4 windows at stride 2.) Sums at positions

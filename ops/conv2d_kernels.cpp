@@ -541,23 +541,41 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
   }
 }
 
-// One task per channel, summing in a fixed order (vector lanes, then lanes in order, then the
-// scalar tails): deterministic without a workspace.
+// Per channel, summing in a fixed order (vector lanes, then lanes in order, then the scalar
+// tails): deterministic without a workspace. A task sums up to four channels side by side, in
+// the same order each, so that their chains of adds overlap (one chain per task was bound by
+// the add latency: the first seed convolution's bias gradient is 1,152 dependent adds per
+// channel at batch 16).
 template <typename T>
 void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, T* gb) {
   const Tag<T> d;
+  using V = VecT<T>;
   const std::int64_t L = lanes<T>();
   const std::int64_t pv = plane / L * L;
-  parallel_for(oc, 1, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t c = lo; c < hi; ++c) {
-      VecT<T> acc = hn::Zero(d);
-      T tail = 0;
-      for (std::int64_t i = 0; i < n; ++i) {
-        const T* p = gy + (i * oc + c) * plane;
-        for (std::int64_t j = 0; j < pv; j += L) acc = hn::Add(acc, hn::LoadU(d, p + j));
-        for (std::int64_t j = pv; j < plane; ++j) tail += p[j];
+  constexpr std::int64_t kGroup = 4;
+  parallel_for((oc + kGroup - 1) / kGroup, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t c0 = lo * kGroup; c0 < std::min(oc, hi * kGroup); c0 += kGroup) {
+      const std::int64_t cn = std::min(kGroup, oc - c0);
+      V acc[kGroup];
+      T tail[kGroup];
+#pragma GCC unroll 4
+      for (std::int64_t c = 0; c < kGroup; ++c) {
+        acc[c] = hn::Zero(d);
+        tail[c] = 0;
       }
-      gb[c] = horizontal_sum<T>(acc) + tail;
+      for (std::int64_t i = 0; i < n; ++i) {
+        const T* p0 = gy + (i * oc + c0) * plane;
+        for (std::int64_t j = 0; j < pv; j += L) {
+#pragma GCC unroll 4
+          for (std::int64_t c = 0; c < kGroup; ++c) {
+            if (c < cn) acc[c] = hn::Add(acc[c], hn::LoadU(d, p0 + c * plane + j));
+          }
+        }
+        for (std::int64_t c = 0; c < cn; ++c) {
+          for (std::int64_t j = pv; j < plane; ++j) tail[c] += p0[c * plane + j];
+        }
+      }
+      for (std::int64_t c = 0; c < cn; ++c) gb[c0 + c] = horizontal_sum<T>(acc[c]) + tail[c];
     }
   });
 }

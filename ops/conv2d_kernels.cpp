@@ -512,14 +512,10 @@ void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std:
         const T* v = vpartial + (c * wsize + i0) * L;  // weight i0 + w's lanes at v + w*L
         auto s = hn::Zero(d4);
         for (std::int64_t l = 0; l < L; l += 4) {
-          const auto v0 = hn::LoadU(d4, v + l), v1 = hn::LoadU(d4, v + L + l);
-          const auto v2 = hn::LoadU(d4, v + 2 * L + l), v3 = hn::LoadU(d4, v + 3 * L + l);
-          const auto t0 = hn::InterleaveLower(d4, v0, v1), t1 = hn::InterleaveLower(d4, v2, v3);
-          const auto t2 = hn::InterleaveUpper(d4, v0, v1), t3 = hn::InterleaveUpper(d4, v2, v3);
-          s = hn::Add(s, hn::ConcatLowerLower(d4, t1, t0));  // lane l of the four weights
-          s = hn::Add(s, hn::ConcatUpperUpper(d4, t1, t0));  // lane l + 1
-          s = hn::Add(s, hn::ConcatLowerLower(d4, t3, t2));
-          s = hn::Add(s, hn::ConcatUpperUpper(d4, t3, t2));
+          hn::Vec128<float> t[4];  // t[j]: lane l + j of the four weights
+          transpose4(hn::LoadU(d4, v + l), hn::LoadU(d4, v + L + l),
+                     hn::LoadU(d4, v + 2 * L + l), hn::LoadU(d4, v + 3 * L + l), t);
+          for (int j = 0; j < 4; ++j) s = hn::Add(s, t[j]);
         }
         sum = hn::Add(sum, hn::Add(hn::Zero(d4), s));
       }

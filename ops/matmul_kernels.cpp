@@ -169,16 +169,11 @@ void transpose(const T* HWY_RESTRICT src, std::int64_t src_ld, std::int64_t rows
       const T* HWY_RESTRICT s = src + r0 * src_ld;
       std::int64_t c0 = 0;
       for (; c0 + 4 <= cols; c0 += 4) {
-        const auto v0 = hn::LoadU(d4, s + c0), v1 = hn::LoadU(d4, s + src_ld + c0);
-        const auto v2 = hn::LoadU(d4, s + 2 * src_ld + c0);
-        const auto v3 = hn::LoadU(d4, s + 3 * src_ld + c0);
-        const auto t0 = hn::InterleaveLower(d4, v0, v1), t1 = hn::InterleaveLower(d4, v2, v3);
-        const auto t2 = hn::InterleaveUpper(d4, v0, v1), t3 = hn::InterleaveUpper(d4, v2, v3);
+        hn::Vec128<float> t[4];
+        transpose4(hn::LoadU(d4, s + c0), hn::LoadU(d4, s + src_ld + c0),
+                   hn::LoadU(d4, s + 2 * src_ld + c0), hn::LoadU(d4, s + 3 * src_ld + c0), t);
         T* HWY_RESTRICT o = dst + c0 * dst_ld + r0;
-        hn::StoreU(hn::ConcatLowerLower(d4, t1, t0), d4, o);
-        hn::StoreU(hn::ConcatUpperUpper(d4, t1, t0), d4, o + dst_ld);
-        hn::StoreU(hn::ConcatLowerLower(d4, t3, t2), d4, o + 2 * dst_ld);
-        hn::StoreU(hn::ConcatUpperUpper(d4, t3, t2), d4, o + 3 * dst_ld);
+        for (int j = 0; j < 4; ++j) hn::StoreU(t[j], d4, o + j * dst_ld);
       }
       for (; c0 < cols; ++c0) {
         for (std::int64_t r = r0; r < r0 + 4; ++r) dst[c0 * dst_ld + r] = src[r * src_ld + c0];

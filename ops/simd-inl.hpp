@@ -92,6 +92,20 @@ HWY_INLINE void copy_row(const T* HWY_RESTRICT src, std::int64_t n, T* HWY_RESTR
   }
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// The 4 x 4 transpose of four 128-bit vectors of float: o[j] = lane j of v0, v1, v2, v3.
+HWY_INLINE void transpose4(hn::Vec128<float> v0, hn::Vec128<float> v1, hn::Vec128<float> v2,
+                           hn::Vec128<float> v3, hn::Vec128<float> (&o)[4]) {
+  const hn::Full128<float> d4;
+  const auto t0 = hn::InterleaveLower(d4, v0, v1), t1 = hn::InterleaveLower(d4, v2, v3);
+  const auto t2 = hn::InterleaveUpper(d4, v0, v1), t3 = hn::InterleaveUpper(d4, v2, v3);
+  o[0] = hn::ConcatLowerLower(d4, t1, t0);
+  o[1] = hn::ConcatUpperUpper(d4, t1, t0);
+  o[2] = hn::ConcatLowerLower(d4, t3, t2);
+  o[3] = hn::ConcatUpperUpper(d4, t3, t2);
+}
+#endif
+
 // y[begin, end) after the output epilogue (Note [Epilogues] in graph/op.hpp): the selects of the
 // ReLU and of its gradient, as their own kernels make them, so exact on every target. Called by
 // a kernel on each block of its output right after computing it, while the block is in cache.

@@ -512,7 +512,7 @@ void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std:
         const T* v = vpartial + (c * wsize + i0) * L;  // weight i0 + w's lanes at v + w*L
         auto s = hn::Zero(d4);
         for (std::int64_t l = 0; l < L; l += 4) {
-          hn::Vec128<float> t[4];  // t[j]: lane l + j of the four weights
+          V4f t[4];  // t[j]: lane l + j of the four weights
           transpose4(hn::LoadU(d4, v + l), hn::LoadU(d4, v + L + l),
                      hn::LoadU(d4, v + 2 * L + l), hn::LoadU(d4, v + 3 * L + l), t);
           for (int j = 0; j < 4; ++j) s = hn::Add(s, t[j]);

@@ -169,7 +169,7 @@ void transpose(const T* HWY_RESTRICT src, std::int64_t src_ld, std::int64_t rows
       const T* HWY_RESTRICT s = src + r0 * src_ld;
       std::int64_t c0 = 0;
       for (; c0 + 4 <= cols; c0 += 4) {
-        hn::Vec128<float> t[4];
+        V4f t[4];
         transpose4(hn::LoadU(d4, s + c0), hn::LoadU(d4, s + src_ld + c0),
                    hn::LoadU(d4, s + 2 * src_ld + c0), hn::LoadU(d4, s + 3 * src_ld + c0), t);
         T* HWY_RESTRICT o = dst + c0 * dst_ld + r0;

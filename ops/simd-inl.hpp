@@ -93,9 +93,10 @@ HWY_INLINE void copy_row(const T* HWY_RESTRICT src, std::int64_t n, T* HWY_RESTR
 }
 
 #if HWY_TARGET != HWY_SCALAR
+using V4f = hn::Vec<hn::Full128<float>>;  // four floats, on every target but scalar
+
 // The 4 x 4 transpose of four 128-bit vectors of float: o[j] = lane j of v0, v1, v2, v3.
-HWY_INLINE void transpose4(hn::Vec128<float> v0, hn::Vec128<float> v1, hn::Vec128<float> v2,
-                           hn::Vec128<float> v3, hn::Vec128<float> (&o)[4]) {
+HWY_INLINE void transpose4(V4f v0, V4f v1, V4f v2, V4f v3, V4f (&o)[4]) {
   const hn::Full128<float> d4;
   const auto t0 = hn::InterleaveLower(d4, v0, v1), t1 = hn::InterleaveLower(d4, v2, v3);
   const auto t2 = hn::InterleaveUpper(d4, v0, v1), t3 = hn::InterleaveUpper(d4, v2, v3);

@@ -914,14 +914,16 @@ TEST_F(Outputs, SigintOrSigtermStopsAtTheNextStepAndSaysWhatWasSaved) {
 }
 
 TEST_F(Outputs, ASecondSignalStopsAtOnce) {
-  // Stopped, the process receives SIGINT and then SIGTERM; resumed, it handles the first
-  // (asks to stop at the next step) and dies of the second at once. The checkpoint is whole.
+  // Stopped, the process receives SIGINT and then SIGTERM; resumed, it handles one (asks to
+  // stop at the next step) and dies of the other at once. The checkpoint is whole. Which one
+  // comes first is not defined: the kernel may hand the two pending signals to two threads at
+  // once (seen under ASan, 2026-12-02: it died of SIGINT).
   const fs::path save = dir_ / "out" / "twice.ckpt";
   RunOptions opt;
   opt.signal_when_output_contains = "\n    1 ";
   opt.signals = {SIGSTOP, SIGINT, SIGTERM, SIGCONT};
   const RunResult r = run_cli(args({"--epochs", "100000", "--save", save.string()}), opt);
-  EXPECT_EQ(r.signal, SIGTERM) << r.describe();
+  EXPECT_TRUE(r.signal == SIGTERM || r.signal == SIGINT) << r.describe();
   EXPECT_NE(r.out.find("stopping at the end of the current step"), std::string::npos) << r.out;
   EXPECT_NO_THROW(epoch_of(save));
 }

@@ -85,12 +85,15 @@ static_assert(std::atomic<int>::is_always_lock_free);
 std::atomic<bool> g_quiet_rank{false};  // under mpirun, ranks other than 0 say nothing
 
 extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal.load() != 0) {
+  // One compare-exchange decides which signal is the first: two pending signals can be handled
+  // by two threads at once (each handler blocks the other signal in its own thread only), and
+  // a load then a store let both count as the first.
+  int none = 0;
+  if (!g_stop_signal.compare_exchange_strong(none, sig)) {
     std::signal(sig, SIG_DFL);
     std::raise(sig);  // delivered when this handler returns
     return;
   }
-  g_stop_signal.store(sig);
   if (g_quiet_rank.load()) return;
   const char msg[] =
       "\ntbgrad-mnist: stopping at the end of the current step (send the signal again to stop "

@@ -3,14 +3,13 @@
 // ops/conv2d_kernels.hpp.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/conv2d_kernels.cpp"
-#include "ops/conv2d_kernels.hpp"
-
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
 #include <algorithm>
 
 #include "graph/parallel.hpp"
+#include "ops/conv2d_kernels.hpp"
 #include "ops/simd-inl.hpp"
 
 HWY_BEFORE_NAMESPACE();
@@ -494,7 +493,8 @@ void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const
 }
 
 // gk[i] = the sum over chunks c, in order, of the sum of vpartial[c][i]'s lanes in lane order,
-// each starting from zero: the adds horizontal_sum and the combine of the chunks make, for
+// each starting from zero: the adds horizontal_sum and the combine of the chunks made (the
+// partial sums' "0 +" they also added is exact, as a sum started from +0 is never -0), for
 // four weights at a time (their vectors transposed in 4 x 4 blocks) where the target has
 // 128-bit vectors. (With a horizontal_sum per weight inside the tap loops, its store and chain
 // of scalar adds, the seed convolutions' weight gradients ran 9% and 3% longer, bench_ops avx2.)
@@ -517,7 +517,7 @@ void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std:
                      hn::LoadU(d4, v + 2 * L + l), hn::LoadU(d4, v + 3 * L + l), t);
           for (int j = 0; j < 4; ++j) s = hn::Add(s, t[j]);
         }
-        sum = hn::Add(sum, hn::Add(hn::Zero(d4), s));
+        sum = hn::Add(sum, s);
       }
       hn::StoreU(sum, d4, gk + i0);
     }
@@ -529,7 +529,7 @@ void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std:
       const T* v = vpartial + (c * wsize + i0) * L;
       T s = 0;
       for (std::int64_t l = 0; l < L; ++l) s += v[l];
-      sum += T(0) + s;
+      sum += s;
     }
     gk[i0] = sum;
   }

@@ -109,8 +109,9 @@ struct ConvWeightGradLayout {
 // image; `ws`: conv_forward_workspace<T>(g) elements.
 void conv2d_forward_kernel(const ConvGeometry& g, const float* x, const float* k, const float* b,
                            float* y, float* ws, const OutputEpilogue<float>& ep = {});
-void conv2d_forward_kernel(const ConvGeometry& g, const double* x, const double* k, const double* b,
-                           double* y, double* ws, const OutputEpilogue<double>& ep = {});
+void conv2d_forward_kernel(const ConvGeometry& g, const double* x, const double* k,
+                           const double* b, double* y, double* ws,
+                           const OutputEpilogue<double>& ep = {});
 
 // gx = the input gradient, by scattering gy through the window (any stride and padding).
 void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const float* gy, const float* k,
@@ -121,13 +122,13 @@ void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const double* gy, c
 // gk = the weight gradient; `ws`: ConvWeightGradLayout::of<T>(g).total elements.
 void conv2d_weight_grad_kernel(const ConvGeometry& g, const float* x, const float* gy, float* gk,
                                float* ws);
-void conv2d_weight_grad_kernel(const ConvGeometry& g, const double* x, const double* gy, double* gk,
-                               double* ws);
+void conv2d_weight_grad_kernel(const ConvGeometry& g, const double* x, const double* gy,
+                               double* gk, double* ws);
 
 // gb[c] = sum of gy [N, OC, plane] over n and the plane, in a fixed order.
 void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const float* gy,
                              float* gb);
-void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const double* gy,
-                             double* gb);
+void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane,
+                             const double* gy, double* gb);
 
 }  // namespace tbgrad::detail

@@ -191,13 +191,15 @@ void window_pick(const T* HWY_RESTRICT v, std::int64_t v_row, std::int64_t v_len
   }
 }
 
-// window_pick for column strides 1 and 2 and windows up to 7 wide; false for the others, which
-// take window_sum and pick.
+// Whether window_pick takes the place of window_sum and pick: column strides 1 and 2, windows
+// up to 7 wide.
+inline bool window_pick_covers(std::int64_t sw, int kw) { return sw <= 2 && kw <= 7; }
+
+// window_pick with the stride and the window size as constants (window_pick_covers(sw, kw)).
 template <typename T>
-bool try_window_pick(std::int64_t sw, int kw, const T* HWY_RESTRICT v, std::int64_t v_row,
+void window_pick_any(std::int64_t sw, int kw, const T* HWY_RESTRICT v, std::int64_t v_row,
                      std::int64_t v_len, std::int64_t rows, std::int64_t ow, T* HWY_RESTRICT y,
                      std::int64_t y_len, T inv) {
-  if (sw > 2 || kw > 7) return false;
   const auto run = [&]<int SW>() {
     switch (kw) {
       case 1: return window_pick<SW, 1>(v, v_row, v_len, rows, ow, y, y_len, inv);
@@ -214,7 +216,6 @@ bool try_window_pick(std::int64_t sw, int kw, const T* HWY_RESTRICT v, std::int6
   } else {
     run.template operator()<2>();
   }
-  return true;
 }
 
 // The transpose: gh[r*h_row + ox*sw] = gy[r, ox] * inv (gh's other elements untouched).
@@ -308,12 +309,13 @@ void avg_pool_planes(const PoolGeometry& g, const T* __restrict x, T* __restrict
     }
     const std::int64_t nv = total - static_cast<std::int64_t>(wn.kh - 1) * f.w;
     window_sum(src, wn.kh, f.w, nv, v);
-    bool picked = true;
-    for (std::int64_t q = 0; q < np && picked; ++q) {
-      picked = try_window_pick(wn.sw, wn.kw, v + q * n, f.w, nv - q * n, g.oh, g.ow,
-                               y + q * g.oh * g.ow, (np - q) * g.oh * g.ow, inv);
+    if (window_pick_covers(wn.sw, wn.kw)) {
+      for (std::int64_t q = 0; q < np; ++q) {
+        window_pick_any(wn.sw, wn.kw, v + q * n, f.w, nv - q * n, g.oh, g.ow, y + q * g.oh * g.ow,
+                        (np - q) * g.oh * g.ow, inv);
+      }
+      return;
     }
-    if (picked) return;
     window_sum(v, wn.kw, 1, nv - wn.kw + 1, h);
     for (std::int64_t q = 0; q < np; ++q) {
       pick(h + q * n, f.w, wn.sw, g.oh, g.ow, y + q * g.oh * g.ow, inv);
@@ -331,8 +333,9 @@ void avg_pool_planes(const PoolGeometry& g, const T* __restrict x, T* __restrict
       src = w + 2 * rows;
     }
     window_sum_rows(src, wn.kh, f.w, g.oh, f.w, wn.sh * f.w, f.w, v);
-    if (try_window_pick(wn.sw, wn.kw, v, f.w, rows, g.oh, g.ow, y + q * g.oh * g.ow,
-                        (np - q) * g.oh * g.ow, inv)) {
+    if (window_pick_covers(wn.sw, wn.kw)) {
+      window_pick_any(wn.sw, wn.kw, v, f.w, rows, g.oh, g.ow, y + q * g.oh * g.ow,
+                      (np - q) * g.oh * g.ow, inv);
       continue;
     }
     window_sum(v, wn.kw, 1, rows - wn.kw + 1, h);

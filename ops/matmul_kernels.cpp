@@ -59,9 +59,8 @@ HWY_INLINE void tile(const Product<T>& pr, std::int64_t i0, const T* HWY_RESTRIC
   const Tag<T> d;
   using V = VecT<T>;
   const std::int64_t L = lanes<T>();
-  // The loop reads locals only, and steps its pointers: indexing through pr's fields left GCC
-  // short of registers, reloading a stride from the stack every step (the loop ran at half the
-  // speed of this one: bench_ops, avx2, seed model's FC weight gradients).
+  // The loop reads locals only and steps its pointers: indexing through pr's fields left GCC a
+  // register short on AVX2, reloading a stride from the stack every step.
   const T* HWY_RESTRICT pk = pr.p + i0 * pr.p_row;
   const std::int64_t p_row = pr.p_row, p_col = pr.p_col, steps = pr.k;
   V acc[MI][NV];

@@ -22,11 +22,14 @@
 # loading or evaluation) and peak RSS, the medians, and the ratio PyTorch / tbgrad.
 #
 # When --threads lists 1 and a larger count N (and taskset exists), each repetition also runs
-# tbgrad on one thread pinned to each of CPUs 0 .. N-1: on a shared VM the CPUs do not always
-# run at the same speed, and an N-thread step waits for the slowest. The summary then prints
-# each CPU's median and the speed-up N perfectly balanced threads would reach on CPUs of
-# those speeds (the 1-thread median times the sum of 1 / each CPU's median), and the measured
-# speed-up as a fraction of it. --no-per-cpu skips these runs.
+# tbgrad on one thread pinned to each of CPUs 0 .. N-1, first one CPU at a time, then on all N
+# at once (N independent processes): on a shared VM the CPUs do not always run at the same
+# speed, a CPU can slow down while its neighbour is busy (the host shares its cores, caches or
+# power among guests), and an N-thread step waits for the slowest. For each of the two cases
+# the summary prints each CPU's median and the speed-up N perfectly balanced threads would
+# reach on CPUs of those speeds (the 1-thread median times the sum of 1 / each CPU's median),
+# and the measured speed-up as a fraction of it: "all busy" is the ceiling this host gives at
+# that moment. --no-per-cpu skips these runs.
 #
 # PyTorch (Debian python3-torch, with --install-torch as root: python3-torch python3-numpy
 # libopenblas0-pthread) runs with OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX on an
@@ -190,9 +193,9 @@ run() {
   local -a cmd
   if [[ $name == tbgrad ]]; then
     tb_cmd "$t"
-  elif [[ $name == cpu* ]]; then
+  elif [[ $name == cpu* || $name == busy* ]]; then
     tb_cmd 1
-    cmd=(taskset -c "${name#cpu}" "${cmd[@]}")
+    cmd=(taskset -c "${name//[a-z]/}" "${cmd[@]}")
   else
     pt_cmd "$t"
   fi
@@ -257,6 +260,11 @@ for ((r = 1; r <= reps; r++)); do
     fi
   done
   for c in "${pinned_cpus[@]}"; do run "$c" 1 "$r"; done
+  if [[ ${#pinned_cpus[@]} -gt 0 ]]; then  # the same, on all those CPUs at once
+    pids=()
+    for c in "${pinned_cpus[@]}"; do run "busy${c#cpu}" 1 "$r" & pids+=($!); done
+    for p in "${pids[@]}"; do wait "$p" || exit 1; done
+  fi
 done
 
 # median NAME THREADS COLUMN
@@ -291,15 +299,21 @@ if [[ ${#thread_list[@]} -gt 1 ]]; then
     echo "  pytorch speedup, $first -> $last threads: ${pt_speedup}x"
   fi
   if [[ ${#pinned_cpus[@]} -gt 0 ]]; then
-    inv_sum=0
-    for c in "${pinned_cpus[@]}"; do
-      m=$(median "$c" 1 4)
-      printf '  tbgrad    1 thread on %-5s train %8.3f s\n' "$c" "$m"
-      inv_sum=$(awk -v s="$inv_sum" -v m="$m" 'BEGIN { printf "%.9f", s + 1 / m }')
+    for mode in alone busy; do
+      inv_sum=0
+      for c in "${pinned_cpus[@]}"; do
+        name=$c label="one at a time"
+        [[ $mode == busy ]] && name=busy${c#cpu} label="all $max_t at once"
+        m=$(median "$name" 1 4)
+        printf '  tbgrad    1 thread on %-5s %-14s train %8.3f s\n' "$c," "$label" "$m"
+        inv_sum=$(awk -v s="$inv_sum" -v m="$m" 'BEGIN { printf "%.9f", s + 1 / m }')
+      done
+      ideal=$(awk -v t="$(median tbgrad 1 4)" -v s="$inv_sum" 'BEGIN { printf "%.2f", t * s }')
+      eff=$(awk -v a="$speedup" -v b="$ideal" 'BEGIN { printf "%.0f", 100 * a / b }')
+      what="CPUs of these speeds"
+      [[ $mode == busy ]] && what="CPUs of these speeds when all $max_t are busy"
+      echo "  ideal speedup on $what, 1 -> $max_t threads: ${ideal}x; measured ${speedup}x (${eff}% of it)"
     done
-    ideal=$(awk -v t="$(median tbgrad 1 4)" -v s="$inv_sum" 'BEGIN { printf "%.2f", t * s }')
-    eff=$(awk -v a="$speedup" -v b="$ideal" 'BEGIN { printf "%.0f", 100 * a / b }')
-    echo "  ideal speedup on CPUs of these speeds, 1 -> $max_t threads: ${ideal}x; measured ${speedup}x (${eff}% of it)"
   fi
 fi
 printf '%s\n' "${summaries[@]}"

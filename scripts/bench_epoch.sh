@@ -6,7 +6,7 @@
 #                               [--build-dir build] [--tbgrad-bin PATH] [--python /usr/bin/python3]
 #                               [--openblas-coretype NAME] [--torch-env VAR=VALUE]...
 #                               [--torch-arg ARG]...
-#                               [--install-torch] [--no-torch] [--no-per-cpu]
+#                               [--install-torch] [--no-torch] [--no-per-cpu] [--torch-full-isa]
 #
 # Builds tbgrad-mnist (Release) if needed, then for each repetition runs
 #   tbgrad-mnist train --epochs E --batch-size B --optimizer sgd --lr LR --schedule constant
@@ -37,11 +37,19 @@
 # override with --openblas-coretype). Debian's torch reaches BLAS through libblas.so.3, an
 # update-alternatives link; when it does not point to the pthread OpenBLAS, that library is
 # LD_PRELOADed for the PyTorch runs.
+#
+# TBGRAD_MAX_ISA caps PyTorch too, so that capping both stands in for a CPU without the higher
+# targets (the issue 11 comparison "on an AVX2-only CPU, or with TBGRAD_MAX_ISA=avx2"):
+# avx2 runs PyTorch with OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2
+# ATEN_CPU_CAPABILITY=avx2, sse4 and scalar with OPENBLAS_CORETYPE=Nehalem
+# ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default (PyTorch has no lower level than SSE4.1).
+# --torch-full-isa leaves PyTorch at the CPU's best instead; --openblas-coretype still wins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model=seed batch=32 threads=2 reps=3 lr=0.1 epochs=1 limit=0 data=data/mnist
 build=build python=/usr/bin/python3 install_torch=0 no_torch=0 coretype="" tbgrad_bin="" per_cpu=1
+torch_full_isa=0
 extra_env=() extra_args=()
 usage() {
   local text
@@ -68,6 +76,7 @@ while [[ $# -gt 0 ]]; do
     --install-torch) install_torch=1; shift ;;
     --no-torch) no_torch=1; shift ;;
     --no-per-cpu) per_cpu=0; shift ;;
+    --torch-full-isa) torch_full_isa=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "bench_epoch.sh: unknown option '$1'" >&2; usage 2 ;;
   esac
@@ -154,13 +163,31 @@ if [[ $torch_ok -eq 1 ]]; then
     blas_note="libblas.so.3 -> $blas_real (NOT OpenBLAS pthread: install libopenblas0-pthread)"
     echo "bench_epoch.sh: warning: PyTorch uses $blas_real, not the pthread OpenBLAS" >&2
   fi
+  # PyTorch's cap for TBGRAD_MAX_ISA (see the header); only below what the CPU has.
+  cap_coretype="" cap_env=()
+  if [[ $torch_full_isa -eq 0 ]]; then
+    case ${TBGRAD_MAX_ISA:-} in
+      avx2)
+        if grep -qw avx512f /proc/cpuinfo; then
+          cap_coretype=Haswell cap_env=(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+        fi ;;
+      sse4 | scalar)
+        if grep -qw avx2 /proc/cpuinfo; then
+          cap_coretype=Nehalem cap_env=(ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default)
+        fi ;;
+    esac
+  fi
   if [[ -z $coretype ]]; then
-    if grep -qw avx512f /proc/cpuinfo; then coretype=SkylakeX
+    if [[ -n $cap_coretype ]]; then coretype=$cap_coretype
+    elif grep -qw avx512f /proc/cpuinfo; then coretype=SkylakeX
     elif grep -qw avx2 /proc/cpuinfo; then coretype=Haswell
     fi
   fi
   torch_env+=("OPENBLAS_NUM_THREADS=1")
   [[ -n $coretype ]] && torch_env+=("OPENBLAS_CORETYPE=$coretype")
+  torch_env+=("${cap_env[@]}")
+  torch_cap=none
+  [[ ${#cap_env[@]} -gt 0 ]] && torch_cap=$TBGRAD_MAX_ISA
   torch_env+=("${extra_env[@]}")
   torch_version=$("$python" -c 'import torch; print(torch.__version__)')
 fi
@@ -286,7 +313,7 @@ for t in "${thread_list[@]}"; do
     ratio=$(awk -v a="$pt_s" -v b="$tb_s" 'BEGIN { printf "%.2f", a / b }')
     printf '  pytorch  %2s threads  train %8.3f s  peak RSS %7s MB\n' "$t" "$pt_s" "$pt_rss"
     echo "  ratio pytorch / tbgrad at $t threads: ${ratio}x"
-    summary+=",\"pytorch_train_seconds\":$pt_s,\"pytorch_peak_rss_mb\":$pt_rss,\"ratio\":$ratio"
+    summary+=",\"pytorch_isa_cap\":\"$torch_cap\",\"pytorch_train_seconds\":$pt_s,\"pytorch_peak_rss_mb\":$pt_rss,\"ratio\":$ratio"
   fi
   summaries+=("$summary}")
 done

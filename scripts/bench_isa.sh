@@ -3,7 +3,8 @@
 # name and SIMD flags), each target's FMA peak (fma_peak), then for each target the seed
 # model's ops at batch 32 on one thread with their fraction of that target's peak (bench_ops +
 # bench/summarize_ops.py) and the epoch benchmark at 1 and 2 threads (scripts/bench_epoch.sh,
-# PyTorch in the same run unless --no-torch), each target capped with TBGRAD_MAX_ISA.
+# PyTorch in the same run unless --no-torch), each target capped with TBGRAD_MAX_ISA (and
+# PyTorch capped to it alike: bench_epoch.sh's header).
 #
 #   bash scripts/bench_isa.sh [--isas avx512,avx2,sse4] [--reps 5] [--no-torch] [--no-ops]
 #                             [--build-dir build] [--out bench-isa]
@@ -21,7 +22,7 @@ while [[ $# -gt 0 ]]; do
     --no-ops) ops=0; shift ;;
     --build-dir) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench_isa.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

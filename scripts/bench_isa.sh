@@ -22,7 +22,7 @@ while [[ $# -gt 0 ]]; do
     --no-ops) ops=0; shift ;;
     --build-dir) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "bench_isa.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done

@@ -638,6 +638,8 @@ void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,
 
 }  // namespace
 
+// The macros' T is a type, which no parentheses can enclose.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define TBGRAD_CONV_ENTRIES(T, S)                                                                 \
   void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* ws,     \
                       const detail::OutputEpilogue<T>& ep) {                                      \
@@ -655,6 +657,7 @@ void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,
 TBGRAD_CONV_ENTRIES(float, F32)
 TBGRAD_CONV_ENTRIES(double, F64)
 #undef TBGRAD_CONV_ENTRIES
+// NOLINTEND(bugprone-macro-parentheses)
 
 }  // namespace tbgrad::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -672,6 +675,7 @@ HWY_EXPORT(ConvBiasGradF64);
 
 namespace detail {
 // Each dispatch ends with end_vector_kernel(): Note [Upper vector state] in graph/parallel.hpp.
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type, as in TBGRAD_CONV_ENTRIES.
 #define TBGRAD_CONV_DISPATCH(T, S)                                                               \
   void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,    \
                              T* ws, const OutputEpilogue<T>& ep) {                               \
@@ -694,6 +698,7 @@ namespace detail {
 TBGRAD_CONV_DISPATCH(float, F32)
 TBGRAD_CONV_DISPATCH(double, F64)
 #undef TBGRAD_CONV_DISPATCH
+// NOLINTEND(bugprone-macro-parentheses)
 }  // namespace detail
 }  // namespace tbgrad
 #endif  // HWY_ONCE

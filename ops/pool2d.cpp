@@ -1,6 +1,7 @@
 #include "ops/pool2d.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <memory>
 
@@ -141,7 +142,7 @@ void for_each_argmax(const PoolGeometry& g, const T* xp, Fn fn) {
         for (std::int64_t kx = kx_lo; kx < kx_hi; ++kx) {
           const T v = xp[row + kx];
           // A NaN anywhere in the window wins (the first one), as in PyTorch.
-          if (best < 0 || v > best_v || (v != v && best_v == best_v)) {
+          if (best < 0 || v > best_v || (std::isnan(v) && !std::isnan(best_v))) {
             best_v = v;
             best = row + kx;
           }

@@ -156,7 +156,7 @@ void window_pick(const T* HWY_RESTRICT v, std::int64_t v_row, std::int64_t v_len
   const std::int64_t L = lanes<T>();
   const V vinv = hn::Set(d, inv);
   // How far past b a vector's loads reach: kw shifted loads, or (kw + 1) / 2 pairs of vectors.
-  const std::int64_t reach = SW == 1 ? kw - 1 + L : 2 * ((kw + 1) / 2 - 1) + 2 * L;
+  const std::int64_t reach = SW == 1 ? kw - 1 + L : 2 * (std::int64_t{kw + 1} / 2 - 1) + 2 * L;
   for (std::int64_t r = 0; r < rows; ++r) {
     const T* HWY_RESTRICT vr = v + r * v_row;
     T* HWY_RESTRICT yr = y + r * ow;

@@ -94,7 +94,7 @@ std::vector<std::vector<std::byte>> cnn_step(int threads) {
   Value y = g.input_labels("y", {n});
   Value w1 = g.param("w1", {5, 2, 3, 3}), b1 = g.param("b1", {5});
   Value w2 = g.param("w2", {3, 5, 2, 2}), b2 = g.param("b2", {3});
-  Value f = g.param("f", {10, 3 * 5 * 5}), c = g.param("c", {10});
+  Value f = g.param("f", {10, std::int64_t{3} * 5 * 5}), c = g.param("c", {10});
   Value h = relu(conv2d(x, w1, b1, {.stride = 1, .padding = 1}));  // [12, 5, 13, 13]
   h = avg_pool2d(h, {.kernel = 3, .stride = 1});                     // [12, 5, 11, 11]
   h = relu(conv2d(h, w2, b2, {.stride = 2, .padding = 0}));          // [12, 3, 5, 5]
@@ -105,8 +105,7 @@ std::vector<std::vector<std::byte>> cnn_step(int threads) {
   std::uint64_t seed = 1;
   for (Value p : params) {
     nn::Rng rng(++seed);
-    Tensor storage = g.value(p);  // shares the parameter's storage
-    nn::uniform(storage, -0.5, 0.5, rng);
+    nn::uniform(g.value(p), -0.5, 0.5, rng);  // the parameter's own storage
   }
   Tensor xs = random_tensor(x.shape(), 99);
   Tensor labels(Shape{n}, DType::kI32);

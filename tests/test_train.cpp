@@ -84,7 +84,7 @@ TEST(Batcher, FillScalesPixelsToTheUnitIntervalAndCopiesLabels) {
   for (std::int64_t j = 0; j < 784; ++j) {
     ASSERT_EQ(
         img.data<float>()[784 + j],
-        static_cast<float>(d.images[5 * 784 + static_cast<std::size_t>(j)]) * (1.0f / 255.0f));
+        static_cast<float>(d.images[std::size_t{5} * 784 + static_cast<std::size_t>(j)]) * (1.0f / 255.0f));
   }
   EXPECT_EQ(b.labels(1).data<std::int32_t>()[0], d.labels[4]);
 }

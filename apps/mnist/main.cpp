@@ -230,7 +230,7 @@ void set_threads(const po::variables_map& vm) {
 
 // The string value of a path flag, refused when empty (an unset shell variable).
 std::string path_option(const po::variables_map& vm, const char* name) {
-  const std::string v = vm[name].as<std::string>();
+  std::string v = vm[name].as<std::string>();
   require_non_empty(std::string("--") + name, v);
   return v;
 }
@@ -287,7 +287,7 @@ Failure classify(const std::string& command) {
 // Under mpirun: every rank learns whether any failed before training and whether all were
 // given the same arguments and data; if not, all throw the same CollectiveFailure (rank 0's
 // carries the message). On one process, rethrows `failed`.
-void agree_to_start(std::exception_ptr failed, const mnist::TrainConfig& cfg,
+void agree_to_start(const std::exception_ptr& failed, const mnist::TrainConfig& cfg,
                     const mnist::Dataset& train_set, const mnist::Dataset& test_set,
                     const std::string& target) {
   if (g_comm->size() == 1) {

@@ -82,9 +82,8 @@ TEST(Batcher, FillScalesPixelsToTheUnitIntervalAndCopiesLabels) {
   const Tensor& img = b.images(1);
   ASSERT_EQ(img.shape(), (Shape{2, 1, 28, 28}));
   for (std::int64_t j = 0; j < 784; ++j) {
-    ASSERT_EQ(
-        img.data<float>()[784 + j],
-        static_cast<float>(d.images[std::size_t{5} * 784 + static_cast<std::size_t>(j)]) * (1.0f / 255.0f));
+    const std::size_t at = std::size_t{5} * 784 + static_cast<std::size_t>(j);  // image 5
+    ASSERT_EQ(img.data<float>()[784 + j], static_cast<float>(d.images[at]) * (1.0f / 255.0f));
   }
   EXPECT_EQ(b.labels(1).data<std::int32_t>()[0], d.labels[4]);
 }

@@ -25,9 +25,10 @@ std::string GradcheckResult::report() const {
   return s.str();
 }
 
-GradcheckResult gradcheck(Value out, std::span<const Value> wrt,
-                          std::span<const std::pair<Value, Tensor>> feeds,
-                          const GradcheckOptions& opt) {
+GradcheckResult gradcheck(Value out, const GradcheckValues& wrt_list,
+                          const GradcheckFeeds& feeds_list, const GradcheckOptions& opt) {
+  const std::span<const Value> wrt = wrt_list.items();
+  const std::span<const std::pair<Value, Tensor>> feeds = feeds_list.items();
   if (!out.valid()) throw Error("gradcheck: output is an invalid (empty) Value");
   Graph& g = out.graph();
   if (out.dtype() != DType::kF64) {
@@ -134,13 +135,6 @@ GradcheckResult gradcheck(Value out, std::span<const Value> wrt,
   }
   result.ok = result.ok && result.reentrant;
   return result;
-}
-
-GradcheckResult gradcheck(Value out, std::initializer_list<Value> wrt,
-                          std::initializer_list<std::pair<Value, Tensor>> feeds,
-                          const GradcheckOptions& options) {
-  return gradcheck(out, std::span<const Value>(wrt.begin(), wrt.size()),
-                   std::span<const std::pair<Value, Tensor>>(feeds.begin(), feeds.size()), options);
 }
 
 }  // namespace tbgrad

@@ -1,7 +1,9 @@
 // Numerical check of analytic gradients, in the spirit of torch.autograd.gradcheck.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <utility>
@@ -39,15 +41,46 @@ struct GradcheckResult {
   std::string report() const;  // one line per input, worst element first
 };
 
+// gradcheck's list arguments: a std::vector (g.params()), a std::span, an array or a braced
+// list ({w, b}; {{x, x_values}, {y, y_values}}), so that every mix of them compiles. It holds
+// copies of the handles (a Value or a Tensor is a cheap handle, not the data).
+namespace detail {
+template <typename Range, typename T>
+concept ContiguousOf = (std::constructible_from<std::span<const T>, const Range&>);
+}  // namespace detail
+template <typename T>
+class GradcheckList {
+ public:
+  GradcheckList() = default;
+  GradcheckList(std::initializer_list<T> items)  // NOLINT(google-explicit-constructor)
+      : items_(items) {}
+  template <detail::ContiguousOf<T> Range>
+  GradcheckList(const Range& items) {  // NOLINT(google-explicit-constructor)
+    const std::span<const T> s(items);
+    items_.assign(s.begin(), s.end());
+  }
+
+  std::span<const T> items() const { return items_; }
+
+ private:
+  std::vector<T> items_;
+};
+using GradcheckValues = GradcheckList<Value>;
+using GradcheckFeeds = GradcheckList<std::pair<Value, Tensor>>;
+
 // Compares d out / d w for every w in `wrt` (parameters or floating inputs of a float64 graph)
 // with central finite differences. `feeds` binds every input the output needs. A non-scalar
 // `out` is reduced to sum(out * R) with a fixed random R, which checks the full Jacobian's
 // action. Parameter values are restored afterwards.
-GradcheckResult gradcheck(Value out, std::span<const Value> wrt,
-                          std::span<const std::pair<Value, Tensor>> feeds = {},
+//   gradcheck(loss, g.params(), {{x, x_values}});
+//   gradcheck(loss, {w, b}, feeds, {.max_elements_per_input = 100});
+GradcheckResult gradcheck(Value out, const GradcheckValues& wrt, const GradcheckFeeds& feeds = {},
                           const GradcheckOptions& options = {});
-GradcheckResult gradcheck(Value out, std::initializer_list<Value> wrt,
-                          std::initializer_list<std::pair<Value, Tensor>> feeds = {},
-                          const GradcheckOptions& options = {});
+// Without feeds: gradcheck(loss, {w}, options). (Only a named or typed GradcheckOptions: a bare
+// braced list there is taken as the feeds, so gradcheck(loss, {w}, {}) has one meaning.)
+template <std::same_as<GradcheckOptions> Options>
+GradcheckResult gradcheck(Value out, const GradcheckValues& wrt, const Options& options) {
+  return gradcheck(out, wrt, GradcheckFeeds{}, options);
+}
 
 }  // namespace tbgrad

@@ -1,6 +1,11 @@
 // 2-D pooling over [N, C, H, W].
 #pragma once
 
+#include <concepts>
+#include <limits>
+#include <string>
+#include <utility>
+
 #include "tbgrad/graph/graph.hpp"
 #include "tbgrad/ops/window.hpp"
 
@@ -17,10 +22,43 @@ struct Pool2dOptions {
 // row-major window order takes the gradient.
 Value avg_pool2d(Value x, Pool2dOptions options);
 Value max_pool2d(Value x, Pool2dOptions options);
+
+namespace detail {
+// The kernel of the overloads below: an integer (a square window) or a Pair2. A template
+// parameter is never deduced from a braced list, so a braced list stays Pool2dOptions, as it
+// was before these overloads: max_pool2d(x, {2}) is {.kernel = 2}, max_pool2d(x, {2, 1}) is
+// {.kernel = 2, .stride = 1} (with a plain Pair2 overload both were ambiguous).
+template <typename K>
+concept PoolKernel = (std::integral<K> && !std::same_as<K, bool>) || std::same_as<K, Pair2>;
+
+// Pool2dOptions{.kernel = kernel}; an integer outside the int range is a ShapeError naming `op`
+// and `x`, not truncated into a small kernel.
+template <PoolKernel K>
+Pool2dOptions kernel_only(const char* op, const Value& x, K kernel) {
+  if constexpr (std::same_as<K, Pair2>) {
+    return {.kernel = kernel};
+  } else {
+    if (!std::in_range<int>(kernel)) {
+      throw ShapeError(std::string(op) + ": kernel " + std::to_string(kernel) +
+                       " is outside the int range (at most " +
+                       std::to_string(std::numeric_limits<int>::max()) + "), input " +
+                       x.describe());
+    }
+    return {.kernel = static_cast<int>(kernel)};
+  }
+}
+}  // namespace detail
+
 // Square-or-not windows with the stride equal to the kernel and no padding:
-// max_pool2d(h, 2) halves H and W.
-inline Value avg_pool2d(Value x, Pair2 kernel) { return avg_pool2d(x, Pool2dOptions{.kernel = kernel}); }
-inline Value max_pool2d(Value x, Pair2 kernel) { return max_pool2d(x, Pool2dOptions{.kernel = kernel}); }
+// max_pool2d(h, 2) halves H and W; avg_pool2d(h, Pair2{2, 3}) pools 2x3 windows.
+template <detail::PoolKernel K>
+Value avg_pool2d(Value x, K kernel) {
+  return avg_pool2d(x, detail::kernel_only("avg_pool2d", x, kernel));
+}
+template <detail::PoolKernel K>
+Value max_pool2d(Value x, K kernel) {
+  return max_pool2d(x, detail::kernel_only("max_pool2d", x, kernel));
+}
 
 // Gradient kernels the VJPs use.
 Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions options);

@@ -131,4 +131,62 @@ TEST(ApiGradcheck, WithOptions) {
             names);
 }
 
+// ---------------------------------------------------------------- pooling and convolution
+
+TEST(ApiPooling, ABracedListIsPool2dOptionsInOrder) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 8, 6});
+  // {2}: kernel 2, stride = kernel; {2, 1}: kernel 2, stride 1; {2, 1, 1}: and padding 1.
+  EXPECT_EQ(max_pool2d(x, {2}).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(avg_pool2d(x, {2}).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(max_pool2d(x, {2, 1}).shape(), (Shape{2, 3, 7, 5}));
+  EXPECT_EQ(avg_pool2d(x, {2, 1}).shape(), (Shape{2, 3, 7, 5}));
+  EXPECT_EQ(max_pool2d(x, {2, 1, 1}).shape(), (Shape{2, 3, 9, 7}));
+  EXPECT_EQ(avg_pool2d(x, {{2, 3}, {1, 2}}).shape(), (Shape{2, 3, 7, 2}));
+}
+
+TEST(ApiPooling, DesignatedOptions) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 8, 6});
+  EXPECT_EQ(max_pool2d(x, {.kernel = 2}).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(max_pool2d(x, {.kernel = 2, .stride = 1}).shape(), (Shape{2, 3, 7, 5}));
+  EXPECT_EQ(avg_pool2d(x, {.kernel = 4, .stride = 2}).shape(), (Shape{2, 3, 3, 2}));  // README
+  EXPECT_EQ(avg_pool2d(x, {.kernel = 3, .stride = 1, .padding = 1}).shape(), (Shape{2, 3, 8, 6}));
+  EXPECT_EQ(avg_pool2d(x, {.kernel = {2, 3}, .stride = {1, 3}}).shape(), (Shape{2, 3, 7, 2}));
+  const Pool2dOptions options{.kernel = 2, .stride = 1};
+  EXPECT_EQ(max_pool2d(x, options).shape(), (Shape{2, 3, 7, 5}));
+}
+
+TEST(ApiPooling, AKernelSizeAloneHasTheStrideOfTheKernel) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 8, 6});
+  EXPECT_EQ(max_pool2d(x, 2).shape(), (Shape{2, 3, 4, 3}));  // the README's custom_cnn
+  EXPECT_EQ(avg_pool2d(x, 2).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(max_pool2d(x, Pair2{2, 3}).shape(), (Shape{2, 3, 4, 2}));
+  EXPECT_EQ(avg_pool2d(x, Pair2{2, 3}).shape(), (Shape{2, 3, 4, 2}));
+  const std::int64_t k = 2;
+  EXPECT_EQ(max_pool2d(x, k).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(avg_pool2d(x, 2U).shape(), (Shape{2, 3, 4, 3}));
+}
+
+TEST(ApiConv2d, WithAndWithoutBiasAndOptions) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 6, 6});
+  Value w = g.param("w", {4, 1, 3, 3});
+  Value b = g.param("b", {4});
+  EXPECT_EQ(conv2d(x, w, b, {.stride = 1, .padding = 0}).shape(), (Shape{2, 4, 4, 4}));  // README
+  EXPECT_EQ(conv2d(x, w, b).shape(), (Shape{2, 4, 4, 4}));
+  EXPECT_EQ(conv2d(x, w).shape(), (Shape{2, 4, 4, 4}));
+  EXPECT_EQ(conv2d(x, w, {.padding = 1}).shape(), (Shape{2, 4, 6, 6}));  // the README's custom_cnn
+  EXPECT_EQ(conv2d(x, w, b, {.padding = 1}).shape(), (Shape{2, 4, 6, 6}));
+  EXPECT_EQ(conv2d(x, w, {.stride = 2}).shape(), (Shape{2, 4, 2, 2}));
+  EXPECT_EQ(conv2d(x, w, b, {.stride = {1, 2}, .padding = {1, 0}}).shape(), (Shape{2, 4, 6, 2}));
+  // In order: {stride} and {stride, padding}.
+  EXPECT_EQ(conv2d(x, w, {2}).shape(), (Shape{2, 4, 2, 2}));
+  EXPECT_EQ(conv2d(x, w, b, {1, 1}).shape(), (Shape{2, 4, 6, 6}));
+  const Conv2dOptions options{.stride = 1, .padding = 1};
+  EXPECT_EQ(conv2d(x, w, options).shape(), (Shape{2, 4, 6, 6}));
+  EXPECT_EQ(conv2d(x, w, Value(), options).shape(), (Shape{2, 4, 6, 6}));  // no bias
+}
+
 }  // namespace

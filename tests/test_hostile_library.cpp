@@ -83,6 +83,18 @@ TEST(Sizes, PoolingPaddingOfIntMaxIsAShapeErrorNotAnOverflow) {
       "padded height");
 }
 
+TEST(Sizes, APoolingKernelSizeOutsideTheIntRangeIsAShapeErrorNotTruncated) {
+  // max_pool2d(x, k) with a 64-bit k of 2^32 + 2 would have pooled 2x2 windows.
+  Graph g;
+  Value x = g.input("x", {1, 1, 8, 8});
+  expect_shape_error([&] { max_pool2d(x, k32 + 2); },
+                     "max_pool2d: kernel 4294967298 is outside the int range (at most 2147483647), "
+                     "input x ([1,1,8,8])");
+  expect_shape_error([&] { avg_pool2d(x, k32 + 2); }, "avg_pool2d: kernel 4294967298");
+  expect_shape_error([&] { avg_pool2d(x, std::uint64_t{1} << 63); }, "9223372036854775808");
+  expect_shape_error([&] { max_pool2d(x, -k32); }, "kernel -4294967296");
+}
+
 TEST(Sizes, ReshapeWhoseKnownDimensionsOverflowIsAShapeError) {
   // 7 * 7905747460161236407 = 1 (mod 2^64): the product of the known dimensions wrapped to 1,
   // so -1 became 4 and a [4, 7, 7905747460161236407] "reshape" of four elements was accepted.

@@ -175,6 +175,17 @@ int write_seeds(const fs::path& root) {
   for (int i = 0; i < 40; ++i) row += i % 3 ? "1 " : "0 ";
   seeds.add("image", "p2_row.pgm", {}, text(row));
 
+  // fuzz_trainer: the random network generator's choices, one byte each (tests/random_net.hpp):
+  // nothing (every choice 0), a flat input straight into linear, and a few patterns.
+  seeds.add("trainer", "zeros", {}, {});
+  seeds.add("trainer", "flat_linear", {1, 20, 0, 0, 7, 0}, {});
+  for (const size_t n : {16, 48, 96}) {
+    for (const unsigned modulo : {7u, 256u}) {
+      seeds.add("trainer", "pattern_" + std::to_string(n) + "_" + std::to_string(modulo), {},
+                pattern(n, modulo));
+    }
+  }
+
   fs::remove_all(tmp);
   return seeds.count();
 }

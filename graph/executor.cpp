@@ -379,6 +379,10 @@ const Tensor& Executor::get(Value v) const {
   if (!is_output && !(is_leaf && needed_[id])) {
     throw Error("Executor::get: " + v.describe() + " is not an output of this executor");
   }
+  if (is_leaf && !bound_[id] && !values_[id].defined()) {
+    // An input's value is the tensor bound to it: a view taken before bind() would stay empty.
+    throw Error("Executor::get: input " + v.describe() + " is not bound yet (bind() it first)");
+  }
   return values_[id];
 }
 

@@ -55,7 +55,8 @@ class Executor {
   void run();
 
   // The value of an output (or of any leaf) after run(). Op results other than the requested
-  // outputs may have been overwritten and are not available.
+  // outputs may have been overwritten and are not available. An input's value is the tensor
+  // last bound to it (an Error before the first bind).
   const Tensor& get(Value v) const;
   const Tensor& operator[](Value v) const { return get(v); }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <optional>
 #include <span>
@@ -23,9 +24,50 @@
 
 namespace tbgrad::nn {
 
+namespace {
+
+// Why the library builds a model for a number of examples the user did not choose, in the
+// user's terms (the batch they chose, and why a graph of another size was needed): said before
+// the messages of errors while building it. Empty: a size the user chose.
+using Context = std::function<std::string(std::int64_t examples)>;
+
+std::string say(const Context& context, std::int64_t examples) {
+  return context ? context(examples) : std::string();
+}
+
+// The model for `examples` examples. An error it raises is raised again, of the same type, with
+// the context before its message.
+ModelGraph build_model(const ModelFn& model, Graph& g, ParamStore& store, std::int64_t examples,
+                       const Context& context) {
+  if (!context) return model(g, store, examples);
+  try {
+    return model(g, store, examples);
+  } catch (const ShapeError& e) {
+    throw ShapeError(context(examples) + e.what());
+  } catch (const ThreadStartError&) {
+    throw;
+  } catch (const Error& e) {
+    throw Error(context(examples) + e.what());
+  }
+}
+
+// For the micro-batches of a batch of `batch` examples (Note [Micro-batches]).
+Context micro_batch_context(std::int64_t batch, std::int64_t micro) {
+  return [batch, micro](std::int64_t examples) {
+    return "Trainer: building the model for a micro-batch of " + std::to_string(examples) +
+           " examples (a batch of " + std::to_string(batch) + " runs as micro-batches of " +
+           std::to_string(micro) + "; TrainerOptions::micro_batch = " + std::to_string(batch) +
+           " keeps it whole): ";
+  };
+}
+
+}  // namespace
+
 void create_parameters(const ModelFn& model, ParamStore& store) {
   Graph g;
-  model(g, store, 1);
+  build_model(model, g, store, 1, [](std::int64_t) {
+    return std::string("nn::create_parameters (building the model for a batch of 1): ");
+  });
 }
 
 namespace {
@@ -55,6 +97,64 @@ std::int64_t count_correct(const Tensor& outputs, const Tensor& labels,
   return ok;
 }
 
+// What the trainer and the evaluator need of a model's graph for b examples: ModelGraph's
+// four values set, of this graph, with inputs [b, ...] f32 and labels [b] i32 the graph's inputs,
+// a loss of one element, outputs [b, ...]; no other graph input (nothing would feed it); and
+// the store's parameters, in its order. Throws Error naming the values and shapes.
+void check_model(const ModelGraph& m, const Graph& g, const std::vector<std::string>& names,
+                 std::int64_t b, const std::string& context = {}) {
+  const auto fail = [&](const std::string& what) { throw Error(context + "model builder: " + what); };
+  const std::pair<const char*, const Value*> fields[] = {
+      {"inputs", &m.inputs}, {"labels", &m.labels}, {"loss", &m.loss}, {"outputs", &m.outputs}};
+  for (const auto& [name, v] : fields) {
+    if (!v->valid()) fail(std::string("ModelGraph::") + name + " is not set");
+    if (&v->graph() != &g) fail(std::string("ModelGraph::") + name + " is not a value of the graph");
+  }
+  const std::string at = " (batch " + std::to_string(b) + ")";
+  const Node& in = g.node(m.inputs);
+  if (in.kind != NodeKind::kInput || in.dtype != DType::kF32 || in.shape.rank() < 1 ||
+      in.shape[0] != b) {
+    fail("ModelGraph::inputs must be an f32 graph input with the batch first, [" +
+         std::to_string(b) + ", ...]" + at + ", got " + m.inputs.describe() + " " +
+         dtype_name(in.dtype));
+  }
+  const Node& lab = g.node(m.labels);
+  if (lab.kind != NodeKind::kLabels || !(lab.shape == Shape{b})) {
+    fail("ModelGraph::labels must be the graph's labels input (Graph::input_labels) of shape [" +
+         std::to_string(b) + "]" + at + ", got " + m.labels.describe());
+  }
+  if (m.loss.shape().numel() != 1) {
+    fail("ModelGraph::loss must be one number (the batch's mean loss), got " + m.loss.describe());
+  }
+  if (m.outputs.shape().rank() < 1 || m.outputs.shape()[0] != b) {
+    fail("ModelGraph::outputs must have the batch first, [" + std::to_string(b) + ", ...]" + at +
+         ", got " + m.outputs.describe());
+  }
+  std::vector<char> needed(static_cast<std::size_t>(g.size()), 0);  // by the loss or outputs
+  std::vector<int> todo = {m.loss.id(), m.outputs.id()};
+  while (!todo.empty()) {
+    const int id = todo.back();
+    todo.pop_back();
+    if (needed[static_cast<std::size_t>(id)]) continue;
+    needed[static_cast<std::size_t>(id)] = 1;
+    for (const int i : g.node(id).inputs) todo.push_back(i);
+  }
+  for (const Value& v : g.inputs()) {
+    if (v == m.inputs || v == m.labels || !needed[static_cast<std::size_t>(v.id())]) continue;
+    fail("the graph's input " + v.describe() + at +
+         " is neither ModelGraph::inputs nor ModelGraph::labels; the trainer and the evaluator "
+         "feed only those two (build anything else the model needs from them or from "
+         "parameters)");
+  }
+  const auto& params = g.params();
+  bool same = params.size() == names.size();
+  for (std::size_t i = 0; same && i < params.size(); ++i) same = params[i].name() == names[i];
+  if (!same) {
+    fail("its graph's parameters must be the store's, each used once and in the order created "
+         "(ask ParamStore::param once per parameter and reuse the Value)");
+  }
+}
+
 // One graph of the model for one batch size, with its executor and input tensors.
 struct Part {
   Graph g;
@@ -66,22 +166,11 @@ struct Part {
   Tensor inputs, labels;
   std::int64_t batch;
 
-  Part(const ModelFn& model, ParamStore& store, std::int64_t b) : batch(b) {
-    m = model(g, store, b);
-    if (m.inputs.shape().rank() < 1 || m.inputs.shape()[0] != b || m.labels.shape() != Shape{b}) {
-      throw Error("model builder: for batch " + std::to_string(b) + " it gave inputs " +
-                  m.inputs.describe() + " and labels " + m.labels.describe() +
-                  "; both must have the batch as their first dimension");
-    }
-    const auto& params = g.params();
-    bool same = params.size() == store.names().size();
-    for (std::size_t i = 0; same && i < params.size(); ++i)
-      same = params[i].name() == store.names()[i];
-    if (!same) {
-      throw Error(
-          "model builder: its graph's parameters must be the store's, each used once and in "
-          "the order created (ask ParamStore::param once per parameter and reuse the Value)");
-    }
+  // `context`: why a graph of b examples is built (build_model); empty when the user chose b.
+  Part(const ModelFn& model, ParamStore& store, std::int64_t b, const Context& context = {})
+      : batch(b) {
+    m = build_model(model, g, store, b, context);
+    check_model(m, g, store.names(), b, say(context, b));
     inputs = Tensor(m.inputs.shape(), DType::kF32);
     labels = Tensor(m.labels.shape(), DType::kI32);
   }
@@ -120,23 +209,36 @@ struct Gathered {
 struct Plan {
   std::vector<GradPlan> params;
   std::vector<Gathered> gathered;
-  int nodes = 0;  // the graph's size, the same for every batch size
+  // The graph's size with its gradients, the same for every batch size; -1 when it is not
+  // (graphs of one example, summing every gradient).
+  int nodes = 0;
 
-  Plan(const ModelFn& model, const ParamStore& like, std::int64_t micro) {
+  // `why`: how a batch splits into micro-batches, for errors (micro_batch_context).
+  Plan(const ModelFn& model, const ParamStore& like, std::int64_t micro, const Context& why) {
     ParamStore scratch;  // the same names and shapes as `like`
     Graph g1, g2;
-    const ModelGraph m1 = model(g1, scratch, micro);
-    const ModelGraph m2 = model(g2, scratch, micro + 1);
+    const ModelGraph m1 = build_model(model, g1, scratch, micro, why);
+    const ModelGraph m2 = build_model(model, g2, scratch, micro + 1, why);
     if (scratch.names() != like.names()) {
-      throw Error("model builder: creates other parameters than the store holds");
+      throw Error(why(micro) + "model builder: creates other parameters than the store holds");
     }
+    check_model(m1, g1, like.names(), micro, why(micro));
+    check_model(m2, g2, like.names(), micro + 1, why(micro + 1));
     const std::vector<Value> grads1 = grad(m1.loss, g1.params());
     const std::vector<Value> grads2 = grad(m2.loss, g2.params());
+    params.resize(grads1.size());
     nodes = g1.size();
     if (g2.size() != nodes) {
-      throw Error("model builder: builds " + std::to_string(nodes) + " nodes for batch " +
-                  std::to_string(micro) + " but " + std::to_string(g2.size()) + " for batch " +
-                  std::to_string(micro + 1) + "; it must build the same graph for every batch");
+      // Graphs of one example can differ from larger ones (micro_batch_offsets): then every
+      // gradient is summed over the micro-batches, which needs no node to match.
+      if (micro == 1) {
+        nodes = -1;
+        return;
+      }
+      throw Error(why(micro) + "model builder: builds " + std::to_string(nodes) +
+                  " nodes (with their gradients) for " + std::to_string(micro) +
+                  " examples but " + std::to_string(g2.size()) + " for " +
+                  std::to_string(micro + 1) + "; it must build the same graph for every batch size");
     }
     auto rows_of = [&](int id) -> std::int64_t {  // rows per example, 0 if not batch-major
       const Shape s1 = g1.node(id).shape, s2 = g2.node(id).shape;
@@ -158,7 +260,6 @@ struct Plan {
       gathered.push_back({id, scaled, r, Shape{std::span<const std::int64_t>(dims)}});
       return gathered.size() - 1;
     };
-    params.resize(grads1.size());
     for (std::size_t i = 0; i < grads1.size(); ++i) {
       const int id = grads1[i].id();
       const Node& n = g1.node(id);
@@ -281,6 +382,19 @@ constexpr std::int64_t kMaxMicroBatchedParams = 100000;
 
 namespace {
 
+// Where a batch of `batch` examples splits into micro-batches of `micro` (Note [Micro-batches]):
+// micro-batch k is examples [offsets[k], offsets[k + 1]). A last micro-batch of one example
+// joins the one before it: a graph of one example can differ from the others (with a batch of
+// 1, a [1, F] parameter multiplying a [B, F] value broadcasts nothing, so its gradient needs
+// no sum), and the plan's graphs are of `micro` and `micro + 1` examples.
+std::vector<std::int64_t> micro_batch_offsets(std::int64_t batch, std::int64_t micro) {
+  std::vector<std::int64_t> offsets;
+  for (std::int64_t at = 0; at < batch; at += micro) offsets.push_back(at);
+  if (offsets.size() > 1 && batch - offsets.back() == 1) offsets.pop_back();
+  offsets.push_back(batch);
+  return offsets;
+}
+
 // The parameter replicas of one trainer, shared by its steps of every batch size. Replica 0 is
 // the trainer's store and optimizer; replicas 1, 2, ... are copies, each brought up to date with
 // replica 0 before a step that uses it if a step without it changed replica 0.
@@ -349,8 +463,14 @@ class BatchStep {
  public:
   BatchStep(const ModelFn& model, const Plan* plan, std::int64_t micro, std::int64_t b,
             Replicas& reps, dist::Communicator& comm, Trainer::ExchangeStats& stats)
-      : batch(b), replicas_(reps), plan_(plan), comm_(comm), stats_(stats) {
-    const std::size_t m = static_cast<std::size_t>((b + micro - 1) / micro);
+      : batch(b),
+        replicas_(reps),
+        plan_(plan),
+        comm_(comm),
+        stats_(stats),
+        why_(micro_batch_context(b, micro)) {
+    offsets_ = micro_batch_offsets(b, micro);
+    const std::size_t m = offsets_.size() - 1;
     if (m == 1 || !plan) {
       // Every rank runs the whole batch (Note [Ranks]).
       parts_.push_back(std::make_unique<Part>(model, replicas_.store(0), b));
@@ -358,13 +478,11 @@ class BatchStep {
       p.grads = grad(p.m.loss, p.g.params());
       p.ex = std::make_unique<Executor>(
           p.g, std::initializer_list<ValueList>{p.m.loss, p.m.outputs, p.grads});
-      for (Value gv : p.grads) p.grad_values.push_back((*p.ex)[gv]);
       p.bind();
+      for (Value gv : p.grads) p.grad_values.push_back((*p.ex)[gv]);
       offsets_ = {0, b};
       return;
     }
-    for (std::size_t k = 0; k < m; ++k) offsets_.push_back(static_cast<std::int64_t>(k) * micro);
-    offsets_.push_back(b);
     // This rank's micro-batches [mine_, mine_ + count): a contiguous block (Note [Ranks]).
     const auto ranks = static_cast<std::size_t>(comm_.size());
     const auto rank = static_cast<std::size_t>(comm_.rank());
@@ -377,7 +495,7 @@ class BatchStep {
     for (std::size_t t = 0; t < r; ++t) {
       for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
         parts_.push_back(std::make_unique<Part>(model, replicas_.store(t),
-                                                offsets_[k + 1] - offsets_[k]));
+                                                offsets_[k + 1] - offsets_[k], why_));
         factor(*parts_.back());
       }
     }
@@ -416,10 +534,7 @@ class BatchStep {
     replicas_.sync(tasks_.size());
     for_each_task([&](std::size_t t) {
       for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
-        parts_[k - mine_]->load(
-            data, indices.subspan(static_cast<std::size_t>(offsets_[k]),
-                                  static_cast<std::size_t>(offsets_[k + 1] - offsets_[k])));
-        parts_[k - mine_]->ex->run();
+        run_micro_batch(k, data, indices);
         gather_own_rows(k);
       }
     });
@@ -481,6 +596,24 @@ class BatchStep {
 
   bool replicated() const { return !tasks_.empty(); }
 
+  // Loads and runs micro-batch k. An error of its run names the batch's examples it holds: the
+  // rows of a micro-batch's message are counted from its first.
+  void run_micro_batch(std::size_t k, const data::Dataset& data,
+                       std::span<const std::int64_t> indices) {
+    Part& p = *parts_[k - mine_];
+    const std::int64_t lo = offsets_[k], hi = offsets_[k + 1];
+    p.load(data, indices.subspan(static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo)));
+    try {
+      p.ex->run();
+    } catch (const ThreadStartError&) {
+      throw;
+    } catch (const Error& e) {
+      throw Error("Trainer: in the micro-batch of the batch's examples " + std::to_string(lo) +
+                  " to " + std::to_string(hi - 1) + " (its row r is the batch's example " +
+                  std::to_string(lo) + " + r): " + e.what());
+    }
+  }
+
   // The batch matrices of the gathered values: task 0's, which the other tasks' contractions
   // share (Note [Replicas]).
   const std::vector<Tensor>& batch_matrices() const { return tasks_[0].contraction->gathered; }
@@ -489,12 +622,11 @@ class BatchStep {
   // the values the contractions read.
   void factor(Part& p) {
     p.grads = grad(p.m.loss, p.g.params());
-    if (p.g.size() != plan_->nodes) {
-      throw Error("model builder: builds " + std::to_string(p.g.size()) +
-                  " nodes with their "
-                  "gradients for batch " +
-                  std::to_string(p.batch) + " but " + std::to_string(plan_->nodes) +
-                  " for another; it must build the same graph for every batch size");
+    if (plan_->nodes >= 0 && p.g.size() != plan_->nodes) {
+      throw Error(why_(p.batch) + "model builder: builds " + std::to_string(p.g.size()) +
+                  " nodes (with their gradients) for " + std::to_string(p.batch) +
+                  " examples but " + std::to_string(plan_->nodes) +
+                  " for others; it must build the same graph for every batch size");
     }
     std::vector<Value> wanted = {p.m.loss, p.m.outputs};
     for (std::size_t i = 0; i < p.grads.size(); ++i) {
@@ -502,12 +634,14 @@ class BatchStep {
     }
     for (const Gathered& gv : plan_->gathered) wanted.push_back(Value(&p.g, gv.node));
     p.ex = std::make_unique<Executor>(p.g, wanted);
+    // Bound before any view is taken: a gathered value may be a graph input (a flat input fed
+    // straight into linear), whose value is the tensor bound to it.
+    p.bind();
     p.grad_values.resize(p.grads.size());
     for (std::size_t i = 0; i < p.grads.size(); ++i) {
       if (!plan_->contracted(i)) p.grad_values[i] = (*p.ex)[p.grads[i]];
     }
     for (const Gathered& gv : plan_->gathered) p.gathered.push_back((*p.ex)[Value(&p.g, gv.node)]);
-    p.bind();
   }
 
   // fn(t) for every task t, in parallel, each task on the same thread every step
@@ -720,6 +854,7 @@ class BatchStep {
   const Plan* plan_;
   dist::Communicator& comm_;
   Trainer::ExchangeStats& stats_;
+  Context why_;  // for errors while building the micro-batches' graphs
   std::vector<std::unique_ptr<Part>> parts_;  // this rank's micro-batches, from mine_ on
   // Micro-batch k is examples [offsets_[k], offsets_[k + 1]) of the batch.
   std::vector<std::int64_t> offsets_;
@@ -745,6 +880,7 @@ struct Trainer::Impl {
   TrainerOptions options;
   std::int64_t micro;
   std::optional<Plan> plan;  // when micro-batched
+  std::int64_t example_size = 0;  // the model's input elements per example
   Replicas replicas;
   std::vector<std::unique_ptr<BatchStep>> steps;  // one per batch size seen
   BatchStep* last = nullptr;
@@ -769,7 +905,22 @@ struct Trainer::Impl {
                 ? o.micro_batch
                 : (store.count() <= kMaxMicroBatchedParams ? default_micro_batch(o.batch_size)
                                                            : o.batch_size);
-    if (micro < o.batch_size) plan.emplace(model, store, micro);
+    // The model at the batch size chosen, checked first: errors in the user's terms, before
+    // any graph of a micro-batch's size is built.
+    {
+      Graph g;
+      ParamStore scratch = store;  // shares the tensors; a parameter the store lacks stays out
+      const ModelGraph m = build_model(model, g, scratch, o.batch_size, {});
+      if (scratch.names() != store.names()) {
+        throw Error("model builder: creates other parameters than the store holds (create the "
+                    "store with nn::create_parameters of the same model)");
+      }
+      check_model(m, g, store.names(), o.batch_size);
+      example_size = m.inputs.shape().numel() / o.batch_size;
+    }
+    if (micro < o.batch_size) {
+      plan.emplace(model, store, micro, micro_batch_context(o.batch_size, micro));
+    }
     step_for(o.batch_size);
   }
 
@@ -792,6 +943,12 @@ void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> i
   if (n < 1 || n > impl_->options.batch_size) {
     throw Error("Trainer::compute: " + std::to_string(n) + " examples for a batch size of " +
                 std::to_string(impl_->options.batch_size));
+  }
+  if (data.example_size() != impl_->example_size) {
+    throw data::DataError("Trainer::compute: the data set's examples are " +
+                          std::to_string(data.rows) + "x" + std::to_string(data.cols) + " = " +
+                          std::to_string(data.example_size()) + " values, the model's inputs " +
+                          std::to_string(impl_->example_size) + " per example");
   }
   impl_->last = &impl_->step_for(n);
   impl_->last->compute(data, indices);
@@ -877,6 +1034,13 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   Impl& im = *impl_;
   const std::int64_t b = std::min(im.batch_size, data.count);
   if (!im.full || im.full->batch != b) im.full = im.make(b);
+  if (im.full->inputs.numel() != b * data.example_size()) {
+    throw data::DataError("Evaluator::evaluate: the data set's examples are " +
+                          std::to_string(data.rows) + "x" + std::to_string(data.cols) + " = " +
+                          std::to_string(data.example_size()) + " values, the model's inputs " +
+                          std::to_string(im.full->inputs.numel() / b) + " per example (" +
+                          im.full->m.inputs.describe() + ")");
+  }
   const std::int64_t rest = data.count % b;
   if (rest && (!im.tail || im.tail->batch != rest)) im.tail = im.make(rest);
   r.classes = im.full->m.outputs.shape().rank() == 2 ? im.full->m.outputs.shape()[1] : 0;

@@ -8,12 +8,12 @@
 #include <filesystem>
 #include <limits>
 #include <string>
-#include <barrier>
 #include <tbgrad.hpp>
 #include <thread>
 #include <vector>
 
 #include "tests/custom_cnn.hpp"
+#include "tests/thread_ranks.hpp"
 
 namespace tbgrad {
 namespace {
@@ -34,7 +34,8 @@ data::Dataset random_dataset(std::int64_t count, std::uint64_t seed) {
   return d;
 }
 
-using testing::custom_cnn;  // tests/custom_cnn.hpp
+using testing::custom_cnn;    // tests/custom_cnn.hpp
+using testing::ThreadRanks;  // tests/thread_ranks.hpp
 
 std::vector<std::int64_t> iota(std::int64_t n, std::int64_t from = 0) {
   std::vector<std::int64_t> v(static_cast<std::size_t>(n));
@@ -197,48 +198,6 @@ TEST(Trainer, ResultsAreBitIdenticalForAnyThreadCount) {
   }
 }
 
-// Ranks as threads of this process, for testing the trainer's exchange (Note [Ranks]) without
-// MPI (and under the sanitizers, whose builds have no MPI): each member copies its block into
-// a shared buffer, waits for the others, and copies the whole buffer out.
-class ThreadRanks {
- public:
-  explicit ThreadRanks(int size) : size_(size), sync_(size) {
-    for (int r = 0; r < size; ++r) members_.push_back(std::make_unique<Member>(*this, r));
-  }
-  dist::Communicator& member(int r) { return *members_[static_cast<std::size_t>(r)]; }
-
- private:
-  struct Member final : dist::Communicator {
-    Member(ThreadRanks& g, int r) : group(g), me(r) {}
-    int rank() const override { return me; }
-    int size() const override { return group.size_; }
-    void allgather_in_place(std::span<std::byte> all,
-                            std::span<const std::int64_t> counts) override {
-      std::int64_t at = 0;
-      for (int q = 0; q < me; ++q) at += counts[static_cast<std::size_t>(q)];
-      if (me == 0) group.shared_.assign(all.size(), std::byte{0});
-      group.sync_.arrive_and_wait();
-      std::memcpy(group.shared_.data() + at, all.data() + at,
-                  static_cast<std::size_t>(counts[static_cast<std::size_t>(me)]));
-      group.sync_.arrive_and_wait();
-      std::memcpy(all.data(), group.shared_.data(), all.size());
-      group.sync_.arrive_and_wait();
-    }
-    void broadcast(std::span<std::byte> data, int root) override {
-      if (me == root) group.shared_.assign(data.begin(), data.end());
-      group.sync_.arrive_and_wait();
-      std::memcpy(data.data(), group.shared_.data(), data.size());
-      group.sync_.arrive_and_wait();
-    }
-    ThreadRanks& group;
-    int me;
-  };
-  int size_;
-  std::barrier<> sync_;
-  std::vector<std::byte> shared_;
-  std::vector<std::unique_ptr<Member>> members_;
-};
-
 // The weights and optimizer state after two epochs of the user network at batch 32 over 84
 // examples (batches of 32, 32 and 20), with `ranks` trainers splitting each batch.
 std::vector<std::vector<float>> train_over_ranks(const data::Dataset& d, int ranks) {
@@ -319,6 +278,97 @@ TEST(Trainer, RanksSplittingEachBatchGiveOneTrainersBits) {
   for (int ranks : {2, 3, 5}) {
     EXPECT_TRUE(train_over_ranks(d, ranks) == alone) << ranks << " ranks differ from one";
   }
+}
+
+// The message of what `fn` throws (of type E), or a failure.
+template <typename E, typename Fn>
+std::string message_of(const Fn& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "nothing thrown";
+  return {};
+}
+
+// A network of batch B that reads a second graph input (a dropout mask fed by hand): nothing
+// feeds it in the trainer.
+nn::ModelGraph with_mask(Graph& g, nn::ParamStore& p, std::int64_t b) {
+  nn::ModelGraph m;
+  m.inputs = g.input("images", {b, 784});
+  m.labels = g.input_labels("labels", {b});
+  const Value mask = g.input("dropout.mask", {b, 784});
+  m.outputs = linear(mul(m.inputs, mask), p.param(g, "fc.w", {10, 784}));
+  m.loss = softmax_cross_entropy(m.outputs, m.labels);
+  return m;
+}
+
+// Errors speak of the batch the user chose and the nodes they made, not of a micro-batch's
+// graph: the unbound input was "dropout.mask ([16,784]) is not bound" at batch 32.
+TEST(Trainer, ErrorsNameTheUsersBatchAndNodes) {
+  nn::ParamStore store;
+  nn::create_parameters(with_mask, store);
+  nn::SGD sgd(store.tensors(), 0.1);
+  std::string e = message_of<Error>([&] { nn::Trainer(with_mask, store, sgd, {.batch_size = 32}); });
+  EXPECT_NE(e.find("dropout.mask ([32,784])"), std::string::npos) << e;
+  EXPECT_NE(e.find("neither ModelGraph::inputs nor ModelGraph::labels"), std::string::npos) << e;
+  EXPECT_EQ(e.find("[16,"), std::string::npos) << e;
+  e = message_of<Error>([&] { nn::Evaluator(with_mask, store, 25).evaluate(random_dataset(30, 1)); });
+  EXPECT_NE(e.find("dropout.mask ([25,784])"), std::string::npos) << e;
+
+  // A model that only builds for batch 32: the micro-batches of 16 say why they were built.
+  const nn::ModelFn only_32 = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    nn::ModelGraph m;
+    m.inputs = g.input("images", {b, 1, 28, 28});
+    m.labels = g.input_labels("labels", {b});
+    m.outputs = linear(reshape(m.inputs, {32, 784}), p.param(g, "fc.w", {10, 784}));
+    m.loss = softmax_cross_entropy(m.outputs, m.labels);
+    return m;
+  };
+  e = message_of<ShapeError>([&] { nn::create_parameters(only_32, store); });
+  EXPECT_NE(e.find("nn::create_parameters (building the model for a batch of 1)"),
+            std::string::npos) << e;
+  nn::ParamStore store32;
+  Graph scratch;
+  store32.param(scratch, "fc.w", {10, 784});
+  nn::SGD sgd32(store32.tensors(), 0.1);
+  e = message_of<ShapeError>([&] { nn::Trainer(only_32, store32, sgd32, {.batch_size = 32}); });
+  EXPECT_NE(e.find("micro-batch of 16 examples (a batch of 32 runs as micro-batches of 16; "
+                   "TrainerOptions::micro_batch = 32 keeps it whole)"),
+            std::string::npos) << e;
+  EXPECT_NO_THROW(nn::Trainer(only_32, store32, sgd32, {.batch_size = 32, .micro_batch = 32}));
+
+  // ModelGraph's values, checked at the batch size chosen.
+  const nn::ModelFn no_outputs = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    nn::ModelGraph m = testing::custom_cnn(g, p, b);
+    m.outputs = Value();
+    return m;
+  };
+  nn::ParamStore cnn;
+  nn::create_parameters(custom_cnn, cnn);
+  nn::SGD sgd_cnn(cnn.tensors(), 0.1);
+  e = message_of<Error>([&] { nn::Trainer(no_outputs, cnn, sgd_cnn, {.batch_size = 8}); });
+  EXPECT_NE(e.find("ModelGraph::outputs is not set"), std::string::npos) << e;
+
+  // Examples of another size than the model's input: named in the data set's terms.
+  nn::Trainer trainer(custom_cnn, cnn, sgd_cnn, {.batch_size = 8});
+  data::Dataset small = random_dataset(8, 2);
+  small.rows = small.cols = 14;
+  small.images.resize(8 * 196);
+  e = message_of<data::DataError>([&] { trainer.step(small, iota(8)); });
+  EXPECT_NE(e.find("the data set's examples are 14x14 = 196 values, the model's inputs 784 per "
+                   "example"),
+            std::string::npos) << e;
+
+  // A label outside the classes in the second micro-batch: the row is the batch's.
+  data::Dataset d = random_dataset(32, 3);
+  d.labels[20] = 12;
+  nn::Trainer t32(custom_cnn, cnn, sgd_cnn, {.batch_size = 32});
+  e = message_of<Error>([&] { t32.step(d, iota(32)); });
+  EXPECT_NE(e.find("the batch's examples 16 to 31 (its row r is the batch's example 16 + r): "
+                   "softmax_cross_entropy: label 12 of row 4"),
+            std::string::npos) << e;
 }
 
 TEST(Trainer, ADivergingLossStopsTheEpochBeforeTheUpdate) {

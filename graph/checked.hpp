@@ -8,7 +8,11 @@
 //    kMaxElements, so its size in bytes at the widest dtype (8 bytes) fits in int64_t and
 //    std::size_t, and nbytes() needs no further check;
 //  - geometry (kernel, stride, padding, padded extent, output extent) fits in int, the type
-//    the window view (ops/window.hpp) stores it in.
+//    the window view (ops/window.hpp) stores it in, and so does a window's area KH*KW (kernels
+//    count its taps, and average pooling divides by it, in int);
+//  - a kernel's workspace is an element count as well, checked when its op is created.
+// A shape rule runs its size checks through naming(), so that their errors name the user's
+// values too.
 #pragma once
 
 #include <climits>
@@ -80,6 +84,29 @@ inline int to_int(std::int64_t v, std::string_view what, std::string_view name) 
                    std::to_string(INT_MAX) + ")");
   }
   return static_cast<int>(v);
+}
+
+// KH * KW of a window (each in the int range), checked to fit in int.
+inline int window_area(int kh, int kw, std::string_view what) {
+  const std::int64_t area = std::int64_t{kh} * kw;
+  if (area > INT_MAX) {
+    fail(what, "kernel " + std::to_string(kh) + "x" + std::to_string(kw) + " has " +
+                   std::to_string(area) + " elements, more than the int range allows (" +
+                   std::to_string(INT_MAX) + ")");
+  }
+  return static_cast<int>(area);
+}
+
+// Runs `checks`, a shape rule's size checks; a ShapeError from them gets `values` appended
+// ("conv2d: kernel height 4294967297 is outside the int range (at most 2147483647); input x
+// ([1,1,4,4]), weight w ([1,1,4294967297,1])"), so that it names the user's values too.
+template <typename Fn>
+auto naming(const std::string& values, Fn&& checks) -> decltype(checks()) {
+  try {
+    return checks();
+  } catch (const ShapeError& e) {
+    throw ShapeError(std::string(e.what()) + "; " + values);
+  }
 }
 
 // One axis of a sliding window: the padded extent in + 2 * padding, checked to fit in int.

@@ -13,8 +13,8 @@
 namespace tbgrad {
 namespace {
 
-using detail::dispatch_float;
 using detail::ConvGeometry;
+using detail::dispatch_float;
 using detail::Window2d;
 
 // Offset of the padded input after the flipped kernel in the input gradient's workspace.
@@ -39,10 +39,10 @@ class Conv2dOp final : public Op {
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
-      const T* x = ctx.inputs[0].data<T>();   // [N, IC, H, W]
-      const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
+      const T* x = ctx.inputs[0].data<T>();                        // [N, IC, H, W]
+      const T* k = ctx.inputs[1].data<T>();                        // [OC, IC, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
-      T* y = ctx.output.data<T>();            // [N, OC, OH, OW]
+      T* y = ctx.output.data<T>();                                 // [N, OC, OH, OW]
       detail::conv2d_forward_kernel(g_, x, k, b, y, static_cast<T*>(ctx.workspace),
                                     detail::output_epilogue<T>(ctx));
     });
@@ -64,6 +64,15 @@ class Conv2dOp final : public Op {
   bool has_bias_;
 };
 TBGRAD_REGISTER_OP("conv2d", true);
+
+// The forward-conv geometry computing the input gradient (Conv2dBackwardInputOp), when stride is
+// 1 and padding < kernel.
+std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
+  const Window2d& w = g.win;
+  if (w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw) return std::nullopt;
+  const Conv2dOptions o{1, Pair2(w.kh - 1 - w.ph, w.kw - 1 - w.pw)};
+  return ConvGeometry(Shape{g.n, g.oc, g.oh, g.ow}, Shape{g.ic, g.oc, w.kh, w.kw}, o);
+}
 
 // With stride 1, the input gradient is itself a convolution: the output gradient, padded by
 // (KH-1-ph, KW-1-pw), correlated with the kernel flipped in space and transposed in channels.
@@ -113,14 +122,6 @@ class Conv2dBackwardInputOp final : public Op {
   }
 
  private:
-  // The forward-conv geometry computing this gradient, when stride is 1 and padding < kernel.
-  static std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
-    const Window2d& w = g.win;
-    if (w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw) return std::nullopt;
-    const Conv2dOptions o{1, Pair2(w.kh - 1 - w.ph, w.kw - 1 - w.pw)};
-    return ConvGeometry(Shape{g.n, g.oc, g.oh, g.ow}, Shape{g.ic, g.oc, w.kh, w.kw}, o);
-  }
-
   ConvGeometry g_;
   std::optional<ConvGeometry> as_conv_;
 };
@@ -173,9 +174,63 @@ class Conv2dBackwardBiasOp final : public Op {
 };
 TBGRAD_REGISTER_OP("conv2d_backward_bias", true);
 
+// Workspaces: each op checks, when it is created, that its kernel's workspace (the layouts of
+// ops/conv2d_kernels.hpp) has countable elements, so that workspace_bytes() cannot wrap. These
+// are upper bounds of those layouts at the widest vectors (kMaxLanes<float>, the most
+// elements), in checked arithmetic; checked::mul(total, 1) keeps a sum within kMaxElements.
+constexpr std::int64_t kLanesBound = detail::kMaxLanes<float>;
+
+// PaddedInput: [N, IC * HP * WP + slack], rounded up to a vector.
+std::int64_t padded_input_bound(const ConvGeometry& g, const std::string& what) {
+  const detail::PaddedInput p = detail::PaddedInput::of(g, kLanesBound);  // slack < 2^36
+  const std::int64_t image = checked::add(checked::numel({g.ic, p.hp, p.wp}, what), p.slack, what);
+  return checked::add(checked::mul(g.n, image, what), kLanesBound, what);
+}
+
+// ConvForwardLayout: the padded input, then for stride 1 the wide output [N, OC, channel] with
+// channel <= OH * WP + 9 vectors.
+std::int64_t forward_workspace_bound(const ConvGeometry& g, const std::string& what) {
+  std::int64_t total = padded_input_bound(g, what);
+  if (g.win.sh == 1 && g.win.sw == 1) {
+    const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
+    const std::int64_t channel = checked::add(checked::mul(g.oh, wp, what), 9 * kLanesBound, what);
+    total = checked::add(total, checked::numel({g.n, g.oc, channel}, what), what);
+  }
+  return checked::mul(total, 1, what);
+}
+
+// Conv2dBackwardInputOp: the flipped kernel [IC, OC, KH, KW] (rounded up to 16) and the forward
+// workspace of the transposed geometry, when it runs as a convolution.
+std::int64_t input_grad_workspace_bound(const ConvGeometry& g, const std::string& what) {
+  const std::optional<ConvGeometry> t = transposed_geometry(g);
+  if (!t) return 0;
+  const std::int64_t flipped =
+      checked::add(checked::numel({g.oc, g.ic, g.win.kh, g.win.kw}, what), 16, what);
+  return checked::mul(checked::add(flipped, forward_workspace_bound(*t, what), what), 1, what);
+}
+
+// ConvWeightGradLayout: the partial sums [chunks, OC, IC, KH, KW, lanes], the padded input and
+// the output gradient [N, OC, plane] with plane <= OH * (WP + a vector) + a vector.
+std::int64_t weight_grad_workspace_bound(const ConvGeometry& g, const std::string& what) {
+  const std::int64_t chunks = (g.n + detail::kConvBatchChunk - 1) / detail::kConvBatchChunk;
+  const std::int64_t partial =
+      checked::add(checked::numel({chunks, g.oc, g.ic, g.win.kh, g.win.kw, kLanesBound}, what),
+                   kLanesBound, what);
+  const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
+  const std::int64_t plane = checked::add(
+      checked::mul(g.oh, checked::add(wp, kLanesBound, what), what), kLanesBound, what);
+  const std::int64_t gy = checked::numel({g.n, g.oc, plane}, what);
+  return checked::mul(
+      checked::add(checked::add(partial, padded_input_bound(g, what), what), gy, what), 1, what);
+}
+
+// Which kernel a shape rule is for: each has its own workspace.
+enum class ConvKernel { kForward, kInputGrad, kWeightGrad };
+
 // Shape rule shared by the forward op and the gradient kernels.
-ConvGeometry check_conv(const char* op, const Shape& x, const std::string& x_desc,
-                        const Shape& weight, const std::string& w_desc, const Conv2dOptions& o) {
+ConvGeometry check_conv(const char* op, ConvKernel kernel, const Shape& x,
+                        const std::string& x_desc, const Shape& weight, const std::string& w_desc,
+                        const Conv2dOptions& o) {
   if (x.rank() != 4) {
     shape_error(op, "input " + x_desc + " must be [N, C, H, W] (rank 4), got rank " +
                         std::to_string(x.rank()));
@@ -198,19 +253,39 @@ ConvGeometry check_conv(const char* op, const Shape& x, const std::string& x_des
   if (o.padding.h < 0 || o.padding.w < 0) {
     shape_error(op, "padding must be >= 0, got " + o.padding.str());
   }
-  // Sizes (graph/checked.hpp): geometry fits in int, the padded input [N, IC, HP, WP] and the
-  // window view [N, IC, OH, OW, KH, KW] have countable elements.
-  checked::to_int(weight[2], op, "kernel height");
-  checked::to_int(weight[3], op, "kernel width");
-  const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
-  const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
-  checked::numel({x[0], x[1], hp, wp}, op);
+  // Sizes (graph/checked.hpp): geometry fits in int (the kernel's area too: the weight
+  // gradient counts taps in int), the padded input [N, IC, HP, WP], the window view
+  // [N, IC, OH, OW, KH, KW] and the output [N, OC, OH, OW] have countable elements.
+  const std::string values = "input " + x_desc + ", weight " + w_desc;
+  checked::naming(values, [&] {
+    const int kh = checked::to_int(weight[2], op, "kernel height");
+    const int kw = checked::to_int(weight[3], op, "kernel width");
+    checked::window_area(kh, kw, op);
+    const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
+    const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
+    checked::numel({x[0], x[1], hp, wp}, op);
+  });
   ConvGeometry g(x, weight, o);
   if (g.oh < 1 || g.ow < 1) {
     shape_error(op, "kernel " + std::to_string(weight[2]) + "x" + std::to_string(weight[3]) +
                         " with padding " + o.padding.str() + " does not fit input " + x_desc);
   }
-  checked::numel({g.n, g.ic, g.oh, g.ow, weight[2], weight[3]}, op);
+  checked::naming(values, [&] {
+    checked::numel({g.n, g.ic, g.oh, g.ow, weight[2], weight[3]}, op);
+    checked::numel({g.n, g.oc, g.oh, g.ow}, op);
+    const std::string what = std::string(op) + " workspace";
+    switch (kernel) {
+      case ConvKernel::kForward:
+        forward_workspace_bound(g, what);
+        break;
+      case ConvKernel::kInputGrad:
+        input_grad_workspace_bound(g, what);
+        break;
+      case ConvKernel::kWeightGrad:
+        weight_grad_workspace_bound(g, what);
+        break;
+    }
+  });
   return g;
 }
 
@@ -220,8 +295,8 @@ Value conv2d(Value x, Value weight, Value bias, Conv2dOptions options) {
   detail::require_same_graph("conv2d", x, weight);
   detail::require_float("conv2d", x);
   detail::require_same_dtype("conv2d", x, weight);
-  ConvGeometry g =
-      check_conv("conv2d", x.shape(), x.describe(), weight.shape(), weight.describe(), options);
+  ConvGeometry g = check_conv("conv2d", ConvKernel::kForward, x.shape(), x.describe(),
+                              weight.shape(), weight.describe(), options);
   std::vector<Value> ins = {x, weight};
   if (bias.valid()) {
     detail::require_same_graph("conv2d", x, bias);
@@ -245,8 +320,8 @@ Value conv2d_backward_input(Value grad_out, Value weight, Shape input_shape,
   const char* op = "conv2d_backward_input";
   detail::require_same_graph(op, grad_out, weight);
   detail::require_same_dtype(op, grad_out, weight);
-  ConvGeometry g = check_conv(op, input_shape, input_shape.str(), weight.shape(),
-                              weight.describe(), options);
+  ConvGeometry g = check_conv(op, ConvKernel::kInputGrad, input_shape, input_shape.str(),
+                              weight.shape(), weight.describe(), options);
   const Shape expect{g.n, g.oc, g.oh, g.ow};
   if (!(grad_out.shape() == expect)) {
     shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
@@ -260,8 +335,8 @@ Value conv2d_backward_weight(Value x, Value grad_out, Shape weight_shape, Conv2d
   const char* op = "conv2d_backward_weight";
   detail::require_same_graph(op, x, grad_out);
   detail::require_same_dtype(op, x, grad_out);
-  ConvGeometry g =
-      check_conv(op, x.shape(), x.describe(), weight_shape, weight_shape.str(), options);
+  ConvGeometry g = check_conv(op, ConvKernel::kWeightGrad, x.shape(), x.describe(), weight_shape,
+                              weight_shape.str(), options);
   const Shape expect{g.n, g.oc, g.oh, g.ow};
   if (!(grad_out.shape() == expect)) {
     shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());

@@ -43,11 +43,16 @@ PoolGeometry check_pool(const char* op, const Shape& x, const std::string& x_des
     shape_error(op, "padding must be between 0 and half the kernel " + o.kernel.str() + ", got " +
                         o.padding.str());
   }
-  // Sizes (graph/checked.hpp): the padded planes [N*C, HP, WP] and the window view
-  // [N*C, OH, OW, KH, KW] have countable elements.
-  const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
-  const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
-  checked::numel({x[0], x[1], hp, wp}, op);
+  // Sizes (graph/checked.hpp): the window's area fits in int (average pooling divides by it),
+  // the padded planes [N*C, HP, WP] and the window view [N*C, OH, OW, KH, KW] have countable
+  // elements.
+  const std::string values = "input " + x_desc;
+  checked::naming(values, [&] {
+    checked::window_area(o.kernel.h, o.kernel.w, op);
+    const int hp = checked::padded_extent(x[2], o.padding.h, op, "height");
+    const int wp = checked::padded_extent(x[3], o.padding.w, op, "width");
+    checked::numel({x[0], x[1], hp, wp}, op);
+  });
   PoolGeometry g{x[0] * x[1],
                  x[2],
                  x[3],
@@ -58,8 +63,18 @@ PoolGeometry check_pool(const char* op, const Shape& x, const std::string& x_des
     shape_error(op, "kernel " + o.kernel.str() + " with padding " + o.padding.str() +
                         " does not fit input " + x_desc);
   }
-  checked::numel({g.planes, g.oh, g.ow, o.kernel.h, o.kernel.w}, op);
+  checked::naming(values, [&] {
+    checked::numel({g.planes, g.oh, g.ow, o.kernel.h, o.kernel.w}, op);
+  });
   return g;
+}
+
+// Average pooling's workspace, planes * avg_pool_work(g) elements, is countable, so that
+// workspace_bytes() cannot wrap.
+void check_avg_workspace(const char* op, const PoolGeometry& g, const std::string& x_desc) {
+  checked::naming("input " + x_desc, [&] {
+    checked::mul(g.planes, detail::avg_pool_work(g), std::string(op) + " workspace");
+  });
 }
 
 Pool2dOptions options_of(const Window2d& w) {
@@ -214,6 +229,7 @@ Value avg_pool2d(Value x, Pool2dOptions options) {
   if (!x.valid()) shape_error("avg_pool2d", "input is an invalid (empty) Value");
   detail::require_float("avg_pool2d", x);
   PoolGeometry g = check_pool("avg_pool2d", x.shape(), x.describe(), options);
+  check_avg_workspace("avg_pool2d", g, x.describe());
   Value ins[] = {x};
   const Shape& s = x.shape();
   return x.graph().add_op(std::make_shared<AvgPool2dOp>(g), ins, Shape{s[0], s[1], g.oh, g.ow},
@@ -235,6 +251,7 @@ Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions optio
   if (!grad_out.valid()) shape_error(op, "input is an invalid (empty) Value");
   detail::require_float(op, grad_out);
   PoolGeometry g = check_pool(op, input_shape, input_shape.str(), options);
+  check_avg_workspace(op, g, input_shape.str());
   const Shape expect{input_shape[0], input_shape[1], g.oh, g.ow};  // rank 4: check_pool
   if (!(grad_out.shape() == expect)) {
     shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());

@@ -64,7 +64,97 @@ TEST(Sizes, Conv2dKernelOutsideTheIntRangeIsAShapeErrorNotTruncated) {
   Graph g;
   Value x = g.input("x", {1, 1, 4, 4});
   Value w = g.input("w", {1, 1, k32 + 1, 1});
-  expect_shape_error([&] { conv2d(x, w); }, "kernel height 4294967297 is outside the int range");
+  expect_shape_error([&] { conv2d(x, w); },
+                     "conv2d: kernel height 4294967297 is outside the int range (at most "
+                     "2147483647); input x ([1,1,4,4]), weight w ([1,1,4294967297,1])");
+  Value wide = g.input("wide", {1, 1, 1, k32 + 1});
+  expect_shape_error([&] { conv2d(x, wide, {.padding = 1}); },
+                     "conv2d: kernel width 4294967297 is outside the int range");
+  // The gradient kernels' rules take the weight as a shape: nothing of that size exists.
+  Value gy = g.input("gy", {1, 1, 1, 1});
+  expect_shape_error(
+      [&] {
+        conv2d_backward_weight(x, gy, Shape{1, 1, k32 + 1, 1}, {});
+      },
+      "conv2d_backward_weight: kernel height 4294967297 is outside the int range "
+      "(at most 2147483647); input x ([1,1,4,4]), weight [1,1,4294967297,1]");
+  expect_shape_error(
+      [&] {
+        conv2d_backward_input(gy, w, Shape{1, 1, 4, 4}, {});
+      },
+      "conv2d_backward_input: kernel height 4294967297 is outside the int range");
+}
+
+TEST(Sizes, Conv2dKernelWhoseAreaOverflowsIntIsAShapeError) {
+  // 50000 x 50000 taps: each side fits an int, their product does not (the weight gradient
+  // counts taps in int, so it would have wrapped).
+  Graph g;
+  Value x = g.input("x", {1, 1, 50000, 50000});
+  Value w = g.input("w", {1, 1, 50000, 50000});
+  expect_shape_error([&] { conv2d(x, w); },
+                     "conv2d: kernel 50000x50000 has 2500000000 elements, more than the int range "
+                     "allows (2147483647); input x ([1,1,50000,50000]), weight w "
+                     "([1,1,50000,50000])");
+}
+
+TEST(Sizes, Conv2dWhoseOutputOverflowsIsAShapeErrorNamingTheOp) {
+  // [2^20, 2^41, 1, 1]: the output's Shape refused it, but without saying which op made it.
+  Graph g;
+  Value x = g.input("x", {1 << 20, 1, 1, 1});
+  Value w = g.input("w", {std::int64_t{1} << 41, 1, 1, 1});
+  expect_shape_error([&] { conv2d(x, w); },
+                     "conv2d: the element count overflows (more than 1152921504606846975 "
+                     "elements); input x ([1048576,1,1,1]), weight w ([2199023255552,1,1,1])");
+}
+
+TEST(Sizes, Conv2dWhoseWorkspaceOverflowsIsAShapeErrorNotAWrappedSize) {
+  // Every tensor is countable (output [2^20, 2^38, 1, 1]), but the stride-1 kernel's wide
+  // output, [N, OC, OH * WP + ...] with WP = 2^20, is about 2^78 elements: its size in bytes
+  // wrapped in int64 when the executor asked for it.
+  Graph g;
+  Value x = g.input("x", {1 << 20, 1, 1, 1 << 20});
+  Value w = g.input("w", {std::int64_t{1} << 38, 1, 1, 1 << 20});
+  expect_shape_error([&] { conv2d(x, w); },
+                     "conv2d workspace: the element count overflows (more than "
+                     "1152921504606846975 elements); input x ([1048576,1,1,1048576]), weight w "
+                     "([274877906944,1,1,1048576])");
+  // The weight gradient's partial sums [chunks, OC, IC, KH, KW, lanes]: 2^13 * 2^45 * 16.
+  Value x2 = g.input("x2", {1 << 14, 1, 1, 1});
+  Value gy = g.input("gy", {1 << 14, std::int64_t{1} << 45, 1, 1});
+  expect_shape_error(
+      [&] {
+        conv2d_backward_weight(x2, gy, Shape{std::int64_t{1} << 45, 1, 1, 1}, {});
+      },
+      "conv2d_backward_weight workspace: the element count overflows");
+}
+
+TEST(Sizes, PoolingKernelWhoseAreaOverflowsIntIsAShapeErrorNotBadAlloc) {
+  // 65536 x 65536 = 2^32: average pooling's divisor KH*KW wrapped in int, and the executor
+  // then asked for a workspace of 3 * 65535 * 65536 elements (std::bad_alloc). Now the op
+  // refuses it when it is created; nothing is allocated.
+  Graph g;
+  Value x = g.input("x", {1, 1, 65536, 65536});
+  expect_shape_error([&] { avg_pool2d(x, 65536); },
+                     "avg_pool2d: kernel 65536x65536 has 4294967296 elements, more than the int "
+                     "range allows (2147483647); input x ([1,1,65536,65536])");
+  expect_shape_error(
+      [&] {
+        max_pool2d(x, {.kernel = {46341, 65536}});
+      },
+      "max_pool2d: kernel 46341x65536 has 3037003776 elements");
+  // The same window over a one-pixel image padded by half the kernel.
+  Value pixel = g.input("pixel", {1, 1, 1, 1});
+  expect_shape_error([&] { avg_pool2d(pixel, {.kernel = 65536, .padding = 32768}); },
+                     "avg_pool2d: kernel 65536x65536 has 4294967296 elements");
+  Value gy = g.input("gy", {1, 1, 1, 1});
+  expect_shape_error(
+      [&] {
+        avg_pool2d_backward(gy, Shape{1, 1, 65536, 65536}, {.kernel = 65536});
+      },
+      "avg_pool2d_backward: kernel 65536x65536 has 4294967296 elements, more than the int "
+      "range allows (2147483647); input [1,1,65536,65536]");
+  // 46340 x 46340 fits an int: the rule refuses no window it need not.
+  EXPECT_EQ(avg_pool2d(x, 46340).shape(), (Shape{1, 1, 1, 1}));
 }
 
 TEST(Sizes, PoolingPaddingOfIntMaxIsAShapeErrorNotAnOverflow) {
@@ -79,7 +169,9 @@ TEST(Sizes, PoolingPaddingOfIntMaxIsAShapeErrorNotAnOverflow) {
   }
   // The largest legal padding of a huge kernel does not fit an int once doubled and added.
   expect_shape_error(
-      [&] { avg_pool2d(x, {.kernel = INT_MAX, .stride = 1, .padding = INT_MAX / 2}); },
+      [&] {
+        avg_pool2d(x, {.kernel = {INT_MAX, 1}, .stride = 1, .padding = {INT_MAX / 2, 0}});
+      },
       "padded height");
 }
 

@@ -11,7 +11,9 @@
 // of the pool (skip connections, a value added to itself), scaling, broadcast_to; then a
 // linear head (or the value itself as the scores, the input included), softmax cross-entropy,
 // and at times a second loss term on another value. Every example is computed on its own, so
-// the trainer's micro-batches must give the whole batch's gradient.
+// the trainer's micro-batches must give the whole batch's gradient. A new op that a model can
+// use joins the generator here (a case of matrix_layer or image_layer in random_net.cpp), so
+// the trainer is tested on it too.
 #pragma once
 
 #include <cstdint>

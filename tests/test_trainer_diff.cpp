@@ -73,6 +73,25 @@ TEST(TrainerInputs, AFlatInputFedStraightIntoLinear) {
       64, 28, 28, 10);
 }
 
+// The other network, 784 -> 512 -> ReLU -> 10: over the library's limit for
+// micro-batches by default (one graph), so micro-batches of 16 asked for.
+TEST(TrainerInputs, AFlatInputIntoAWideHiddenLayerInMicroBatches) {
+  RandomNet net;
+  net.model = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    const Value x = g.input("images", {b, 784});
+    const Value h = relu(linear(x, p.param(g, "fc1.w", {512, 784}), p.param(g, "fc1.b", {512})));
+    return classify(g, p, b, x, h, 10);
+  };
+  net.batch = 64;
+  net.rows = net.cols = 28;
+  net.classes = 10;
+  DiffOptions o;
+  o.micro_batches = {16, 0};
+  o.ranks = {2};
+  const auto bad = check_trainer(net, o);
+  EXPECT_TRUE(bad.empty()) << lines(bad);
+}
+
 TEST(TrainerInputs, AFlatInputIntoAHiddenLayer) {
   expect_trains_as_whole_batch(
       [](Graph& g, nn::ParamStore& p, std::int64_t b) {

@@ -6,7 +6,12 @@
 // and checks something that would differ if the call meant something else.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <tbgrad.hpp>
@@ -16,6 +21,287 @@
 namespace {
 
 using namespace tbgrad;
+
+// ---------------------------------------------------------------- graphs and tensors
+
+// A graph built by a function and returned with its Values (Graph is movable).
+struct Built {
+  Graph g;
+  Value x, y;
+};
+Built build_scaled() {
+  Built b;
+  b.x = b.g.input("x", {2, 3});
+  b.y = scale(b.x, 2.0);
+  return b;
+}
+
+TEST(ApiGraph, LeavesAndTheirShapes) {
+  Graph g;  // float32; Graph g(DType::kF64) for checks
+  auto x = g.input("x", {32, 1, 28, 28});
+  auto y = g.input_labels("y", {32});
+  auto w = g.param("conv1.w", {3, 1, 5, 5});
+  const std::int64_t batch = 4;
+  auto z = g.input("z", {batch, 3}, DType::kF64);
+  auto s = g.input("s", Shape{2, 3});
+  Tensor storage({2, 3}, DType::kF32);
+  storage.fill(0.5);
+  auto shared = g.param("shared", storage);
+  auto c = g.constant(Tensor(Shape{3}, DType::kF32));
+  auto named = g.constant(storage, "half");
+  auto two = g.scalar(2.0);
+  EXPECT_EQ(x.shape(), (Shape{32, 1, 28, 28}));
+  EXPECT_EQ(y.dtype(), DType::kI32);
+  EXPECT_EQ(w.name(), "conv1.w");
+  EXPECT_EQ(z.dtype(), DType::kF64);
+  EXPECT_EQ(s.describe(), "s ([2,3])");
+  EXPECT_EQ(g.value(shared).at(5), 0.5);  // shares `storage`
+  EXPECT_EQ(c.shape(), (Shape{3}));
+  EXPECT_EQ(g.value(named).raw(), storage.raw());
+  EXPECT_EQ(two.shape().rank(), 0);
+  EXPECT_EQ(g.params(), (std::vector<Value>{w, shared}));
+  EXPECT_EQ(g.inputs().size(), 4U);
+  EXPECT_EQ(g.find("conv1.w"), w);
+  EXPECT_FALSE(g.find("nothing").valid());
+  EXPECT_EQ(Graph(DType::kF64).dtype(), DType::kF64);
+}
+
+TEST(ApiGraph, AGraphReturnedFromAFunctionKeepsItsValues) {
+  Built b = build_scaled();
+  Tensor x({2, 3}, DType::kF32);
+  x.fill(1.5);
+  Executor run(b.g, {b.y});
+  run.bind(b.x, x).run();
+  EXPECT_EQ(run[b.y].at(4), 3.0);
+}
+
+TEST(ApiTensor, ConstructionAccessAndCopies) {
+  Tensor t({2, 3}, DType::kF32);
+  Tensor d(Shape{4}, DType::kF64);
+  t.set(1, 2.5);
+  t.span<float>()[2] = 4;
+  t.data<float>()[3] = 1;
+  EXPECT_EQ(t.at(1), 2.5);
+  EXPECT_EQ(t.at(2), 4.0);
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_EQ(t.nbytes(), 24U);
+  Tensor copy = t.clone();
+  t.fill(0);
+  EXPECT_EQ(copy.at(3), 1.0);
+  t.copy_from(copy);
+  EXPECT_EQ(t.at(2), 4.0);
+  float buffer[4] = {1, 2, 3, 4};
+  Tensor view = Tensor::view({2, 2}, DType::kF32, buffer);
+  EXPECT_EQ(view.at(3), 4.0);
+  EXPECT_EQ(d.dtype(), DType::kF64);
+  EXPECT_EQ(Shape({2, 3}).str(), "[2,3]");
+  EXPECT_EQ((Shape{2, 3, 4}.numel()), 24);
+  EXPECT_EQ(dtype_size(DType::kF64), 8U);
+  EXPECT_STREQ(dtype_name(DType::kI32), "i32");
+  static_assert(dtype_of<float>() == DType::kF32);
+}
+
+TEST(ApiGraph, AShapeMistakeIsAShapeErrorNamingTheOpAndTheShapes) {
+  Graph g;
+  auto x = g.input("x", {32, 1, 28, 28});
+  auto w = g.param("w", {3, 2, 5, 5});
+  try {
+    conv2d(x, w);
+    ADD_FAILURE() << "expected a ShapeError";
+  } catch (const ShapeError& e) {  // also a tbgrad::Error
+    EXPECT_NE(std::string(e.what()).find("conv2d: weight expects 2 input channels, input x "
+                                         "([32,1,28,28]) has 1"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- ops
+
+TEST(ApiOps, ElementwiseReductionsAndShapes) {
+  Graph g;
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {3});
+  EXPECT_EQ(add(a, b).shape(), (Shape{2, 3}));  // broadcasting
+  EXPECT_EQ(sub(a, b).shape(), (Shape{2, 3}));
+  EXPECT_EQ(mul(a, a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(scale(a, 0.5).shape(), (Shape{2, 3}));
+  EXPECT_EQ(relu(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(sigmoid(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tanh(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(softmax(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(log_softmax(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(sum(a).shape(), Shape{});
+  EXPECT_EQ(mean(a).shape(), Shape{});
+  EXPECT_EQ(sum_to(a, {1, 3}).shape(), (Shape{1, 3}));
+  EXPECT_EQ(sum_to(a, Shape{3}).shape(), (Shape{3}));
+  EXPECT_EQ(broadcast_to(b, {4, 3}).shape(), (Shape{4, 3}));
+  EXPECT_EQ(broadcast_shapes("add", a, b), (Shape{2, 3}));
+  // reshape: {2, -1} is a list of dimensions, one inferred, not a Shape (which has no -1).
+  EXPECT_EQ(reshape(a, {2, -1}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(reshape(a, {3, -1}).shape(), (Shape{3, 2}));
+  EXPECT_EQ(reshape(a, {-1}).shape(), (Shape{6}));
+  EXPECT_EQ(reshape(a, Shape{6, 1}).shape(), (Shape{6, 1}));
+  EXPECT_EQ(flatten(g.input("img", {2, 1, 4, 4})).shape(), (Shape{2, 16}));
+  Value labels = g.input_labels("labels", {2});
+  EXPECT_EQ(softmax_cross_entropy(a, labels).shape(), Shape{});
+}
+
+TEST(ApiOps, MatmulAndLinear) {
+  Graph g;
+  Value x = g.input("x", {4, 3});
+  Value w = g.param("w", {2, 3});
+  Value c = g.param("c", {2});
+  EXPECT_EQ(matmul(x, g.input("b", {3, 5})).shape(), (Shape{4, 5}));
+  EXPECT_EQ(matmul(x, w, {.transpose_b = true}).shape(), (Shape{4, 2}));
+  EXPECT_EQ(matmul(w, x, {false, true}).shape(), (Shape{2, 4}));
+  EXPECT_EQ(matmul(x, x, {.transpose_a = true}).shape(), (Shape{3, 3}));
+  const MatmulOptions both{.transpose_a = true, .transpose_b = true};
+  EXPECT_EQ(matmul(x, g.input("bt", {5, 4}), both).shape(), (Shape{3, 5}));
+  EXPECT_EQ(linear(x, w, c).shape(), (Shape{4, 2}));  // with a bias
+  EXPECT_EQ(linear(x, w).shape(), (Shape{4, 2}));     // without
+}
+
+TEST(ApiOps, GradientKernels) {
+  Graph g(DType::kF64);
+  Value x = g.input("x", {1, 2, 4, 4});
+  Value w = g.param("w", {3, 2, 3, 3});
+  Value gy = g.input("gy", {1, 3, 2, 2});
+  EXPECT_EQ(conv2d_backward_input(gy, w, x.shape(), {}).shape(), (Shape{1, 2, 4, 4}));
+  EXPECT_EQ(conv2d_backward_weight(x, gy, w.shape(), {.stride = 1}).shape(), (Shape{3, 2, 3, 3}));
+  EXPECT_EQ(conv2d_backward_bias(gy).shape(), (Shape{3}));
+  Value gp = g.input("gp", {1, 2, 2, 2});
+  EXPECT_EQ(avg_pool2d_backward(gp, x.shape(), {.kernel = 2}).shape(), (Shape{1, 2, 4, 4}));
+  EXPECT_EQ(max_pool2d_backward(x, gp, {.kernel = 2}).shape(), (Shape{1, 2, 4, 4}));
+  EXPECT_EQ(relu_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(sigmoid_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(tanh_backward(x, x).shape(), x.shape());
+  Value s = g.input("s", {2, 3});
+  Value labels = g.input_labels("labels", {2});
+  EXPECT_EQ(softmax_backward(s, s).shape(), (Shape{2, 3}));
+  EXPECT_EQ(log_softmax_backward(s, s).shape(), (Shape{2, 3}));
+  EXPECT_EQ(softmax_cross_entropy_backward(s, labels, g.scalar(1)).shape(), (Shape{2, 3}));
+}
+
+TEST(ApiOps, EveryOpIsRegistered) {
+  bool conv = false;
+  for (const OpInfo& op : registered_ops()) conv = conv || (op.name == "conv2d" && op.has_vjp);
+  EXPECT_TRUE(conv);
+}
+
+// ---------------------------------------------------------------- grad and the executor
+
+TEST(ApiGrad, ListsSpansAndOneValue) {
+  Graph g;
+  Value x = g.input("x", {4, 3});
+  Value w = g.param("w", {2, 3});
+  Value b = g.param("b", {2});
+  Value loss = mean(linear(x, w, b));
+  EXPECT_EQ(grad(loss, g.params()).size(), 2U);
+  EXPECT_EQ(grad(loss, {w, b}).size(), 2U);
+  const std::vector<Value> params = g.params();
+  EXPECT_EQ(grad(loss, std::span<const Value>(params)).size(), 2U);
+  EXPECT_EQ(grad(loss, w).shape(), (Shape{2, 3}));
+}
+
+// The README's graph API, on a tiny network: one SGD step lowers the loss.
+TEST(ApiExecutor, TheReadmeTrainingStep) {
+  Graph g;
+  auto x = g.input("x", {4, 1, 6, 6});
+  auto y = g.input_labels("y", {4});
+  auto w1 = g.param("conv1.w", {2, 1, 3, 3});
+  auto b1 = g.param("conv1.b", {2});
+  auto f1 = g.param("fc1.w", {3, 8});
+  auto c1 = g.param("fc1.b", {3});
+  auto h = relu(conv2d(x, w1, b1, {.stride = 1, .padding = 0}));  // [4, 2, 4, 4]
+  h = avg_pool2d(h, {.kernel = 2, .stride = 2});                  // [4, 2, 2, 2]
+  auto logits = linear(flatten(h), f1, c1);                       // [4, 3]
+  auto loss = softmax_cross_entropy(logits, y);
+  nn::Rng rng(7);
+  for (Value p : g.params()) nn::uniform(g.value(p), -0.5, 0.5, rng);
+
+  auto grads = grad(loss, g.params());
+  Executor run(g, {loss, grads});
+  std::vector<Tensor> params, grad_values;
+  for (Value p : g.params()) params.push_back(g.value(p));
+  for (Value gv : grads) grad_values.push_back(run[gv]);
+  nn::SGD sgd(params, 0.5);
+  Tensor batch({4, 1, 6, 6}, DType::kF32), labels({4}, DType::kI32);
+  nn::uniform(batch, 0, 1, rng);
+  for (int i = 0; i < 4; ++i) labels.set(i, i % 3);
+  run.bind(x, batch).bind(y, labels).run();
+  const double before = run[loss].at(0);
+  sgd.step(grad_values);
+  run.run();
+  EXPECT_LT(run[loss].at(0), before);
+  EXPECT_EQ(run.get(x).raw(), batch.raw());
+}
+
+TEST(ApiExecutor, OutputListsAndOptions) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value w = g.param("w", {3});
+  Value y = relu(mul(x, w));
+  Value loss = sum(y);
+  std::vector<Value> grads = grad(loss, g.params());
+  Tensor xv({2, 3}, DType::kF32);
+  xv.fill(1);
+  g.value(w).fill(2);
+
+  auto check = [&](Executor& run) {
+    run.bind(x, xv).run();
+    EXPECT_EQ(run[loss].at(0), 12.0);
+  };
+  Executor a(g, {loss, grads});
+  check(a);
+  Executor b(g, {loss});
+  check(b);
+  Executor c(g, {loss, y}, {.fuse = false});
+  check(c);
+  EXPECT_EQ(c.num_fused(), 0);
+  const std::vector<Value> outputs = {loss, y};
+  Executor d(g, outputs);
+  check(d);
+  Executor e(g, std::span<const Value>(outputs), ExecutorOptions{.fuse = true});
+  check(e);
+  auto f = make_executor(g, {loss, grads});
+  check(*f);
+  EXPECT_EQ(f->outputs().size(), 2U);
+  EXPECT_EQ((*f)[grads[0]].at(0), 2.0);  // d sum(relu(x * w)) / d w[0] = x[0, 0] + x[1, 0]
+  f->set_profiling(true);
+  f->run();
+  EXPECT_FALSE(f->profile().empty());
+  EXPECT_GT(f->arena_bytes(), 0U);
+  EXPECT_GE(f->unplanned_bytes(), f->arena_bytes());
+  EXPECT_GT(f->num_steps(), 0);
+}
+
+TEST(ApiThreads, CountsScopesAndArenas) {
+  const int before = configured_num_threads();
+  {
+    ThreadScope scope(2);
+    EXPECT_EQ(num_threads(), 2);
+    int calls = 0;
+    run_in_arena([&] { ++calls; });
+    EXPECT_EQ(calls, 1);
+  }
+  EXPECT_EQ(configured_num_threads(), before);
+  set_num_threads(1);
+  EXPECT_EQ(num_threads(), 1);
+  set_num_threads(before);
+  EXPECT_FALSE(supported_isas().empty());
+  EXPECT_FALSE(known_isas().empty());
+  const std::string target = isa();
+  set_max_isa(target);  // a cap at the target in use changes nothing
+  EXPECT_EQ(isa(), target);
+
+  std::vector<int> hits(100, 0);
+  parallel_for(100, 10, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) ++hits[static_cast<std::size_t>(i)];
+  });
+  EXPECT_EQ(std::count(hits.begin(), hits.end(), 1), 100);
+  EXPECT_EQ(fixed_chunks(100, 32), 4);
+}
 
 // ---------------------------------------------------------------- gradcheck
 
@@ -47,6 +333,19 @@ struct GradcheckGraph {
     nn::uniform(xv, -1, 1, rng);
   }
 };
+
+TEST(ApiGradcheck, TheReadmeSnippet) {
+  Graph g(DType::kF64);
+  auto w = g.param("w", {2, 3});
+  auto x = g.input("x", {4, 3});
+  Tensor x_values({4, 3}, DType::kF64);
+  x_values.fill(0.25);
+  g.value(w).fill(0.5);
+  auto result = gradcheck(mean(tanh(linear(x, w))), {w}, {{x, x_values}});
+  EXPECT_TRUE(result.ok) << result.report();
+  EXPECT_TRUE(result.reentrant);
+  EXPECT_NE(result.report().find("gradcheck passed"), std::string::npos);
+}
 
 TEST(ApiGradcheck, BracedListsOfValuesAndOfFeeds) {
   GradcheckGraph t;
@@ -187,6 +486,246 @@ TEST(ApiConv2d, WithAndWithoutBiasAndOptions) {
   const Conv2dOptions options{.stride = 1, .padding = 1};
   EXPECT_EQ(conv2d(x, w, options).shape(), (Shape{2, 4, 6, 6}));
   EXPECT_EQ(conv2d(x, w, Value(), options).shape(), (Shape{2, 4, 6, 6}));  // no bias
+}
+
+// ---------------------------------------------------------------- the training library
+
+constexpr int kRows = 4, kCols = 4, kClasses = 3;
+
+// A ModelFn as a function: conv -> relu -> max-pool -> linear, on [B, 1, 4, 4] images.
+nn::ModelGraph tiny_cnn(Graph& g, nn::ParamStore& p, std::int64_t batch) {
+  nn::ModelGraph m;
+  m.inputs = g.input("images", {batch, 1, kRows, kCols});
+  m.labels = g.input_labels("labels", {batch});
+  auto h = relu(conv2d(m.inputs, p.param(g, "conv1.w", {2, 1, 3, 3}), p.param(g, "conv1.b", {2}),
+                       {.padding = 1}));  // [B, 2, 4, 4]
+  h = flatten(max_pool2d(h, 2));          // [B, 8]
+  m.outputs = linear(h, p.param(g, "fc.w", {kClasses, 8}), p.param(g, "fc.b", {kClasses}));
+  m.loss = softmax_cross_entropy(m.outputs, m.labels);
+  return m;
+}
+
+data::Dataset tiny_dataset(std::int64_t count) {
+  data::Dataset d;
+  d.count = count;
+  d.rows = kRows;
+  d.cols = kCols;
+  for (std::int64_t i = 0; i < count * kRows * kCols; ++i) {
+    d.images.push_back(static_cast<std::uint8_t>(i * 37 % 256));
+  }
+  for (std::int64_t i = 0; i < count; ++i) d.labels.push_back(static_cast<std::uint8_t>(i % 3));
+  return d;
+}
+
+std::filesystem::path temp_file(const std::string& name) {
+  return std::filesystem::path(::testing::TempDir()) / ("test_api_" + name);
+}
+
+TEST(ApiTraining, TheReadmeLoop) {
+  const data::Dataset train = tiny_dataset(10);
+  const data::Dataset test = tiny_dataset(6);
+  nn::ParamStore store;
+  nn::create_parameters(tiny_cnn, store);  // zero-filled, then initialised
+  nn::Rng rng(1);
+  nn::initialize(store, nn::Init::kXavierUniform, rng);
+  nn::Adam adam(store.tensors(), 1e-3);
+  nn::Trainer trainer(tiny_cnn, store, adam, {.batch_size = 4});
+  data::Batcher batches(train, 4);
+  nn::Evaluator evaluator(tiny_cnn, store);
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    const nn::EpochResult r =
+        nn::train_epoch(trainer, batches, rng, {.epoch = epoch, .progress = nn::show_progress()});
+    const nn::Evaluation t = evaluator.evaluate(test);  // loss, accuracy, confusion matrix
+    EXPECT_EQ(r.examples, 10);
+    EXPECT_EQ(r.steps, 3);  // the last batch is short
+    EXPECT_EQ(t.count, 6);
+    EXPECT_EQ(t.confusion.size(), static_cast<std::size_t>(kClasses * kClasses));
+  }
+  EXPECT_EQ(adam.steps(), 6);
+  const auto file = temp_file("readme.ckpt");
+  nn::save_parameters(file, store, &adam, {{"epoch", std::to_string(2)}});
+  nn::ParamStore reloaded;
+  nn::create_parameters(tiny_cnn, reloaded);
+  const nn::Checkpoint ckpt = nn::load_parameters(file, reloaded);  // by parameter name
+  EXPECT_EQ(ckpt.metadata.at("epoch"), "2");
+  EXPECT_EQ(reloaded.find("fc.w")->at(1), store.find("fc.w")->at(1));
+  std::filesystem::remove(file);
+}
+
+TEST(ApiTraining, ModelsAsLambdasAndTrainerOptions) {
+  const data::Dataset train = tiny_dataset(8);
+  nn::ModelFn model = [](Graph& g, nn::ParamStore& store, std::int64_t batch) {
+    return tiny_cnn(g, store, batch);
+  };
+  nn::ParamStore store;
+  nn::create_parameters(model, store);
+  nn::Rng rng(2);
+  nn::initialize(store, nn::Init::kHeNormal, rng);
+  nn::SGD sgd(store.tensors(), 0.1);
+  nn::Trainer micro(model, store, sgd, {.batch_size = 4, .micro_batch = 2});
+  EXPECT_EQ(micro.micro_batch(), 2);
+  nn::Momentum momentum(store.tensors(), 0.1);
+  nn::Trainer alone(model, store, momentum, {.batch_size = 4, .comm = &dist::single()});
+  EXPECT_EQ(alone.batch_size(), 4);
+  nn::Adam adam(store.tensors(), 1e-3, 0.9, 0.99);
+  nn::Trainer defaults(model, store, adam);
+  EXPECT_EQ(defaults.batch_size(), nn::TrainerOptions{}.batch_size);
+
+  data::Batcher batches(train, 4, 6);  // the first 6 examples
+  EXPECT_EQ(batches.num_batches(), 2);
+  batches.in_order();
+  micro.step(train, batches.batch(0));
+  EXPECT_EQ(micro.batch(), 4);
+  EXPECT_TRUE(std::isfinite(micro.loss()));
+  EXPECT_EQ(micro.gradients().size(), store.tensors().size());
+  sgd.step(micro.gradients());  // an optimizer steps on a span of gradients too
+
+  micro.prefetch(train, batches.batch(1));
+  micro.parameters_changed();
+  EXPECT_LE(micro.correct(), micro.batch());
+  EXPECT_EQ(micro.exchange_stats().steps, 0);  // one process
+  EXPECT_FALSE(micro.batch_contracted().empty());
+
+  std::int64_t steps_seen = 0, updates = 0;
+  const nn::EpochResult r = nn::train_epoch(
+      alone, batches, rng,
+      {.epoch = 3,
+       .after_update = [&](std::int64_t) { ++updates; },
+       .before_step = [&](std::int64_t, std::int64_t steps) { steps_seen = steps; }});
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(steps_seen, 2);
+  EXPECT_EQ(updates, 2);
+  EXPECT_EQ(nn::train_epoch(alone, batches, rng).examples, 6);
+  nn::Evaluator evaluator(model, store, 3, &dist::single());
+  EXPECT_EQ(evaluator.evaluate(train).count, 8);
+  EXPECT_EQ(nn::Evaluator(tiny_cnn, store, 5).evaluate(train).count, 8);
+}
+
+TEST(ApiTraining, OptimizersAndInitializers) {
+  Tensor w({2, 3}, DType::kF32), b({2}, DType::kF32), gw({2, 3}, DType::kF32), gb({2}, DType::kF32);
+  gw.fill(1);
+  gb.fill(1);
+  nn::SGD sgd({w, b}, 0.5);
+  sgd.step(std::vector<Tensor>{gw, gb});
+  EXPECT_EQ(w.at(0), -0.5);
+  nn::Momentum momentum({w}, 0.1, 0.5);
+  EXPECT_EQ(momentum.state().size(), 1U);
+  auto adam = nn::make_optimizer("adam", {w, b}, 1e-3);
+  EXPECT_STREQ(adam->name(), "adam");
+  adam->set_learning_rate(1e-2);
+  EXPECT_EQ(adam->learning_rate(), 1e-2);
+  EXPECT_EQ(nn::parse_init("he"), nn::Init::kHeNormal);
+  EXPECT_STREQ(nn::init_name(nn::Init::kUniform), "uniform");
+  EXPECT_EQ(nn::fans(Shape{8, 3, 5, 5}), (std::pair<std::int64_t, std::int64_t>{75, 200}));
+  nn::Rng rng(4);
+  const std::string state = rng.state();
+  const double first = rng.uniform();
+  rng.set_state(state);
+  EXPECT_EQ(rng.uniform(), first);
+  EXPECT_LT(rng.below(3), 3U);
+  EXPECT_GE(rng.uniform(2, 3), 2.0);
+  EXPECT_TRUE(std::isfinite(rng.normal()));
+  nn::xavier_uniform(w, rng);
+  nn::he_normal(w, rng);
+  nn::normal(w, 0.0, 1.0, rng);
+  nn::uniform(w, -1, 1, rng);
+  EXPECT_LE(std::abs(w.at(0)), 1.0);
+  nn::ParamStore store;
+  Graph g;
+  Value p = store.param(g, "p", {2, 2});
+  Value q = store.param(g, "q", {3}, DType::kF64);
+  EXPECT_EQ(store.names(), (std::vector<std::string>{"p", "q"}));
+  EXPECT_EQ(store.count(), 7);
+  EXPECT_EQ(g.value(p).raw(), store.find("p")->raw());
+  EXPECT_EQ(q.dtype(), DType::kF64);
+}
+
+TEST(ApiData, IdxFilesBatchesAndExamples) {
+  const data::Dataset d = tiny_dataset(5);
+  const std::filesystem::path dir = temp_file("idx");
+  std::filesystem::create_directories(dir);
+  data::write_idx_images(dir / data::images_file_name(data::Split::kTrain), d.count, d.rows, d.cols,
+                         d.images.data());
+  data::write_idx_labels_gz(std::filesystem::path(dir) /
+                                (std::string(data::labels_file_name(data::Split::kTrain)) + ".gz"),
+                            d.count, d.labels.data());
+  const data::Dataset read = data::load_split(dir, data::Split::kTrain, kRows, kCols);
+  EXPECT_EQ(read.labels, d.labels);
+  EXPECT_EQ(read.example_size(), kRows * kCols);
+  std::filesystem::remove_all(dir);
+
+  data::Batcher batches(d, 2);
+  nn::Rng rng(3);
+  batches.shuffle(rng);
+  batches.fill(2);  // the short last batch
+  EXPECT_EQ(batches.images(2).shape(), (Shape{1, 1, kRows, kCols}));
+  Tensor images({2, 1, kRows, kCols}, DType::kF32), labels({2}, DType::kI32);
+  const std::vector<std::int64_t> indices = {4, 1};
+  data::load_examples(d, indices, images, labels);
+  data::prefetch_examples(d, indices);
+  EXPECT_EQ(labels.at(0), 1.0);  // 4 % 3
+}
+
+TEST(ApiCheckpoint, FilesMetadataAndTheOptimizer) {
+  nn::ParamStore store;
+  nn::create_parameters(tiny_cnn, store);
+  nn::Rng rng(5);
+  nn::initialize(store, nn::Init::kNormal, rng);
+  nn::Adam adam(store.tensors(), 1e-3);
+  adam.set_steps(7);
+  const auto file = temp_file("ckpt");
+  nn::save_parameters(file, store, &adam, {{"model", "tiny"}, {"epoch", "3"}});
+  nn::save_parameters(temp_file("plain.ckpt"), store);
+  const float kept = store.tensors()[0].data<float>()[0];
+  store.tensors()[0].fill(0);
+  nn::Adam fresh(store.tensors(), 1e-3);
+  const nn::Checkpoint loaded = nn::load_parameters(file, store, &fresh);
+  EXPECT_EQ(loaded.metadata.at("model"), "tiny");
+  EXPECT_EQ(store.tensors()[0].data<float>()[0], kept);
+  EXPECT_EQ(fresh.steps(), 7);
+  nn::load_parameters(temp_file("plain.ckpt"), store);
+
+  nn::Checkpoint ckpt;
+  ckpt.metadata = {{"note", "by hand"}};
+  ckpt.tensors.push_back({"bytes", "U8", {2}, {std::byte{1}, std::byte{2}}});
+  nn::add_to_checkpoint(ckpt, store);
+  nn::save_checkpoint(file, ckpt);
+  const nn::Checkpoint back = nn::load_checkpoint(file);
+  ASSERT_NE(back.find("bytes"), nullptr);
+  EXPECT_EQ(back.find("bytes")->data[1], std::byte{2});
+  nn::load_from_checkpoint(back, file, store);
+  nn::write_file_atomically(temp_file("report.txt"), "done\n");
+  for (const char* name : {"ckpt", "plain.ckpt", "report.txt"}) {
+    std::filesystem::remove(temp_file(name));
+  }
+}
+
+TEST(ApiModels, TheAppsNetworksByName) {
+  nn::ParamStore store;
+  Graph g;
+  const nn::Network net = nn::build_network("seed", g, 2, store);
+  EXPECT_EQ(net.logits.shape(), (Shape{2, 10}));
+  EXPECT_FALSE(net.layers.empty());
+  nn::ModelFn lenet = nn::model_fn("lenet5");
+  nn::ParamStore lenet_store;
+  nn::create_parameters(lenet, lenet_store);
+  EXPECT_GT(lenet_store.count(), 0);
+  EXPECT_EQ(nn::model_names().size(), 3U);
+}
+
+TEST(ApiDist, TheSingleProcessCommunicator) {
+  dist::Communicator& comm = dist::single();
+  EXPECT_EQ(comm.rank(), 0);
+  EXPECT_EQ(comm.size(), 1);
+  EXPECT_EQ(dist::allgather_strings(comm, "mine"), std::vector<std::string>{"mine"});
+  dist::check_same(comm, "value", "same");
+  EXPECT_TRUE(dist::any(comm, true));
+  const std::array<std::byte, 2> bytes = {std::byte{1}, std::byte{2}};
+  EXPECT_EQ(dist::fingerprint(bytes), dist::fingerprint(std::span<const std::byte>(bytes), 0));
+  EXPECT_GE(dist::launched_size(), 1);
+  (void)dist::mpi_built();
+  (void)dist::launched_by_mpi();
+  (void)dist::local_size();
 }
 
 }  // namespace

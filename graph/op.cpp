@@ -8,6 +8,15 @@ std::vector<Value> Op::vjp(std::span<const Value>, Value, Value) const {
               "gradient kernel; higher-order gradients through it are not supported)");
 }
 
+const OpTraits& Op::traits() const {
+  static constexpr OpTraits kNone{};
+  return kNone;
+}
+
+Value Op::apply_to(std::span<const Value>) const {
+  return {};
+}
+
 static std::vector<OpInfo>& op_registry() {
   static std::vector<OpInfo> ops;
   return ops;
@@ -15,8 +24,15 @@ static std::vector<OpInfo>& op_registry() {
 
 const std::vector<OpInfo>& registered_ops() { return op_registry(); }
 
+bool register_op(const OpTraits& traits) {
+  op_registry().push_back({traits.name, traits.has_vjp, traits});
+  return true;
+}
+
 bool register_op(std::string name, bool has_vjp) {
-  op_registry().push_back({std::move(name), has_vjp});
+  OpTraits t;
+  t.has_vjp = has_vjp;
+  op_registry().push_back({std::move(name), has_vjp, t});
   return true;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <optional>
 #include <span>
@@ -19,8 +20,6 @@
 #include "graph/executor.hpp"
 #include "graph/op.hpp"
 #include "graph/parallel.hpp"
-#include "ops/matmul.hpp"
-#include "ops/reduce.hpp"
 
 namespace tbgrad::nn {
 
@@ -184,11 +183,11 @@ struct Part {
 
 // How one parameter's gradient over a batch is formed (Note [Replicas]).
 struct GradPlan {
-  enum Kind { kSummed, kMatmul, kSumTo } kind = kSummed;
-  // kMatmul: dW = Aᵀ·B, A and B gathered over the batch (A scaled by each micro-batch's share);
-  // kSumTo: A summed to `shape`, A gathered scaled. Indices into Plan::gathered.
-  std::size_t a = 0, b = 0;
-  Shape shape;
+  enum Kind { kSummed, kContracted } kind = kSummed;
+  // kContracted: the op forming the gradient, applied to its inputs gathered over the batch
+  // (indices into Plan::gathered; input 0's rows scaled by each micro-batch's share).
+  std::shared_ptr<const Op> op;
+  std::vector<std::size_t> inputs;
 };
 
 // A value of the micro-batch graphs that the batch-level gradients read, gathered into one
@@ -203,9 +202,9 @@ struct Gathered {
 // Which parameter gradients contract over the batch axis, found from the graph itself: a node
 // is batch-major when its first dimension grows by a fixed number of rows per example (compared
 // between graphs of two batch sizes) and its other dimensions do not change. A parameter whose
-// gradient is matmul(A, B) with A and B batch-major and a result that does not depend on the
-// batch is Aᵀ·B summed over the rows (the VJP of x·Wᵀ: dW = dYᵀ·X); one whose gradient is
-// sum_to(A) of a batch-major A (a bias) is A's sum over the rows.
+// gradient is an op that sums over its inputs' rows (Note [Batch contraction] in graph/op.hpp),
+// its inputs batch-major and its result not depending on the batch, is formed once over the
+// batch: matmul's Aᵀ·B (the VJP of x·Wᵀ: dW = dYᵀ·X) and sum_to (a bias's).
 struct Plan {
   std::vector<GradPlan> params;
   std::vector<Gathered> gathered;
@@ -263,17 +262,21 @@ struct Plan {
     for (std::size_t i = 0; i < grads1.size(); ++i) {
       const int id = grads1[i].id();
       const Node& n = g1.node(id);
-      if (n.kind != NodeKind::kOp || !(n.shape == g2.node(id).shape)) continue;
-      const std::string op = n.op->name();
-      if (op == "matmul" && n.inputs.size() == 2 && rows_of(n.inputs[0]) &&
-          rows_of(n.inputs[0]) == rows_of(n.inputs[1])) {
-        params[i].kind = GradPlan::kMatmul;
-        params[i].a = gather(n.inputs[0], true);
-        params[i].b = gather(n.inputs[1], false);
-      } else if (op == "sum_to" && n.inputs.size() == 1 && rows_of(n.inputs[0])) {
-        params[i].kind = GradPlan::kSumTo;
-        params[i].a = gather(n.inputs[0], true);
-        params[i].shape = n.shape;
+      // Note [Batch contraction] (graph/op.hpp): an op summing over its inputs' rows, every
+      // input batch-major with the same rows per example, a result that the batch does not
+      // change.
+      if (n.kind != NodeKind::kOp || !n.op->traits().sums_over_rows || n.inputs.empty() ||
+          !(n.shape == g2.node(id).shape)) {
+        continue;
+      }
+      const std::int64_t rows = rows_of(n.inputs[0]);
+      bool all = rows > 0;
+      for (const int in : n.inputs) all = all && rows_of(in) == rows;
+      if (!all) continue;
+      params[i].kind = GradPlan::kContracted;
+      params[i].op = n.op;
+      for (std::size_t k = 0; k < n.inputs.size(); ++k) {
+        params[i].inputs.push_back(gather(n.inputs[k], k == 0));
       }
     }
   }
@@ -307,8 +310,12 @@ struct Contraction {
     std::vector<Value> wanted;
     for (const GradPlan& p : plan.params) {
       Value v;
-      if (p.kind == GradPlan::kMatmul) v = matmul(in[p.a], in[p.b], {.transpose_a = true});
-      if (p.kind == GradPlan::kSumTo) v = sum_to(in[p.a], p.shape);
+      if (p.kind == GradPlan::kContracted) {
+        std::vector<Value> ins;
+        for (const std::size_t k : p.inputs) ins.push_back(in[k]);
+        v = p.op->apply_to(ins);
+        if (!v.valid()) throw Error(std::string(p.op->name()) + " cannot be applied to a batch");
+      }
       outputs.push_back(v);
       if (v.valid()) wanted.push_back(v);
     }

@@ -29,7 +29,8 @@ Conv2dOptions options_of(const Window2d& w) {
 class Conv2dOp final : public Op {
  public:
   Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
-  const char* name() const override { return "conv2d"; }
+  static constexpr OpTraits kKinds[] = {{.name = "conv2d", .accepts_relu = true}};
+  const OpTraits& traits() const override { return kKinds[0]; }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return in[0].dtype() == DType::kF32
@@ -47,9 +48,6 @@ class Conv2dOp final : public Op {
                                     detail::output_epilogue<T>(ctx));
     });
   }
-  bool accepts_epilogue(Epilogue::Kind kind) const override {
-    return kind == Epilogue::Kind::kRelu;  // Note [Epilogues]
-  }
 
   std::vector<Value> vjp(std::span<const Value> in, Value, Value gy) const override {
     const Conv2dOptions o = options_of(g_.win);
@@ -63,7 +61,7 @@ class Conv2dOp final : public Op {
   ConvGeometry g_;
   bool has_bias_;
 };
-TBGRAD_REGISTER_OP("conv2d", true);
+TBGRAD_REGISTER_OPS(Conv2dOp);
 
 // The forward-conv geometry computing the input gradient (Conv2dBackwardInputOp), when stride is
 // 1 and padding < kernel.
@@ -82,7 +80,8 @@ class Conv2dBackwardInputOp final : public Op {
  public:
   explicit Conv2dBackwardInputOp(ConvGeometry geom)
       : g_(geom), as_conv_(transposed_geometry(geom)) {}
-  const char* name() const override { return "conv2d_backward_input"; }
+  static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_input"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     if (!as_conv_) return 0;
@@ -125,12 +124,13 @@ class Conv2dBackwardInputOp final : public Op {
   ConvGeometry g_;
   std::optional<ConvGeometry> as_conv_;
 };
-TBGRAD_REGISTER_OP("conv2d_backward_input", true);
+TBGRAD_REGISTER_OPS(Conv2dBackwardInputOp);
 
 class Conv2dBackwardWeightOp final : public Op {
  public:
   explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
-  const char* name() const override { return "conv2d_backward_weight"; }
+  static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_weight"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return in[0].dtype() == DType::kF32
@@ -154,11 +154,12 @@ class Conv2dBackwardWeightOp final : public Op {
  private:
   ConvGeometry g_;
 };
-TBGRAD_REGISTER_OP("conv2d_backward_weight", true);
+TBGRAD_REGISTER_OPS(Conv2dBackwardWeightOp);
 
 class Conv2dBackwardBiasOp final : public Op {
  public:
-  const char* name() const override { return "conv2d_backward_bias"; }
+  static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_bias"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Shape& s = ctx.inputs[0].shape();  // [N, OC, OH, OW]
@@ -172,7 +173,7 @@ class Conv2dBackwardBiasOp final : public Op {
     return {broadcast_to(reshape(g, Shape{s[1], 1, 1}), s)};
   }
 };
-TBGRAD_REGISTER_OP("conv2d_backward_bias", true);
+TBGRAD_REGISTER_OPS(Conv2dBackwardBiasOp);
 
 // Workspaces: each op checks, when it is created, that its kernel's workspace (the layouts of
 // ops/conv2d_kernels.hpp) has countable elements, so that workspace_bytes() cannot wrap. These

@@ -11,6 +11,7 @@
 #include "graph/parallel.hpp"
 #include "ops/conv2d_kernels.hpp"
 #include "ops/simd-inl.hpp"
+#include "ops/simd_export.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace tbgrad::HWY_NAMESPACE {
@@ -638,67 +639,27 @@ void bias_grad(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy,
 
 }  // namespace
 
-// The macros' T is a type, which no parentheses can enclose.
-// NOLINTBEGIN(bugprone-macro-parentheses)
-#define TBGRAD_CONV_ENTRIES(T, S)                                                                 \
-  void ConvForward##S(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* ws,     \
-                      const detail::OutputEpilogue<T>& ep) {                                      \
-    conv_forward(g, x, k, b, y, ws, ep);                                                          \
-  }                                                                                               \
-  void ConvInputGradScatter##S(const ConvGeometry& g, const T* gy, const T* k, T* gx) {           \
-    input_grad_scatter(g, gy, k, gx);                                                             \
-  }                                                                                               \
-  void ConvWeightGrad##S(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {          \
-    weight_grad(g, x, gy, gk, ws);                                                                \
-  }                                                                                               \
-  void ConvBiasGrad##S(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, T* gb) { \
-    bias_grad(n, oc, plane, gy, gb);                                                              \
-  }
-TBGRAD_CONV_ENTRIES(float, F32)
-TBGRAD_CONV_ENTRIES(double, F64)
-#undef TBGRAD_CONV_ENTRIES
+// Note [Kernel export] (ops/simd_export.hpp).
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type.
+#define TBGRAD_CONV_KERNELS(X, T, S)                                                          \
+  X(ConvForward##S, conv2d_forward_kernel, conv_forward,                                      \
+    (const ConvGeometry& g, const T* x, const T* k, const T* b, T* y, T* ws,                  \
+     const detail::OutputEpilogue<T>& ep),                                                    \
+    (g, x, k, b, y, ws, ep))                                                                  \
+  X(ConvInputGradScatter##S, conv2d_input_grad_scatter_kernel, input_grad_scatter,            \
+    (const ConvGeometry& g, const T* gy, const T* k, T* gx), (g, gy, k, gx))                  \
+  X(ConvWeightGrad##S, conv2d_weight_grad_kernel, weight_grad,                                \
+    (const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws), (g, x, gy, gk, ws))       \
+  X(ConvBiasGrad##S, conv2d_bias_grad_kernel, bias_grad,                                      \
+    (std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, T* gb), (n, oc, plane, gy, gb))
 // NOLINTEND(bugprone-macro-parentheses)
+TBGRAD_KERNEL_ENTRIES(TBGRAD_CONV_KERNELS)
 
 }  // namespace tbgrad::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace tbgrad {
-HWY_EXPORT(ConvForwardF32);
-HWY_EXPORT(ConvForwardF64);
-HWY_EXPORT(ConvInputGradScatterF32);
-HWY_EXPORT(ConvInputGradScatterF64);
-HWY_EXPORT(ConvWeightGradF32);
-HWY_EXPORT(ConvWeightGradF64);
-HWY_EXPORT(ConvBiasGradF32);
-HWY_EXPORT(ConvBiasGradF64);
-
-namespace detail {
-// Each dispatch ends with end_vector_kernel(): Note [Upper vector state] in graph/parallel.hpp.
-// NOLINTBEGIN(bugprone-macro-parentheses): T is a type, as in TBGRAD_CONV_ENTRIES.
-#define TBGRAD_CONV_DISPATCH(T, S)                                                               \
-  void conv2d_forward_kernel(const ConvGeometry& g, const T* x, const T* k, const T* b, T* y,    \
-                             T* ws, const OutputEpilogue<T>& ep) {                               \
-    HWY_DYNAMIC_DISPATCH(ConvForward##S)(g, x, k, b, y, ws, ep);                                 \
-    end_vector_kernel();                                                                         \
-  }                                                                                              \
-  void conv2d_input_grad_scatter_kernel(const ConvGeometry& g, const T* gy, const T* k, T* gx) { \
-    HWY_DYNAMIC_DISPATCH(ConvInputGradScatter##S)(g, gy, k, gx);                                 \
-    end_vector_kernel();                                                                         \
-  }                                                                                              \
-  void conv2d_weight_grad_kernel(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) { \
-    HWY_DYNAMIC_DISPATCH(ConvWeightGrad##S)(g, x, gy, gk, ws);                                   \
-    end_vector_kernel();                                                                         \
-  }                                                                                              \
-  void conv2d_bias_grad_kernel(std::int64_t n, std::int64_t oc, std::int64_t plane, const T* gy, \
-                               T* gb) {                                                          \
-    HWY_DYNAMIC_DISPATCH(ConvBiasGrad##S)(n, oc, plane, gy, gb);                                 \
-    end_vector_kernel();                                                                         \
-  }
-TBGRAD_CONV_DISPATCH(float, F32)
-TBGRAD_CONV_DISPATCH(double, F64)
-#undef TBGRAD_CONV_DISPATCH
-// NOLINTEND(bugprone-macro-parentheses)
-}  // namespace detail
+TBGRAD_KERNEL_EXPORTS(TBGRAD_CONV_KERNELS)
 }  // namespace tbgrad
 #endif  // HWY_ONCE

@@ -62,17 +62,9 @@ class BinaryOp final : public Op {
   BinaryOp(BinaryKind kind, const Shape& a, const Shape& b, const Shape& out)
       : kind_(kind), plan_(a, b, out) {}
 
-  const char* name() const override {
-    switch (kind_) {
-      case BinaryKind::kAdd:
-        return "add";
-      case BinaryKind::kSub:
-        return "sub";
-      case BinaryKind::kMul:
-        return "mul";
-    }
-    return "?";
-  }
+  // By BinaryKind.
+  static constexpr OpTraits kKinds[] = {{.name = "add"}, {.name = "sub"}, {.name = "mul"}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
@@ -114,9 +106,7 @@ class BinaryOp final : public Op {
   BinaryKind kind_;
   detail::BroadcastPlan plan_;
 };
-TBGRAD_REGISTER_OP("add", true);
-TBGRAD_REGISTER_OP("sub", true);
-TBGRAD_REGISTER_OP("mul", true);
+TBGRAD_REGISTER_OPS(BinaryOp);
 
 Value binary(BinaryKind kind, const char* op, Value a, Value b) {
   detail::require_same_graph(op, a, b);
@@ -132,7 +122,8 @@ Value binary(BinaryKind kind, const char* op, Value a, Value b) {
 class ScaleOp final : public Op {
  public:
   explicit ScaleOp(double factor) : factor_(factor) {}
-  const char* name() const override { return "scale"; }
+  static constexpr OpTraits kKinds[] = {{.name = "scale"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -150,7 +141,7 @@ class ScaleOp final : public Op {
  private:
   double factor_;
 };
-TBGRAD_REGISTER_OP("scale", true);
+TBGRAD_REGISTER_OPS(ScaleOp);
 
 // Unary activations and their gradient kernels.
 enum class UnaryKind { kRelu, kSigmoid, kTanh };
@@ -158,17 +149,10 @@ enum class UnaryKind { kRelu, kSigmoid, kTanh };
 class UnaryOp final : public Op {
  public:
   explicit UnaryOp(UnaryKind kind) : kind_(kind) {}
-  const char* name() const override {
-    switch (kind_) {
-      case UnaryKind::kRelu:
-        return "relu";
-      case UnaryKind::kSigmoid:
-        return "sigmoid";
-      case UnaryKind::kTanh:
-        return "tanh";
-    }
-    return "?";
-  }
+  // By UnaryKind. A ReLU can run inside the op producing its input (Note [Epilogues]).
+  static constexpr OpTraits kKinds[] = {
+      {.name = "relu", .epilogue = Epilogue::Kind::kRelu}, {.name = "sigmoid"}, {.name = "tanh"}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -188,9 +172,6 @@ class UnaryOp final : public Op {
       });
     });
   }
-  Epilogue::Kind epilogue_kind() const override {
-    return kind_ == UnaryKind::kRelu ? Epilogue::Kind::kRelu : Epilogue::Kind::kNone;
-  }
   std::vector<Value> vjp(std::span<const Value>, Value y, Value g) const override {
     switch (kind_) {
       case UnaryKind::kRelu:
@@ -208,9 +189,7 @@ class UnaryOp final : public Op {
  private:
   UnaryKind kind_;
 };
-TBGRAD_REGISTER_OP("relu", true);
-TBGRAD_REGISTER_OP("sigmoid", true);
-TBGRAD_REGISTER_OP("tanh", true);
+TBGRAD_REGISTER_OPS(UnaryOp);
 
 Value unary(UnaryKind kind, const char* op, Value x) {
   if (!x.valid()) shape_error(op, "input is an invalid (empty) Value");
@@ -223,21 +202,12 @@ Value unary(UnaryKind kind, const char* op, Value x) {
 class UnaryBackwardOp final : public Op {
  public:
   explicit UnaryBackwardOp(UnaryKind kind) : kind_(kind) {}
-  const char* name() const override {
-    switch (kind_) {
-      case UnaryKind::kRelu:
-        return "relu_backward";
-      case UnaryKind::kSigmoid:
-        return "sigmoid_backward";
-      case UnaryKind::kTanh:
-        return "tanh_backward";
-    }
-    return "?";
-  }
-  bool has_vjp() const override { return false; }
-  Epilogue::Kind epilogue_kind() const override {
-    return kind_ == UnaryKind::kRelu ? Epilogue::Kind::kReluMask : Epilogue::Kind::kNone;
-  }
+  // By UnaryKind. A ReLU's gradient can run inside the op producing its gradient input.
+  static constexpr OpTraits kKinds[] = {
+      {.name = "relu_backward", .has_vjp = false, .epilogue = Epilogue::Kind::kReluMask},
+      {.name = "sigmoid_backward", .has_vjp = false},
+      {.name = "tanh_backward", .has_vjp = false}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* s = ctx.inputs[0].data<T>();
@@ -268,9 +238,7 @@ class UnaryBackwardOp final : public Op {
  private:
   UnaryKind kind_;
 };
-TBGRAD_REGISTER_OP("relu_backward", false);
-TBGRAD_REGISTER_OP("sigmoid_backward", false);
-TBGRAD_REGISTER_OP("tanh_backward", false);
+TBGRAD_REGISTER_OPS(UnaryBackwardOp);
 
 Value unary_backward(UnaryKind kind, const char* op, Value saved, Value grad) {
   detail::require_same_graph(op, saved, grad);

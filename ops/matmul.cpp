@@ -16,7 +16,10 @@ class MatmulOp final : public Op {
  public:
   MatmulOp(std::int64_t m, std::int64_t k, std::int64_t n, MatmulOptions o)
       : m_(m), k_(k), n_(n), o_(o) {}
-  const char* name() const override { return "matmul"; }
+  // Note [Batch contraction]: Aᵀ·B sums over the rows of A and B.
+  static constexpr OpTraits kKinds[] = {{.name = "matmul", .sums_over_rows = true}};
+  const OpTraits& traits() const override { return kKinds[0]; }
+  Value apply_to(std::span<const Value> in) const override { return matmul(in[0], in[1], o_); }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     const detail::MatmulDims d = dims();
@@ -52,7 +55,7 @@ class MatmulOp final : public Op {
   std::int64_t m_, k_, n_;
   MatmulOptions o_;
 };
-TBGRAD_REGISTER_OP("matmul", true);
+TBGRAD_REGISTER_OPS(MatmulOp);
 
 }  // namespace
 

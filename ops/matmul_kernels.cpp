@@ -25,6 +25,7 @@
 #include "graph/parallel.hpp"
 #include "ops/matmul_kernels.hpp"
 #include "ops/simd-inl.hpp"
+#include "ops/simd_export.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace tbgrad::HWY_NAMESPACE {
@@ -266,33 +267,19 @@ void matmul(const detail::MatmulDims& d, const T* a, const T* b, T* c, T* work) 
 
 }  // namespace
 
-void MatmulF32(const detail::MatmulDims& d, const float* a, const float* b, float* c,
-               float* work) {
-  matmul(d, a, b, c, work);
-}
-void MatmulF64(const detail::MatmulDims& d, const double* a, const double* b, double* c,
-               double* work) {
-  matmul(d, a, b, c, work);
-}
+// Note [Kernel export] (ops/simd_export.hpp).
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type.
+#define TBGRAD_MATMUL_KERNELS(X, T, S)                                                        \
+  X(Matmul##S, matmul_kernel, matmul,                                                         \
+    (const detail::MatmulDims& d, const T* a, const T* b, T* c, T* work), (d, a, b, c, work))
+// NOLINTEND(bugprone-macro-parentheses)
+TBGRAD_KERNEL_ENTRIES(TBGRAD_MATMUL_KERNELS)
 
 }  // namespace tbgrad::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace tbgrad {
-HWY_EXPORT(MatmulF32);
-HWY_EXPORT(MatmulF64);
-
-namespace detail {
-void matmul_kernel(const MatmulDims& d, const float* a, const float* b, float* c, float* work) {
-  HWY_DYNAMIC_DISPATCH(MatmulF32)(d, a, b, c, work);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-void matmul_kernel(const MatmulDims& d, const double* a, const double* b, double* c,
-                   double* work) {
-  HWY_DYNAMIC_DISPATCH(MatmulF64)(d, a, b, c, work);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-}  // namespace detail
+TBGRAD_KERNEL_EXPORTS(TBGRAD_MATMUL_KERNELS)
 }  // namespace tbgrad
 #endif  // HWY_ONCE

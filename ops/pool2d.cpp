@@ -89,7 +89,8 @@ using detail::plane_grain;
 class AvgPool2dOp final : public Op {
  public:
   explicit AvgPool2dOp(PoolGeometry g) : g_(g) {}
-  const char* name() const override { return "avg_pool2d"; }
+  static constexpr OpTraits kKinds[] = {{.name = "avg_pool2d"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(g_.planes * detail::avg_pool_work(g_)) *
            dtype_size(in[0].dtype());
@@ -107,12 +108,13 @@ class AvgPool2dOp final : public Op {
  private:
   PoolGeometry g_;
 };
-TBGRAD_REGISTER_OP("avg_pool2d", true);
+TBGRAD_REGISTER_OPS(AvgPool2dOp);
 
 class AvgPool2dBackwardOp final : public Op {
  public:
   explicit AvgPool2dBackwardOp(PoolGeometry g) : g_(g) {}
-  const char* name() const override { return "avg_pool2d_backward"; }
+  static constexpr OpTraits kKinds[] = {{.name = "avg_pool2d_backward", .accepts_relu_mask = true}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(g_.planes * detail::avg_pool_work(g_)) *
            dtype_size(in[0].dtype());
@@ -124,9 +126,6 @@ class AvgPool2dBackwardOp final : public Op {
                                        detail::output_epilogue<T>(ctx));
     });
   }
-  bool accepts_epilogue(Epilogue::Kind kind) const override {
-    return kind == Epilogue::Kind::kReluMask;  // Note [Epilogues]
-  }
   // Linear in the output gradient; its adjoint is average pooling itself.
   std::vector<Value> vjp(std::span<const Value>, Value, Value g) const override {
     return {avg_pool2d(g, options_of(g_.win))};
@@ -135,7 +134,7 @@ class AvgPool2dBackwardOp final : public Op {
  private:
   PoolGeometry g_;
 };
-TBGRAD_REGISTER_OP("avg_pool2d_backward", true);
+TBGRAD_REGISTER_OPS(AvgPool2dBackwardOp);
 
 // Visits each output position's window and returns the flat input index of its maximum (first
 // maximum in row-major window order), or -1 if the window holds only padding.
@@ -171,7 +170,8 @@ void for_each_argmax(const PoolGeometry& g, const T* xp, Fn fn) {
 class MaxPool2dOp final : public Op {
  public:
   explicit MaxPool2dOp(PoolGeometry g) : g_(g) {}
-  const char* name() const override { return "max_pool2d"; }
+  static constexpr OpTraits kKinds[] = {{.name = "max_pool2d"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -192,13 +192,13 @@ class MaxPool2dOp final : public Op {
  private:
   PoolGeometry g_;
 };
-TBGRAD_REGISTER_OP("max_pool2d", true);
+TBGRAD_REGISTER_OPS(MaxPool2dOp);
 
 class MaxPool2dBackwardOp final : public Op {
  public:
   explicit MaxPool2dBackwardOp(PoolGeometry g) : g_(g) {}
-  const char* name() const override { return "max_pool2d_backward"; }
-  bool has_vjp() const override { return false; }
+  static constexpr OpTraits kKinds[] = {{.name = "max_pool2d_backward", .has_vjp = false}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();   // [N, C, H, W]
@@ -221,7 +221,7 @@ class MaxPool2dBackwardOp final : public Op {
  private:
   PoolGeometry g_;
 };
-TBGRAD_REGISTER_OP("max_pool2d_backward", false);
+TBGRAD_REGISTER_OPS(MaxPool2dBackwardOp);
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 #include "graph/parallel.hpp"
 #include "ops/pool2d_kernels.hpp"
 #include "ops/simd-inl.hpp"
+#include "ops/simd_export.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace tbgrad::HWY_NAMESPACE {
@@ -445,50 +446,22 @@ void avg_pool_backward(const PoolGeometry& g, const T* gy, T* gx, T* work,
 
 }  // namespace
 
-void AvgPoolF32(const PoolGeometry& g, const float* x, float* y, float* work) {
-  avg_pool(g, x, y, work);
-}
-void AvgPoolF64(const PoolGeometry& g, const double* x, double* y, double* work) {
-  avg_pool(g, x, y, work);
-}
-void AvgPoolBackwardF32(const PoolGeometry& g, const float* gy, float* gx, float* work,
-                        const detail::OutputEpilogue<float>& ep) {
-  avg_pool_backward(g, gy, gx, work, ep);
-}
-void AvgPoolBackwardF64(const PoolGeometry& g, const double* gy, double* gx, double* work,
-                        const detail::OutputEpilogue<double>& ep) {
-  avg_pool_backward(g, gy, gx, work, ep);
-}
+// Note [Kernel export] (ops/simd_export.hpp).
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type.
+#define TBGRAD_POOL_KERNELS(X, T, S)                                                          \
+  X(AvgPool##S, avg_pool_kernel, avg_pool, (const PoolGeometry& g, const T* x, T* y, T* work), \
+    (g, x, y, work))                                                                          \
+  X(AvgPoolBackward##S, avg_pool_backward_kernel, avg_pool_backward,                          \
+    (const PoolGeometry& g, const T* gy, T* gx, T* work, const detail::OutputEpilogue<T>& ep), \
+    (g, gy, gx, work, ep))
+// NOLINTEND(bugprone-macro-parentheses)
+TBGRAD_KERNEL_ENTRIES(TBGRAD_POOL_KERNELS)
 
 }  // namespace tbgrad::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace tbgrad {
-HWY_EXPORT(AvgPoolF32);
-HWY_EXPORT(AvgPoolF64);
-HWY_EXPORT(AvgPoolBackwardF32);
-HWY_EXPORT(AvgPoolBackwardF64);
-
-namespace detail {
-void avg_pool_kernel(const PoolGeometry& g, const float* x, float* y, float* work) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolF32)(g, x, y, work);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-void avg_pool_kernel(const PoolGeometry& g, const double* x, double* y, double* work) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolF64)(g, x, y, work);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-void avg_pool_backward_kernel(const PoolGeometry& g, const float* gy, float* gx, float* work,
-                              const OutputEpilogue<float>& ep) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF32)(g, gy, gx, work, ep);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-void avg_pool_backward_kernel(const PoolGeometry& g, const double* gy, double* gx,
-                              double* work, const OutputEpilogue<double>& ep) {
-  HWY_DYNAMIC_DISPATCH(AvgPoolBackwardF64)(g, gy, gx, work, ep);
-  end_vector_kernel();  // Note [Upper vector state] (graph/parallel.hpp)
-}
-}  // namespace detail
+TBGRAD_KERNEL_EXPORTS(TBGRAD_POOL_KERNELS)
 }  // namespace tbgrad
 #endif  // HWY_ONCE

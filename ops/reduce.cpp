@@ -18,7 +18,8 @@ constexpr std::int64_t kSumChunk = 4096;
 
 class SumOp final : public Op {
  public:
-  const char* name() const override { return "sum"; }
+  static constexpr OpTraits kKinds[] = {{.name = "sum"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(fixed_chunks(in[0].shape().numel(), kSumChunk)) *
            sizeof(double);
@@ -46,13 +47,16 @@ class SumOp final : public Op {
     return {broadcast_to(g, in[0].shape())};
   }
 };
-TBGRAD_REGISTER_OP("sum", true);
+TBGRAD_REGISTER_OPS(SumOp);
 
 // out = x summed over the dimensions `out` stretches along when broadcast back to x.
 class SumToOp final : public Op {
  public:
-  SumToOp(const Shape& x, const Shape& out) : plan_(x, out, x) {}
-  const char* name() const override { return "sum_to"; }
+  SumToOp(const Shape& x, const Shape& out) : plan_(x, out, x), out_(out) {}
+  // Note [Batch contraction]: sums over x's rows when `out` does not keep them.
+  static constexpr OpTraits kKinds[] = {{.name = "sum_to", .sums_over_rows = true}};
+  const OpTraits& traits() const override { return kKinds[0]; }
+  Value apply_to(std::span<const Value> in) const override { return sum_to(in[0], out_); }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -84,13 +88,15 @@ class SumToOp final : public Op {
 
  private:
   detail::BroadcastPlan plan_;  // a = x, b = out, both indexed over x's shape
+  Shape out_;
 };
-TBGRAD_REGISTER_OP("sum_to", true);
+TBGRAD_REGISTER_OPS(SumToOp);
 
 class BroadcastToOp final : public Op {
  public:
   BroadcastToOp(const Shape& x, const Shape& out) : plan_(out, x, out) {}
-  const char* name() const override { return "broadcast_to"; }
+  static constexpr OpTraits kKinds[] = {{.name = "broadcast_to"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -121,7 +127,7 @@ class BroadcastToOp final : public Op {
  private:
   detail::BroadcastPlan plan_;  // a = out, b = x, indexed over out's shape
 };
-TBGRAD_REGISTER_OP("broadcast_to", true);
+TBGRAD_REGISTER_OPS(BroadcastToOp);
 
 // Checks that `small` broadcasts to `big` and returns a message otherwise.
 bool broadcasts_to(const Shape& small, const Shape& big) {

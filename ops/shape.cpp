@@ -12,7 +12,8 @@ namespace {
 
 class ReshapeOp final : public Op {
  public:
-  const char* name() const override { return "reshape"; }
+  static constexpr OpTraits kKinds[] = {{.name = "reshape"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     // A copy, not an alias: the buffer plan stays simple and the data is small next to the
     // convolutions around it.
@@ -22,7 +23,7 @@ class ReshapeOp final : public Op {
     return {reshape(g, in[0].shape())};
   }
 };
-TBGRAD_REGISTER_OP("reshape", true);
+TBGRAD_REGISTER_OPS(ReshapeOp);
 
 }  // namespace
 

@@ -38,9 +38,9 @@ enum class Kind { kSoftmax, kLogSoftmax };
 class SoftmaxOp final : public Op {
  public:
   explicit SoftmaxOp(Kind kind) : kind_(kind) {}
-  const char* name() const override {
-    return kind_ == Kind::kSoftmax ? "softmax" : "log_softmax";
-  }
+  // By Kind.
+  static constexpr OpTraits kKinds[] = {{.name = "softmax"}, {.name = "log_softmax"}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Rows r(ctx.output.shape());
@@ -73,16 +73,15 @@ class SoftmaxOp final : public Op {
  private:
   Kind kind_;
 };
-TBGRAD_REGISTER_OP("softmax", true);
-TBGRAD_REGISTER_OP("log_softmax", true);
+TBGRAD_REGISTER_OPS(SoftmaxOp);
 
 class SoftmaxBackwardOp final : public Op {
  public:
   explicit SoftmaxBackwardOp(Kind kind) : kind_(kind) {}
-  const char* name() const override {
-    return kind_ == Kind::kSoftmax ? "softmax_backward" : "log_softmax_backward";
-  }
-  bool has_vjp() const override { return false; }
+  // By Kind.
+  static constexpr OpTraits kKinds[] = {{.name = "softmax_backward", .has_vjp = false},
+                                        {.name = "log_softmax_backward", .has_vjp = false}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Rows r(ctx.output.shape());
@@ -110,8 +109,7 @@ class SoftmaxBackwardOp final : public Op {
  private:
   Kind kind_;
 };
-TBGRAD_REGISTER_OP("softmax_backward", false);
-TBGRAD_REGISTER_OP("log_softmax_backward", false);
+TBGRAD_REGISTER_OPS(SoftmaxBackwardOp);
 
 void check_label(std::int32_t label, std::int64_t row, std::int64_t classes) {
   if (label < 0 || label >= classes) {
@@ -122,7 +120,8 @@ void check_label(std::int32_t label, std::int64_t row, std::int64_t classes) {
 
 class SoftmaxCrossEntropyOp final : public Op {
  public:
-  const char* name() const override { return "softmax_cross_entropy"; }
+  static constexpr OpTraits kKinds[] = {{.name = "softmax_cross_entropy"}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(in[0].shape()[0]) * sizeof(double);
   }
@@ -149,12 +148,12 @@ class SoftmaxCrossEntropyOp final : public Op {
     return {softmax_cross_entropy_backward(in[0], in[1], g), Value()};
   }
 };
-TBGRAD_REGISTER_OP("softmax_cross_entropy", true);
+TBGRAD_REGISTER_OPS(SoftmaxCrossEntropyOp);
 
 class SoftmaxCrossEntropyBackwardOp final : public Op {
  public:
-  const char* name() const override { return "softmax_cross_entropy_backward"; }
-  bool has_vjp() const override { return false; }
+  static constexpr OpTraits kKinds[] = {{.name = "softmax_cross_entropy_backward", .has_vjp = false}};
+  const OpTraits& traits() const override { return kKinds[0]; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Rows r(ctx.inputs[0].shape());
@@ -179,7 +178,7 @@ class SoftmaxCrossEntropyBackwardOp final : public Op {
     });
   }
 };
-TBGRAD_REGISTER_OP("softmax_cross_entropy_backward", false);
+TBGRAD_REGISTER_OPS(SoftmaxCrossEntropyBackwardOp);
 
 Value softmax_like(Kind kind, const char* op, Value x) {
   if (!x.valid()) shape_error(op, "input is an invalid (empty) Value");

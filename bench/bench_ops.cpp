@@ -67,87 +67,7 @@ std::string dims(const Shape& s) {
 // and elementwise ops are memory bound, so their GFLOP/s (and peak_fraction) only compare runs of
 // the same op; bytes_per_second is their meaningful counter.
 
-struct Cost {
-  double flops = 0;
-  std::string formula;
-};
-
-// Pooling ops do not expose their window; the models use 4/2 and 3/1 (seed), 2/2 (lenet5), all
-// unpadded, and the (input, output) extents tell them apart. 0 if no candidate fits.
-int pool_window(std::int64_t in, std::int64_t out) {
-  static const int kCandidates[][2] = {{4, 2}, {3, 1}, {2, 2}};
-  int found = 0;
-  for (const auto& c : kCandidates) {
-    if (in >= c[0] && (in - c[0]) / c[1] + 1 == out) {
-      if (found) return 0;  // ambiguous
-      found = c[0];
-    }
-  }
-  return found;
-}
-
-Cost op_cost(const std::string& op, const std::vector<Shape>& in, const Shape& out) {
-  const auto numel = [](const Shape& s) { return static_cast<double>(s.numel()); };
-  Cost c;
-  if (op == "conv2d") {
-    // x [N,IC,H,W], w [OC,IC,KH,KW] -> y [N,OC,OH,OW]
-    const Shape& w = in[1];
-    c.flops = 2 * numel(out) * static_cast<double>(w[1] * w[2] * w[3]);
-    c.formula = "2*N*OC*OH*OW*IC*KH*KW";
-    if (in.size() > 2) {
-      c.flops += numel(out);
-      c.formula += " + N*OC*OH*OW (bias)";
-    }
-  } else if (op == "conv2d_backward_input") {
-    // gy [N,OC,OH,OW], w [OC,IC,KH,KW] -> gx [N,IC,H,W]
-    const Shape& w = in[1];
-    c.flops = 2 * numel(in[0]) * static_cast<double>(w[1] * w[2] * w[3]);
-    c.formula = "2*N*OC*OH*OW*IC*KH*KW";
-  } else if (op == "conv2d_backward_weight") {
-    // x [N,IC,H,W], gy [N,OC,OH,OW] -> gw [OC,IC,KH,KW]
-    c.flops = 2 * numel(in[1]) * static_cast<double>(out[1] * out[2] * out[3]);
-    c.formula = "2*N*OC*OH*OW*IC*KH*KW";
-  } else if (op == "conv2d_backward_bias") {
-    c.flops = numel(in[0]);
-    c.formula = "N*OC*OH*OW";
-  } else if (op == "matmul") {
-    // op(a) [M,K] x op(b) [K,N] -> [M,N]; a holds M*K elements either way.
-    const double m = static_cast<double>(out[0]);
-    c.flops = 2 * numel(out) * (numel(in[0]) / m);
-    c.formula = "2*M*N*K";
-  } else if (op == "avg_pool2d" || op == "max_pool2d") {
-    const int kh = pool_window(in[0][2], out[2]), kw = pool_window(in[0][3], out[3]);
-    c.flops = numel(out) * kh * kw;
-    c.formula = "N*C*OH*OW*KH*KW";
-  } else if (op == "avg_pool2d_backward") {
-    // gy [N,C,OH,OW] -> gx [N,C,H,W]
-    const int kh = pool_window(out[2], in[0][2]), kw = pool_window(out[3], in[0][3]);
-    c.flops = numel(in[0]) * kh * kw;
-    c.formula = "N*C*OH*OW*KH*KW";
-  } else if (op == "max_pool2d_backward") {
-    // x [N,C,H,W], gy [N,C,OH,OW] -> gx; the argmax is found again: one compare per window cell
-    const int kh = pool_window(in[0][2], in[1][2]), kw = pool_window(in[0][3], in[1][3]);
-    c.flops = numel(in[1]) * kh * kw;
-    c.formula = "N*C*OH*OW*KH*KW";
-  } else if (op == "softmax_cross_entropy") {
-    c.flops = 4 * numel(in[0]);
-    c.formula = "4*B*C (max, sub, exp, add)";
-  } else if (op == "softmax_cross_entropy_backward") {
-    c.flops = 3 * numel(in[0]);
-    c.formula = "3*B*C";
-  } else if (op == "sum_to" || op == "sum") {
-    c.flops = numel(in[0]);
-    c.formula = "numel(in)";
-  } else if (op == "reshape" || op == "broadcast_to") {
-    c.flops = 0;
-    c.formula = "copy";
-  } else {
-    // relu, relu_backward, add, sub, mul, scale, ...: one flop per output element.
-    c.flops = numel(out);
-    c.formula = "numel(out)";
-  }
-  return c;
-}
+// Each op's arithmetic comes from the op itself (Op::cost).
 
 void fill_input(const Tensor& t, nn::Rng& rng) {
   if (t.dtype() == DType::kI32) {
@@ -214,7 +134,7 @@ double step_flops(Model& m) {
     const Node& node = m.graph.node(id);
     std::vector<Shape> in;
     for (int i : node.inputs) in.push_back(m.graph.node(i).shape);
-    total += op_cost(node.op->name(), in, node.shape).flops;
+    total += node.op->cost(in, node.shape).flops;
   }
   return total;
 }
@@ -253,7 +173,7 @@ void BM_Op(benchmark::State& state, const OpCase* c) {
   const double seconds = timer.seconds();
   benchmark::DoNotOptimize(ex[out].raw());
 
-  const Cost cost = op_cost(c->op->name(), c->in_shapes, c->out);
+  const OpCost cost = c->op->cost(c->in_shapes, c->out);
   double bytes = static_cast<double>(ex[out].nbytes());
   for (const Tensor& t : data) bytes += static_cast<double>(t.nbytes());
   state.SetItemsProcessed(state.iterations() * kOpBatch);

@@ -17,6 +17,10 @@ Value Op::apply_to(std::span<const Value>) const {
   return {};
 }
 
+OpCost Op::cost(std::span<const Shape>, const Shape& output) const {
+  return {static_cast<double>(output.numel()), "numel(out)"};
+}
+
 static std::vector<OpInfo>& op_registry() {
   static std::vector<OpInfo> ops;
   return ops;

@@ -32,6 +32,13 @@ struct Epilogue {
 // What a kernel sees: its input tensors, its output tensor (preallocated by the executor, not
 // zeroed), a scratch buffer of the size the op asked for in workspace_bytes(), and what to
 // apply to the output as it is written (Note [Epilogues]; kNone unless accepts_epilogue).
+// The arithmetic of one run of an op, for benchmarks and model summaries: floating-point
+// operations (a multiply-add counts two) and the formula they come from.
+struct OpCost {
+  double flops = 0;
+  const char* formula = "";
+};
+
 struct KernelContext {
   std::span<const Tensor> inputs;
   const Tensor& output;
@@ -84,6 +91,9 @@ class Op {
   // This op, with its attributes, applied to other inputs (Note [Batch contraction]: the same
   // values with more rows); an invalid Value for an op that cannot be (the default).
   virtual Value apply_to(std::span<const Value> inputs) const;
+  // Its arithmetic for inputs and output of these shapes; the default, one operation per
+  // output element, suits elementwise ops.
+  virtual OpCost cost(std::span<const Shape> inputs, const Shape& output) const;
   // Scratch bytes the kernel needs (for deterministic reductions); the executor provides them.
   virtual std::size_t workspace_bytes(std::span<const Value> inputs, Value output) const {
     (void)inputs;

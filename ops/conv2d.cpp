@@ -31,6 +31,13 @@ class Conv2dOp final : public Op {
   Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d", .accepts_relu = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  // x [N,IC,H,W], w [OC,IC,KH,KW] -> y [N,OC,OH,OW]
+  OpCost cost(std::span<const Shape> in, const Shape& out) const override {
+    const double taps = static_cast<double>(in[1][1] * in[1][2] * in[1][3]);
+    const double y = static_cast<double>(out.numel());
+    if (in.size() > 2) return {2 * y * taps + y, "2*N*OC*OH*OW*IC*KH*KW + N*OC*OH*OW (bias)"};
+    return {2 * y * taps, "2*N*OC*OH*OW*IC*KH*KW"};
+  }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return in[0].dtype() == DType::kF32
@@ -82,6 +89,11 @@ class Conv2dBackwardInputOp final : public Op {
       : g_(geom), as_conv_(transposed_geometry(geom)) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_input"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  // gy [N,OC,OH,OW], w [OC,IC,KH,KW] -> gx [N,IC,H,W]
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {2 * static_cast<double>(in[0].numel()) * static_cast<double>(in[1][1] * in[1][2] * in[1][3]),
+            "2*N*OC*OH*OW*IC*KH*KW"};
+  }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     if (!as_conv_) return 0;
@@ -131,6 +143,11 @@ class Conv2dBackwardWeightOp final : public Op {
   explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_weight"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  // x [N,IC,H,W], gy [N,OC,OH,OW] -> gw [OC,IC,KH,KW]
+  OpCost cost(std::span<const Shape> in, const Shape& out) const override {
+    return {2 * static_cast<double>(in[1].numel()) * static_cast<double>(out[1] * out[2] * out[3]),
+            "2*N*OC*OH*OW*IC*KH*KW"};
+  }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return in[0].dtype() == DType::kF32
@@ -160,6 +177,9 @@ class Conv2dBackwardBiasOp final : public Op {
  public:
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_bias"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {static_cast<double>(in[0].numel()), "N*OC*OH*OW"};
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Shape& s = ctx.inputs[0].shape();  // [N, OC, OH, OW]

@@ -20,6 +20,11 @@ class MatmulOp final : public Op {
   static constexpr OpTraits kKinds[] = {{.name = "matmul", .sums_over_rows = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
   Value apply_to(std::span<const Value> in) const override { return matmul(in[0], in[1], o_); }
+  // op(a) [M,K] x op(b) [K,N] -> [M,N]
+  OpCost cost(std::span<const Shape>, const Shape&) const override {
+    return {2 * static_cast<double>(m_) * static_cast<double>(n_) * static_cast<double>(k_),
+            "2*M*N*K"};
+  }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     const detail::MatmulDims d = dims();

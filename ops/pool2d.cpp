@@ -91,6 +91,10 @@ class AvgPool2dOp final : public Op {
   explicit AvgPool2dOp(PoolGeometry g) : g_(g) {}
   static constexpr OpTraits kKinds[] = {{.name = "avg_pool2d"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override {
+    return {static_cast<double>(g_.planes * g_.oh * g_.ow) * g_.win.kh * g_.win.kw,
+            "N*C*OH*OW*KH*KW"};
+  }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(g_.planes * detail::avg_pool_work(g_)) *
            dtype_size(in[0].dtype());
@@ -115,6 +119,10 @@ class AvgPool2dBackwardOp final : public Op {
   explicit AvgPool2dBackwardOp(PoolGeometry g) : g_(g) {}
   static constexpr OpTraits kKinds[] = {{.name = "avg_pool2d_backward", .accepts_relu_mask = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override {
+    return {static_cast<double>(g_.planes * g_.oh * g_.ow) * g_.win.kh * g_.win.kw,
+            "N*C*OH*OW*KH*KW"};
+  }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(g_.planes * detail::avg_pool_work(g_)) *
            dtype_size(in[0].dtype());
@@ -172,6 +180,10 @@ class MaxPool2dOp final : public Op {
   explicit MaxPool2dOp(PoolGeometry g) : g_(g) {}
   static constexpr OpTraits kKinds[] = {{.name = "max_pool2d"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override {
+    return {static_cast<double>(g_.planes * g_.oh * g_.ow) * g_.win.kh * g_.win.kw,
+            "N*C*OH*OW*KH*KW"};
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -199,6 +211,10 @@ class MaxPool2dBackwardOp final : public Op {
   explicit MaxPool2dBackwardOp(PoolGeometry g) : g_(g) {}
   static constexpr OpTraits kKinds[] = {{.name = "max_pool2d_backward", .has_vjp = false}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override {
+    return {static_cast<double>(g_.planes * g_.oh * g_.ow) * g_.win.kh * g_.win.kw,
+            "N*C*OH*OW*KH*KW"};
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();   // [N, C, H, W]

@@ -20,6 +20,9 @@ class SumOp final : public Op {
  public:
   static constexpr OpTraits kKinds[] = {{.name = "sum"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {static_cast<double>(in[0].numel()), "numel(in)"};
+  }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(fixed_chunks(in[0].shape().numel(), kSumChunk)) *
            sizeof(double);
@@ -57,6 +60,9 @@ class SumToOp final : public Op {
   static constexpr OpTraits kKinds[] = {{.name = "sum_to", .sums_over_rows = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
   Value apply_to(std::span<const Value> in) const override { return sum_to(in[0], out_); }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {static_cast<double>(in[0].numel()), "numel(in)"};
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();
@@ -97,6 +103,7 @@ class BroadcastToOp final : public Op {
   BroadcastToOp(const Shape& x, const Shape& out) : plan_(out, x, out) {}
   static constexpr OpTraits kKinds[] = {{.name = "broadcast_to"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override { return {0, "copy"}; }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();

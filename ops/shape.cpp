@@ -14,6 +14,7 @@ class ReshapeOp final : public Op {
  public:
   static constexpr OpTraits kKinds[] = {{.name = "reshape"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape>, const Shape&) const override { return {0, "copy"}; }
   void forward(const KernelContext& ctx) const override {
     // A copy, not an alias: the buffer plan stays simple and the data is small next to the
     // convolutions around it.

@@ -122,6 +122,9 @@ class SoftmaxCrossEntropyOp final : public Op {
  public:
   static constexpr OpTraits kKinds[] = {{.name = "softmax_cross_entropy"}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {4 * static_cast<double>(in[0].numel()), "4*B*C (max, sub, exp, add)"};
+  }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return static_cast<std::size_t>(in[0].shape()[0]) * sizeof(double);
   }
@@ -154,6 +157,9 @@ class SoftmaxCrossEntropyBackwardOp final : public Op {
  public:
   static constexpr OpTraits kKinds[] = {{.name = "softmax_cross_entropy_backward", .has_vjp = false}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {3 * static_cast<double>(in[0].numel()), "3*B*C"};
+  }
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const Rows r(ctx.inputs[0].shape());

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "tbgrad/data/dataset.hpp"
-#include "tbgrad/dist/communicator.hpp"
+#include "tbgrad/distributed/communicator.hpp"
 #include "tbgrad/graph/graph.hpp"
 #include "tbgrad/nn/optim.hpp"
 #include "tbgrad/nn/params.hpp"

@@ -1,8 +1,11 @@
 // Built against the installed package: the umbrella header, one header by its tbgrad/ path,
-// the checkpoint API the umbrella must include, and the training library's headers.
+// the checkpoint API the umbrella must include, the training library's headers, and the old
+// path of the communicator's header (dist/, now distributed/), kept for source compatibility.
 #include <cstdio>
 #include <tbgrad.hpp>
 #include <tbgrad/data/dataset.hpp>
+#include <tbgrad/dist/communicator.hpp>
+#include <tbgrad/dist/mpi.hpp>
 #include <tbgrad/graph/graph.hpp>
 #include <tbgrad/nn/train.hpp>
 
@@ -18,6 +21,8 @@ int main() {
   auto result = tbgrad::gradcheck(loss, {w}, {{x, xv}});
   std::printf("%s", result.report().c_str());
   tbgrad::nn::Checkpoint ckpt;  // the checkpoint API comes with the umbrella header
-  tbgrad::nn::TrainerOptions options{.batch_size = 8};
-  return result.ok && ckpt.find("w") == nullptr && options.batch_size == 8 ? 0 : 1;
+  tbgrad::nn::TrainerOptions options{.batch_size = 8, .comm = &tbgrad::dist::single()};
+  const bool ok = result.ok && ckpt.find("w") == nullptr && options.batch_size == 8 &&
+                  options.comm->size() == 1;
+  return ok ? 0 : 1;
 }

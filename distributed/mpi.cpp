@@ -1,4 +1,4 @@
-#include "dist/mpi.hpp"
+#include "distributed/mpi.hpp"
 
 #include <cstdlib>
 #include <limits>

@@ -3,7 +3,7 @@
 
 #include <memory>
 
-#include "tbgrad/dist/communicator.hpp"
+#include "tbgrad/distributed/communicator.hpp"
 
 namespace tbgrad::dist {
 

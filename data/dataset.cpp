@@ -66,7 +66,7 @@ void Batcher::in_order() {
   std::iota(order_.begin(), order_.end(), 0);
 }
 
-void Batcher::shuffle(nn::Rng& rng) {
+void Batcher::shuffle(Rng& rng) {
   in_order();
   for (std::int64_t i = size() - 1; i > 0; --i) {
     std::swap(order_[static_cast<std::size_t>(i)],

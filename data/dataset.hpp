@@ -8,8 +8,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "tbgrad/graph/rng.hpp"
 #include "tbgrad/graph/tensor.hpp"
-#include "tbgrad/nn/init.hpp"
 
 namespace tbgrad::data {
 
@@ -52,7 +52,7 @@ class Batcher {
 
   // Fisher-Yates from the identity, drawing from rng: rng's state alone fixes the order, so a
   // run resumed from a saved generator sees the same batches as one that never stopped.
-  void shuffle(nn::Rng& rng);
+  void shuffle(Rng& rng);
   void in_order();
 
   const Dataset& dataset() const { return data_; }

@@ -14,6 +14,7 @@
 #include "tbgrad/graph/isa.hpp"
 #include "tbgrad/graph/op.hpp"
 #include "tbgrad/graph/parallel.hpp"
+#include "tbgrad/graph/rng.hpp"
 #include "tbgrad/graph/tensor.hpp"
 #include "tbgrad/nn/checkpoint.hpp"
 #include "tbgrad/nn/init.hpp"

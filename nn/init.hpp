@@ -2,30 +2,15 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
-#include <string>
 #include <utility>
 
+#include "tbgrad/graph/rng.hpp"
 #include "tbgrad/graph/tensor.hpp"
 
 namespace tbgrad::nn {
 
-// mt19937_64 with our own conversions to uniform and normal numbers: the standard library's
-// distributions are implementation-defined, and a seed must give the same weights everywhere.
-class Rng {
- public:
-  explicit Rng(std::uint64_t seed = 0) : engine_(seed) {}
-  std::uint64_t next() { return engine_(); }
-  double uniform();                          // [0, 1)
-  double uniform(double lo, double hi);      // [lo, hi)
-  double normal();                           // N(0, 1), Box-Muller
-  std::uint64_t below(std::uint64_t n);      // uniform integer in [0, n), unbiased
-  std::string state() const;                 // for checkpoints
-  void set_state(const std::string& state);  // throws tbgrad::Error on a malformed state
-
- private:
-  std::mt19937_64 engine_;
-};
+// The library's random generator (graph/rng.hpp), under the name this header always gave it.
+using Rng = tbgrad::Rng;
 
 // (fan_in, fan_out) of a weight: [out, in] for linear layers, [OC, IC, KH, KW] for conv.
 std::pair<std::int64_t, std::int64_t> fans(const Shape& weight);

@@ -10,6 +10,7 @@
 #include <string>
 #include <tbgrad.hpp>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "tests/custom_cnn.hpp"
@@ -74,6 +75,10 @@ TEST(Batcher, TheSameGeneratorStateGivesTheSameOrder) {
   a.shuffle(r1);  // the next epoch's order differs
   EXPECT_FALSE(std::equal(a.batch(0).begin(), a.batch(0).end(), b.batch(0).begin()));
 }
+
+// The batcher draws its order from the initialisers' generator class, graph/rng.hpp's (data/
+// includes nothing of nn/), which nn::Rng still names.
+static_assert(std::is_same_v<nn::Rng, Rng>);
 
 TEST(Batcher, FillScalesPixelsToTheUnitIntervalAndCopiesLabels) {
   const data::Dataset d = random_dataset(10, 2);

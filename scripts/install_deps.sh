@@ -7,11 +7,13 @@
 #   the AArch64 cross compiler, qemu and the :arm64 libraries only for scripts/test_aarch64.sh
 #   (this adds the arm64 architecture to dpkg); Open MPI only for training over several
 #   processes (docs/distributed.md; the build uses it when found).
+# PyTorch (python3-torch, with numpy) is a default: the test suite compares every op with it
+# (tests/test_ops_torch.cpp).
 set -euo pipefail
 
 aarch64=0
 packages=(g++ cmake ninja-build pkg-config libtbb-dev libhwy-dev libboost-program-options-dev
-          libgtest-dev zlib1g-dev libpng-dev nlohmann-json3-dev)
+          libgtest-dev zlib1g-dev libpng-dev nlohmann-json3-dev python3-torch python3-numpy)
 for arg in "$@"; do
   case "$arg" in
     --with-npm) command -v npm > /dev/null || packages+=(npm) ;;

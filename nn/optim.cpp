@@ -1,5 +1,6 @@
 #include "nn/optim.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -188,12 +189,37 @@ std::unique_ptr<Optimizer> Adam::clone_for(std::vector<Tensor> params) const {
   return std::make_unique<Adam>(std::move(params), lr_, beta1_, beta2_, eps_);
 }
 
+const std::vector<std::string>& optimizer_names() {
+  static const std::vector<std::string> names = {"sgd", "momentum", "adam"};
+  return names;
+}
+
+const std::string& optimizer_choices() {
+  static const std::string choices = [] {
+    const std::vector<std::string>& names = optimizer_names();
+    std::string s = names.front();
+    for (std::size_t i = 1; i < names.size(); ++i) {
+      s += (i + 1 < names.size() ? ", " : " or ") + names[i];
+    }
+    return s;
+  }();
+  return choices;
+}
+
+void check_optimizer_name(const std::string& name) {
+  const std::vector<std::string>& names = optimizer_names();
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    throw Error("unknown optimizer '" + name + "' (expected " + optimizer_choices() + ")");
+  }
+}
+
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<Tensor> params,
                                           double lr) {
+  check_optimizer_name(kind);
   if (kind == "sgd") return std::make_unique<SGD>(std::move(params), lr);
   if (kind == "momentum") return std::make_unique<Momentum>(std::move(params), lr);
   if (kind == "adam") return std::make_unique<Adam>(std::move(params), lr);
-  throw Error("unknown optimizer '" + kind + "' (expected sgd, momentum or adam)");
+  throw Error("make_optimizer: optimizer_names() lists '" + kind + "', which it cannot build");
 }
 
 }  // namespace tbgrad::nn

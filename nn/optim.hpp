@@ -85,7 +85,16 @@ class Adam final : public Optimizer {
   std::vector<Tensor> m_, v_;
 };
 
-// "sgd", "momentum" or "adam"; throws tbgrad::Error otherwise.
+// The optimizers make_optimizer builds, by name: "sgd", "momentum", "adam".
+const std::vector<std::string>& optimizer_names();
+// The names as a message lists the choices: "sgd, momentum or adam".
+const std::string& optimizer_choices();
+// Throws tbgrad::Error ("unknown optimizer 'rmsprop' (expected sgd, momentum or adam)") unless
+// `name` is one of optimizer_names(). The one check of an optimizer's name: make_optimizer makes
+// it, and so do programs that take a name from their user or a file before building one.
+void check_optimizer_name(const std::string& name);
+
+// One of optimizer_names(); throws tbgrad::Error (check_optimizer_name's) otherwise.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<Tensor> params,
                                           double lr);
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <sstream>
 #include <tbgrad.hpp>
@@ -55,6 +56,24 @@ TEST(Trainer, LearnsSyntheticShapesToHighAccuracy) {
   ASSERT_EQ(r.epochs.size(), 4u);
   EXPECT_GE(r.test.accuracy, 0.95) << "test loss " << r.test.loss;
   EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
+}
+
+// The one check of a schedule's name: --schedule and scheduled_lr list the same choices.
+TEST(Trainer, AnUnknownScheduleIsAnErrorListingTheChoices) {
+  EXPECT_EQ(schedule_choices(), "cosine or constant");
+  EXPECT_NO_THROW(check_schedule_name("cosine"));
+  EXPECT_EQ(scheduled_lr("constant", 0.5, 3, 5), 0.5);
+  EXPECT_EQ(scheduled_lr("cosine", 0.5, 1, 5), 0.5);
+  for (const auto& check : {std::function<void()>([] { check_schedule_name("linear"); }),
+                            std::function<void()>([] { scheduled_lr("linear", 0.5, 1, 5); })}) {
+    try {
+      check();
+      ADD_FAILURE() << "linear accepted";
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(),
+                   "unknown learning-rate schedule 'linear' (expected cosine or constant)");
+    }
+  }
 }
 
 class EveryModelAndOptimizer

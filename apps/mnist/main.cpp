@@ -414,8 +414,11 @@ int cmd_train(const std::vector<std::string>& args) {
     cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
     if (vm.count("optimizer")) {
       cfg.optimizer = vm["optimizer"].as<std::string>();
-      if (cfg.optimizer != "sgd" && cfg.optimizer != "momentum" && cfg.optimizer != "adam") {
-        throw UsageError("--optimizer must be sgd, momentum or adam, got '" + cfg.optimizer + "'");
+      try {
+        nn::check_optimizer_name(cfg.optimizer);
+      } catch (const Error&) {
+        throw UsageError("--optimizer must be " + nn::optimizer_choices() + ", got '" +
+                         cfg.optimizer + "'");
       }
     }
     if (vm.count("lr")) cfg.lr = positive_double_option(vm, "lr", 1e6);
@@ -426,8 +429,11 @@ int cmd_train(const std::vector<std::string>& args) {
       throw UsageError(std::string("--init: ") + e.what());
     }
     cfg.schedule = vm["schedule"].as<std::string>();
-    if (cfg.schedule != "cosine" && cfg.schedule != "constant") {
-      throw UsageError("--schedule must be cosine or constant, got '" + cfg.schedule + "'");
+    try {
+      mnist::check_schedule_name(cfg.schedule);
+    } catch (const Error&) {
+      throw UsageError("--schedule must be " + mnist::schedule_choices() + ", got '" +
+                       cfg.schedule + "'");
     }
     cfg.seed = static_cast<std::uint64_t>(
         int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));

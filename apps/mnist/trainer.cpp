@@ -81,16 +81,27 @@ EvalResult to_eval_result(const nn::Evaluation& e) {
 
 }  // namespace
 
+const std::string& schedule_choices() {
+  static const std::string choices = "cosine or constant";
+  return choices;
+}
+
+void check_schedule_name(const std::string& schedule) {
+  if (schedule != "cosine" && schedule != "constant") {
+    throw Error("unknown learning-rate schedule '" + schedule + "' (expected " +
+                schedule_choices() + ")");
+  }
+}
+
 double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch,
                     std::int64_t epochs) {
+  check_schedule_name(schedule);
   if (schedule == "constant") return lr;
-  if (schedule == "cosine") {
-    constexpr double kPi = 3.14159265358979323846;
-    const double progress =
-        static_cast<double>(epoch - 1) / static_cast<double>(std::max<std::int64_t>(epochs, 1));
-    return lr * 0.5 * (1.0 + std::cos(kPi * progress));
-  }
-  throw Error("unknown learning-rate schedule '" + schedule + "' (expected cosine or constant)");
+  // "cosine", the only other name check_schedule_name lets through.
+  constexpr double kPi = 3.14159265358979323846;
+  const double progress =
+      static_cast<double>(epoch - 1) / static_cast<double>(std::max<std::int64_t>(epochs, 1));
+  return lr * 0.5 * (1.0 + std::cos(kPi * progress));
 }
 
 Defaults default_hyperparameters(const std::string& model, const std::string& optimizer) {
@@ -98,6 +109,7 @@ Defaults default_hyperparameters(const std::string& model, const std::string& op
   // best of sgd 0.1, momentum 0.02 and adam 0.001/0.002 for each model.
   std::string opt = optimizer;
   if (opt.empty()) opt = model == "seed-nopool" ? "momentum" : "adam";
+  nn::check_optimizer_name(opt);
   double lr = 0;
   if (opt == "sgd") {
     lr = 0.1;
@@ -105,8 +117,6 @@ Defaults default_hyperparameters(const std::string& model, const std::string& op
     lr = 0.02;
   } else if (opt == "adam") {
     lr = model == "seed" ? 2e-3 : 1e-3;
-  } else {
-    throw Error("unknown optimizer '" + opt + "' (expected sgd, momentum or adam)");
   }
   return {opt, lr};
 }
@@ -134,9 +144,11 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       throw ModelError(config.resume.string() + ": checkpoint was trained with optimizer '" + o +
                        "', not '" + optimizer + "'");
     }
-    if (o != "sgd" && o != "momentum" && o != "adam") {
+    try {
+      nn::check_optimizer_name(o);
+    } catch (const Error&) {
       throw ModelError(config.resume.string() + ": checkpoint names an unknown optimizer '" + o +
-                       "' (expected sgd, momentum or adam)");
+                       "' (expected " + nn::optimizer_choices() + ")");
     }
     optimizer = o;
     if (lr == 0) lr = metadata_positive_double(*resumed, "lr", config.resume);

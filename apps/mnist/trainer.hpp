@@ -43,6 +43,13 @@ struct TrainConfig {
   dist::Communicator* comm = nullptr;
 };
 
+// The learning-rate schedules scheduled_lr knows, as a message lists the choices: "cosine or
+// constant".
+const std::string& schedule_choices();
+// Throws tbgrad::Error ("unknown learning-rate schedule 'linear' (expected cosine or constant)")
+// for a schedule scheduled_lr does not know: the one check of a schedule's name, made by the
+// command line and by scheduled_lr.
+void check_schedule_name(const std::string& schedule);
 // The learning rate of `epoch` (1-based) of `epochs` under `schedule`.
 double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch, std::int64_t epochs);
 

@@ -95,6 +95,21 @@ class RunningGuard {
   std::atomic<bool>& running_;
 };
 
+// Node ids are ints (graph/graph.hpp) and the plan's tables by node are vectors: these two
+// helpers are where an id or a node count becomes an index.
+std::size_t node_count(const Graph& g) {
+  return static_cast<std::size_t>(g.size());
+}
+template <typename Table>
+decltype(auto) at(Table& table, int id) {
+  return table[static_cast<std::size_t>(id)];
+}
+
+// Bytes of an op node's value.
+std::size_t value_bytes(const Node& node) {
+  return static_cast<std::size_t>(node.shape.numel()) * dtype_size(node.dtype);
+}
+
 std::vector<Value> flatten(std::initializer_list<ValueList> lists) {
   std::vector<Value> out;
   for (const ValueList& l : lists) out.insert(out.end(), l.values().begin(), l.values().end());
@@ -117,137 +132,161 @@ Executor::Executor(Graph& graph, std::span<const Value> outputs, ExecutorOptions
   plan();
 }
 
-void Executor::plan() {
-  const int n = graph_.size();
-  needed_.assign(static_cast<std::size_t>(n), 0);
-  bound_.assign(static_cast<std::size_t>(n), 0);
-  values_.assign(static_cast<std::size_t>(n), Tensor());
-  uses_.assign(static_cast<std::size_t>(n), {});
-
-  for (const Value& v : outputs_) needed_[static_cast<std::size_t>(v.id())] = 1;
-  for (int id = n - 1; id >= 0; --id) {
-    if (!needed_[static_cast<std::size_t>(id)]) continue;
-    for (int in : graph_.node(id).inputs) needed_[static_cast<std::size_t>(in)] = 1;
-  }
-  const Fusions fusions = fuse_epilogues();
-  const std::vector<Fusion>& fused = fusions.by_producer;
-
-  // The steps: every needed op node but those run as another's epilogue. Step s writes the
-  // buffer of out_node[s] (its node's, or the fused consumer's) and reads reads[s].
-  std::vector<int> op_ids, out_node;
+// The tables the phases of plan() hand on. Steps are indexed by position (std::size_t), nodes
+// by id through at().
+struct Executor::BufferPlan {
+  // By step (list_steps): the op node it runs, the node whose buffer it writes (its own, or the
+  // fused consumer's), and the nodes it reads (a fused consumer's mask among them).
+  std::vector<int> op_node, out_node;
   std::vector<std::vector<int>> reads;
-  for (int id = 0; id < n; ++id) {
-    const auto i = static_cast<std::size_t>(id);
-    if (!needed_[i] || graph_.node(id).kind != NodeKind::kOp || fusions.absorbed[i]) continue;
-    op_ids.push_back(id);
-    out_node.push_back(fused[i].consumer >= 0 ? fused[i].consumer : id);
-    reads.push_back(graph_.node(id).inputs);
-    if (fused[i].mask >= 0) reads.back().push_back(fused[i].mask);
-  }
-  // Last step that reads each node; outputs live forever.
-  constexpr int kForever = std::numeric_limits<int>::max();
-  std::vector<int> last_use(static_cast<std::size_t>(n), -1);
-  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
-    for (int in : reads[static_cast<std::size_t>(s)]) last_use[static_cast<std::size_t>(in)] = s;
-  }
-  for (const Value& v : outputs_) last_use[static_cast<std::size_t>(v.id())] = kForever;
+  // By node (find_last_uses): the step after which its buffer is free; kForever for outputs.
+  std::vector<std::size_t> last_use;
+  // assign_offsets: by node, its buffer's offset in the arena; by step, its workspace's offset
+  // and size (0: none).
+  std::vector<std::size_t> out_offset, ws_offset, ws_size;
 
-  // Assign offsets.
+  static constexpr std::size_t kForever = std::numeric_limits<std::size_t>::max();
+};
+
+// Note [Buffer plan], phase by phase: the nodes the outputs need, the consumers run as their
+// producers' epilogues (a fused pair is one step, writing the consumer's buffer), the step
+// list, the step after which each buffer is free, offsets in the arena, and the steps run()
+// executes.
+void Executor::plan() {
+  mark_needed();
+  const Fusions fusions = fuse_epilogues();
+  BufferPlan bp = list_steps(fusions);
+  find_last_uses(bp);
+  assign_offsets(bp);
+  make_steps(bp, fusions);
+}
+
+// The nodes the outputs need: each node reads only earlier ones, so one backward sweep finds
+// them all.
+void Executor::mark_needed() {
+  needed_.assign(node_count(graph_), 0);
+  for (const Value& v : outputs_) at(needed_, v.id()) = 1;
+  for (int id = graph_.size() - 1; id >= 0; --id) {
+    if (!at(needed_, id)) continue;
+    for (int in : graph_.node(id).inputs) at(needed_, in) = 1;
+  }
+}
+
+// The steps, in creation order: every needed op node but those run as another's epilogue.
+Executor::BufferPlan Executor::list_steps(const Fusions& fusions) const {
+  BufferPlan bp;
+  for (int id = 0; id < graph_.size(); ++id) {
+    if (!at(needed_, id) || graph_.node(id).kind != NodeKind::kOp || at(fusions.absorbed, id)) {
+      continue;
+    }
+    const Fusion& f = at(fusions.by_producer, id);
+    bp.op_node.push_back(id);
+    bp.out_node.push_back(f.consumer >= 0 ? f.consumer : id);
+    bp.reads.push_back(graph_.node(id).inputs);
+    if (f.mask >= 0) bp.reads.back().push_back(f.mask);
+  }
+  return bp;
+}
+
+// The last step that reads each value. A value nobody reads is free right after the step that
+// writes it (readers always come later, so a reader's step overrides that); outputs live
+// forever.
+void Executor::find_last_uses(BufferPlan& bp) const {
+  bp.last_use.assign(node_count(graph_), BufferPlan::kForever);
+  for (std::size_t s = 0; s < bp.out_node.size(); ++s) at(bp.last_use, bp.out_node[s]) = s;
+  for (std::size_t s = 0; s < bp.reads.size(); ++s) {
+    for (int in : bp.reads[s]) at(bp.last_use, in) = s;
+  }
+  for (const Value& v : outputs_) at(bp.last_use, v.id()) = BufferPlan::kForever;
+}
+
+// Offsets in the arena, step by step: the step's output, then its workspace (live during the
+// step only), then the buffers whose last use it was are released for later steps.
+void Executor::assign_offsets(BufferPlan& bp) {
+  const std::size_t steps = bp.op_node.size();
   OffsetAllocator alloc;
-  std::vector<std::size_t> out_offset(static_cast<std::size_t>(n), 0);
-  std::vector<std::size_t> ws_offset(op_ids.size(), 0), ws_size(op_ids.size(), 0);
-  std::vector<std::vector<int>> release_after(op_ids.size());
-  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
-    const int id = op_ids[static_cast<std::size_t>(s)];
+  bp.out_offset.assign(node_count(graph_), 0);
+  bp.ws_offset.assign(steps, 0);
+  bp.ws_size.assign(steps, 0);
+  std::vector<int> release;
+  for (std::size_t s = 0; s < steps; ++s) {
+    const int id = bp.op_node[s];
     const Node& node = graph_.node(id);
     std::vector<Value> ins;
     for (int in : node.inputs) ins.emplace_back(&graph_, in);
-    const std::size_t out_bytes =
-        static_cast<std::size_t>(node.shape.numel()) * dtype_size(node.dtype);
+    const std::size_t out_bytes = value_bytes(node);
     const std::size_t ws_bytes = node.op->workspace_bytes(ins, Value(&graph_, id));
     // A fused step writes its consumer's buffer (same shape and dtype); its own has none.
-    const int out = out_node[static_cast<std::size_t>(s)];
-    out_offset[static_cast<std::size_t>(out)] = alloc.allocate(out_bytes);
-    out_offset[static_cast<std::size_t>(id)] = out_offset[static_cast<std::size_t>(out)];
+    const int out = bp.out_node[s];
+    at(bp.out_offset, out) = alloc.allocate(out_bytes);
+    at(bp.out_offset, id) = at(bp.out_offset, out);
     unplanned_bytes_ += aligned_size(std::max<std::size_t>(out_bytes, 1));
+    // The workspace is released before the step's other buffers, which is fine: it is only live
+    // during its own step and is allocated after the output, so they never overlap.
     if (ws_bytes) {
-      ws_offset[static_cast<std::size_t>(s)] = alloc.allocate(ws_bytes);
-      ws_size[static_cast<std::size_t>(s)] = ws_bytes;
+      bp.ws_offset[s] = alloc.allocate(ws_bytes);
+      bp.ws_size[s] = ws_bytes;
       unplanned_bytes_ += aligned_size(ws_bytes);
-      alloc.release(ws_offset[static_cast<std::size_t>(s)], ws_bytes);
+      alloc.release(bp.ws_offset[s], ws_bytes);
     }
-    // A value nobody reads (and that is not an output) is released right away.
-    if (last_use[static_cast<std::size_t>(out)] < 0) last_use[static_cast<std::size_t>(out)] = s;
-    for (int in : reads[static_cast<std::size_t>(s)]) {
-      if (graph_.node(in).kind == NodeKind::kOp && last_use[static_cast<std::size_t>(in)] == s) {
-        release_after[static_cast<std::size_t>(s)].push_back(in);
-      }
+    // Release after the step: a step's inputs and output are live together. In node order, each
+    // once: the order decides which free blocks merge, hence the later offsets.
+    release.clear();
+    for (int in : bp.reads[s]) {
+      if (graph_.node(in).kind == NodeKind::kOp && at(bp.last_use, in) == s) release.push_back(in);
     }
-    if (last_use[static_cast<std::size_t>(out)] == s) {
-      release_after[static_cast<std::size_t>(s)].push_back(out);
-    }
-    // Release after the step: a step's inputs and output are live together.
-    std::sort(release_after[static_cast<std::size_t>(s)].begin(),
-              release_after[static_cast<std::size_t>(s)].end());
-    release_after[static_cast<std::size_t>(s)].erase(
-        std::unique(release_after[static_cast<std::size_t>(s)].begin(),
-                    release_after[static_cast<std::size_t>(s)].end()),
-        release_after[static_cast<std::size_t>(s)].end());
-    for (int r : release_after[static_cast<std::size_t>(s)]) {
-      const Node& rn = graph_.node(r);
-      alloc.release(out_offset[static_cast<std::size_t>(r)],
-                    static_cast<std::size_t>(rn.shape.numel()) * dtype_size(rn.dtype));
-    }
+    if (at(bp.last_use, out) == s) release.push_back(out);
+    std::sort(release.begin(), release.end());
+    release.erase(std::unique(release.begin(), release.end()), release.end());
+    for (int r : release) alloc.release(at(bp.out_offset, r), value_bytes(graph_.node(r)));
   }
-  // Note: the workspace is released before the step's other buffers in the plan above, which is
-  // fine because the workspace is only live during its own step and is allocated after the
-  // output, so they never overlap.
-
   arena_bytes_ = alloc.size();
+}
+
+// The arena, a tensor for every needed node (op values are views into the arena), and the
+// steps run() executes, with where bind() must put each input.
+void Executor::make_steps(const BufferPlan& bp, const Fusions& fusions) {
   arena_ = allocate_aligned(arena_bytes_);
   auto* base = static_cast<std::byte*>(arena_.get());
-
-  // Tensors for every needed node.
-  for (int id = 0; id < n; ++id) {
-    if (!needed_[static_cast<std::size_t>(id)]) continue;
+  values_.assign(node_count(graph_), Tensor());
+  bound_.assign(node_count(graph_), 0);
+  uses_.assign(node_count(graph_), {});
+  for (int id = 0; id < graph_.size(); ++id) {
+    if (!at(needed_, id)) continue;
     const Node& node = graph_.node(id);
     switch (node.kind) {
       case NodeKind::kParam:
       case NodeKind::kConstant:
-        values_[static_cast<std::size_t>(id)] = node.value;
+        at(values_, id) = node.value;
         break;
       case NodeKind::kInput:
       case NodeKind::kLabels:
         break;  // set by bind()
       case NodeKind::kOp:
-        values_[static_cast<std::size_t>(id)] =
-            Tensor::view(node.shape, node.dtype, base + out_offset[static_cast<std::size_t>(id)]);
+        at(values_, id) = Tensor::view(node.shape, node.dtype, base + at(bp.out_offset, id));
         break;
     }
   }
-  steps_.reserve(op_ids.size());
-  for (int s = 0; s < static_cast<int>(op_ids.size()); ++s) {
-    const int id = op_ids[static_cast<std::size_t>(s)];
+  steps_.reserve(bp.op_node.size());
+  for (std::size_t s = 0; s < bp.op_node.size(); ++s) {
+    const int id = bp.op_node[s];
     const Node& node = graph_.node(id);
     Step step;
     step.op = node.op.get();
     step.node = id;
-    step.output = values_[static_cast<std::size_t>(id)];
-    step.workspace =
-        ws_size[static_cast<std::size_t>(s)] ? base + ws_offset[static_cast<std::size_t>(s)] : nullptr;
-    const Fusion& f = fused[static_cast<std::size_t>(id)];
+    step.output = at(values_, id);
+    step.workspace = bp.ws_size[s] ? base + bp.ws_offset[s] : nullptr;
+    const Fusion& f = at(fusions.by_producer, id);
     if (f.consumer >= 0) {
       step.fused = f.consumer;
       step.epilogue_kind = f.kind;
-      if (f.mask >= 0) step.epilogue_mask = values_[static_cast<std::size_t>(f.mask)];
+      if (f.mask >= 0) step.epilogue_mask = at(values_, f.mask);
     }
-    for (int slot = 0; slot < static_cast<int>(node.inputs.size()); ++slot) {
-      const int in = node.inputs[static_cast<std::size_t>(slot)];
-      step.inputs.push_back(values_[static_cast<std::size_t>(in)]);
+    for (std::size_t slot = 0; slot < node.inputs.size(); ++slot) {
+      const int in = node.inputs[slot];
+      step.inputs.push_back(at(values_, in));
       const NodeKind k = graph_.node(in).kind;
-      if (k == NodeKind::kInput || k == NodeKind::kLabels) {
-        uses_[static_cast<std::size_t>(in)].push_back({s, slot});
-      }
+      if (k == NodeKind::kInput || k == NodeKind::kLabels) at(uses_, in).push_back({s, slot});
     }
     steps_.push_back(std::move(step));
   }
@@ -261,29 +300,27 @@ void Executor::plan() {
 // input, which bind() could change after planning). E's step then disappears: P writes E's
 // buffer and applies the epilogue.
 Executor::Fusions Executor::fuse_epilogues() const {
-  const int n = graph_.size();
-  Fusions f{std::vector<Fusion>(static_cast<std::size_t>(n)),
-            std::vector<char>(static_cast<std::size_t>(n), 0)};
+  const std::size_t n = node_count(graph_);
+  Fusions f{std::vector<Fusion>(n), std::vector<char>(n, 0)};
   if (!options_.fuse) return f;
-  std::vector<int> readers(static_cast<std::size_t>(n), 0);
-  std::vector<char> is_output(static_cast<std::size_t>(n), 0);
-  for (const Value& v : outputs_) is_output[static_cast<std::size_t>(v.id())] = 1;
-  for (int id = 0; id < n; ++id) {
-    if (!needed_[static_cast<std::size_t>(id)]) continue;
-    for (int in : graph_.node(id).inputs) ++readers[static_cast<std::size_t>(in)];
+  std::vector<int> readers(n, 0);
+  std::vector<char> is_output(n, 0);
+  for (const Value& v : outputs_) at(is_output, v.id()) = 1;
+  for (int id = 0; id < graph_.size(); ++id) {
+    if (!at(needed_, id)) continue;
+    for (int in : graph_.node(id).inputs) ++at(readers, in);
   }
-  for (int e = 0; e < n; ++e) {
+  for (int e = 0; e < graph_.size(); ++e) {
     const Node& en = graph_.node(e);
-    if (!needed_[static_cast<std::size_t>(e)] || en.kind != NodeKind::kOp) continue;
+    if (!at(needed_, e) || en.kind != NodeKind::kOp) continue;
     const Epilogue::Kind kind = en.op->epilogue_kind();
     if (kind == Epilogue::Kind::kNone) continue;
     const std::size_t slot = kind == Epilogue::Kind::kReluMask ? 1 : 0;
     if (en.inputs.size() <= slot) continue;
     const int p = en.inputs[slot];
-    const auto pi = static_cast<std::size_t>(p);
     const Node& pn = graph_.node(p);
-    if (pn.kind != NodeKind::kOp || is_output[pi] || readers[pi] != 1 || f.absorbed[pi] ||
-        f.by_producer[pi].consumer >= 0 || !pn.op->accepts_epilogue(kind) ||
+    if (pn.kind != NodeKind::kOp || at(is_output, p) || at(readers, p) != 1 || at(f.absorbed, p) ||
+        at(f.by_producer, p).consumer >= 0 || !pn.op->accepts_epilogue(kind) ||
         !(pn.shape == en.shape) || pn.dtype != en.dtype) {
       continue;
     }
@@ -293,8 +330,8 @@ Executor::Fusions Executor::fuse_epilogues() const {
       const NodeKind mk = graph_.node(mask).kind;
       if (mask >= p || mk == NodeKind::kInput || mk == NodeKind::kLabels) continue;
     }
-    f.by_producer[pi] = Fusion{e, mask, kind};
-    f.absorbed[static_cast<std::size_t>(e)] = 1;
+    at(f.by_producer, p) = Fusion{e, mask, kind};
+    at(f.absorbed, e) = 1;
   }
   return f;
 }
@@ -321,9 +358,7 @@ Executor& Executor::bind(Value input, const Tensor& t) {
   if (id >= needed_.size()) return *this;  // created after this executor: not read by it
   values_[id] = t;
   bound_[id] = 1;
-  for (const InputUse& use : uses_[id]) {
-    steps_[static_cast<std::size_t>(use.step)].inputs[static_cast<std::size_t>(use.slot)] = t;
-  }
+  for (const InputUse& use : uses_[id]) steps_[use.step].inputs[use.slot] = t;
   return *this;
 }
 

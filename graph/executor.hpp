@@ -111,12 +111,19 @@ class Executor {
     std::vector<char> absorbed;       // by node id: runs as another step's epilogue
   };
   struct InputUse {
-    int step;
-    int slot;
+    std::size_t step;
+    std::size_t slot;
   };
 
+  // Note [Buffer plan] in phases, which plan() runs in this order (graph/executor.cpp).
+  struct BufferPlan;  // the tables one phase hands to the next
   void plan();
+  void mark_needed();
   Fusions fuse_epilogues() const;
+  BufferPlan list_steps(const Fusions& fusions) const;
+  void find_last_uses(BufferPlan& bp) const;
+  void assign_offsets(BufferPlan& bp);
+  void make_steps(const BufferPlan& bp, const Fusions& fusions);
   void run_steps();
 
   Graph& graph_;

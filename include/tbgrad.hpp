@@ -10,6 +10,7 @@
 #include "tbgrad/distributed/communicator.hpp"
 #include "tbgrad/distributed/mpi.hpp"
 #include "tbgrad/graph/executor.hpp"
+#include "tbgrad/graph/format.hpp"
 #include "tbgrad/graph/graph.hpp"
 #include "tbgrad/graph/isa.hpp"
 #include "tbgrad/graph/op.hpp"

@@ -3,6 +3,7 @@
 #include <tbb/task_arena.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <tbgrad.hpp>
 
@@ -287,6 +288,15 @@ TEST(Epilogues, AMaskThatIsAnInputIsNotFused) {
     const double pooled = gv.at(plane * 4 + (row / 2) * 2 + col / 2) / 4;
     EXPECT_FLOAT_EQ(static_cast<float>(ex[gx].at(i)),
                     static_cast<float>(sv.at(i) > 0 ? pooled : 0.0)) << i;
+  }
+}
+
+// format_double (graph/format.hpp): enough digits that the text reads back as the same double.
+TEST(Format, ADoubleReadsBackExactly) {
+  EXPECT_EQ(format_double(0.1), "0.10000000000000001");
+  EXPECT_EQ(format_double(2), "2");
+  for (double v : {1.0 / 3, -1e-300, 6.02214076e23}) {
+    EXPECT_EQ(std::strtod(format_double(v).c_str(), nullptr), v) << format_double(v);
   }
 }
 

@@ -14,9 +14,6 @@
 
 namespace tbgrad::mnist {
 
-// A double printed with enough digits to read back exactly ("%.17g").
-std::string format_double(double v);
-
 // The copy of the weights from before each step is allocated here once. A disabled log (empty
 // path) does nothing.
 class StepLog {

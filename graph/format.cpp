@@ -1,8 +1,8 @@
-#include "apps/mnist/step_log.hpp"
+#include "graph/format.hpp"
 
 #include <cstdio>
 
-namespace tbgrad::mnist {
+namespace tbgrad {
 
 std::string format_double(double v) {
   char buf[64];
@@ -10,4 +10,4 @@ std::string format_double(double v) {
   return buf;
 }
 
-}  // namespace tbgrad::mnist
+}  // namespace tbgrad

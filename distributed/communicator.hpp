@@ -1,6 +1,6 @@
 // The processes that train one model together (docs/distributed.md): a communicator moves
 // bytes between them, and nn::Trainer uses it to combine what each process computed in the
-// same fixed order as its threads do (Note [Ranks] in nn/train.cpp). MPI does the transport
+// same fixed order as its threads do (Note [Ranks] in nn/train/exchange.hpp). MPI does the transport
 // (distributed/mpi.hpp); a program not launched by mpirun has one process, single().
 //
 // This folder was named dist/; its old paths (<tbgrad/dist/...>) still work through the

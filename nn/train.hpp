@@ -49,12 +49,12 @@ void create_parameters(const ModelFn& model, ParamStore& store);
 
 struct TrainerOptions {
   std::int64_t batch_size = 32;
-  // Examples per micro-batch (Note [Micro-batches] in nn/train.cpp); 0 lets the library choose.
+  // Examples per micro-batch (Note [Micro-batches] in nn/train/partition.hpp); 0 lets the library choose.
   // A micro-batch of at least the batch size keeps the whole batch in one graph.
   std::int64_t micro_batch = 0;
   // The processes training together (dist::MpiSession::world()), each running its share of
   // every batch's micro-batches; all must construct the trainer and step alike, and every
-  // rank's weights stay bit-identical to one process's (Note [Ranks] in nn/train.cpp).
+  // rank's weights stay bit-identical to one process's (Note [Ranks] in nn/train/exchange.hpp).
   // Null: this process alone. It must outlive the trainer.
   dist::Communicator* comm = nullptr;
 };
@@ -69,7 +69,7 @@ class DivergedError : public std::runtime_error {
 // parallel, each thread on its own replica of the parameters and optimizer state, and forms the
 // batch's gradient in a fixed order, so results are bit-identical for any thread count. Gradients
 // that contract over the batch (a matmul's dW = dYᵀ·X, a bias's column sum) are recognised in the
-// graph and formed once over the whole batch (Note [Replicas] in nn/train.cpp). `store` and
+// graph and formed once over the whole batch (Note [Replicas] in nn/train/replicas.hpp). `store` and
 // `optimizer` are replica 0: they hold the result after every update. Built before the loop;
 // a step allocates nothing once each batch size has been seen once.
 class Trainer {

@@ -1,5 +1,5 @@
 // Ranks as threads of one process, for testing the trainer's and the evaluator's exchange
-// between ranks (Note [Ranks] in nn/train.cpp) without MPI (and under the sanitizers, whose
+// between ranks (Note [Ranks] in nn/train/exchange.hpp) without MPI (and under the sanitizers, whose
 // builds have no MPI).
 #pragma once
 

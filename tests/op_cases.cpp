@@ -3,13 +3,13 @@
 // geometry of a row. Rows cover odd sizes, size-1 dimensions, strides and padding on each axis,
 // and sizes large enough for the kernels' register tiles, vector remainders and parallel paths.
 //
-// Where tbgrad and PyTorch differ by design, the inputs avoid the difference:
-// - relu's gradient at exactly 0 (tbgrad passes none, as torch does, but finite differences there
-//   see a kink): relu's inputs stay away from zero (InputKind::kAwayFromZero).
+// Where the gradient is a convention rather than a derivative, the inputs avoid it:
+// - relu at exactly 0: tbgrad's gradient there is 0, as torch's is, but central differences
+//   straddle the kink. relu's inputs stay away from zero (InputKind::kAwayFromZero).
 // - Max pooling's ties: tbgrad gives the gradient to the first maximum in row-major window
-//   order, torch to the one its kernel happens to keep. The inputs are distinct
-//   (InputKind::kDistinct), so no window has a tie; MaxPool2dBackward.GivesTiesToTheFirst... in
-//   tests/test_ops_gradcheck.cpp tests tbgrad's rule by hand.
+//   order, a rule torch does not document. The inputs are distinct (InputKind::kDistinct), so no
+//   window has a tie; MaxPool2dBackward.GivesTiesToTheFirstMaximumInRowMajorOrder
+//   (tests/test_ops_gradcheck.cpp) tests tbgrad's rule by hand.
 // - Average pooling divides every window by KH*KW (padded cells count as zeros): that is torch's
 //   count_include_pad=True, which divides by the window clipped to the padded image, and with
 //   floor rounding (ceil_mode=False) no window reaches past the padding.
@@ -510,27 +510,27 @@ void add_sum_to_and_broadcast_to_cases(Table& t) {
 }
 
 void add_reshape_cases(Table& t) {
-  t.push_back({.op = "reshape",
-               .name = "2x3x4_to_4xinferred",
-               .inputs = {uniform("x", {2, 3, 4})},
-               .build =
-                   [](Graph&, Inputs in) {
-                     return reshape(in[0], {4, -1});
-                   },
-               .torch = "x.reshape(4, -1)"});
-  t.push_back({.op = "reshape",
-               .name = "flatten_2x3x4x5",
-               .inputs = {uniform("x", {2, 3, 4, 5})},
-               .build = [](Graph&, Inputs in) { return flatten(in[0]); },
-               .torch = "x.flatten(1)"});
-  t.push_back({.op = "reshape",
-               .name = "1x6x1_to_3x2",
-               .inputs = {uniform("x", {1, 6, 1})},
-               .build =
-                   [](Graph&, Inputs in) {
-                     return reshape(in[0], {3, 2});
-                   },
-               .torch = "x.reshape(3, 2)"});
+  struct Row {
+    const char* name;
+    Shape in;
+    Value (*fn)(Value);
+    const char* torch;
+  };
+  Value (*const to_4_by_inferred)(Value) = [](Value x) { return reshape(x, {4, -1}); };
+  Value (*const to_3_by_2)(Value) = [](Value x) { return reshape(x, {3, 2}); };
+  const Row rows[] = {
+      {"2x3x4_to_4xinferred", {2, 3, 4}, to_4_by_inferred, "x.reshape(4, -1)"},
+      {"flatten_2x3x4x5", {2, 3, 4, 5}, [](Value x) { return flatten(x); }, "x.flatten(1)"},
+      {"1x6x1_to_3x2", {1, 6, 1}, to_3_by_2, "x.reshape(3, 2)"},
+  };
+  for (const Row& r : rows) {
+    const auto fn = r.fn;
+    t.push_back({.op = "reshape",
+                 .name = r.name,
+                 .inputs = {uniform("x", r.in)},
+                 .build = [fn](Graph&, Inputs in) { return fn(in[0]); },
+                 .torch = r.torch});
+  }
 }
 
 Table make_table() {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <ostream>
 #include <span>
 #include <string>
 #include <tbgrad.hpp>
@@ -64,6 +65,11 @@ struct OpCase {
 
 // Every case, grouped by op.
 const std::vector<OpCase>& op_cases();
+
+// Test parameters print as the case's id, not as an address.
+inline void PrintTo(const OpCase* c, std::ostream* os) {
+  *os << c->id();
+}
 
 // Whether the registered op `op` has a VJP (false for an op that is not registered).
 bool op_has_vjp(const std::string& op);

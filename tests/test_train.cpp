@@ -360,7 +360,7 @@ TEST(Trainer, ErrorsNameTheUsersBatchAndNodes) {
   nn::Trainer trainer(custom_cnn, cnn, sgd_cnn, {.batch_size = 8});
   data::Dataset small = random_dataset(8, 2);
   small.rows = small.cols = 14;
-  small.images.resize(8 * 196);
+  small.images.resize(std::size_t{8} * 196);
   e = message_of<data::DataError>([&] { trainer.step(small, iota(8)); });
   EXPECT_NE(e.find("the data set's examples are 14x14 = 196 values, the model's inputs 784 per "
                    "example"),

@@ -15,6 +15,8 @@
 //   floor rounding (ceil_mode=False) no window reaches past the padding.
 #include "op_cases.hpp"
 
+#include "op_case_util.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
@@ -26,59 +28,8 @@
 #include <vector>
 
 namespace tbgrad::testing {
+namespace cases {
 namespace {
-
-std::string str(std::int64_t v) {
-  return std::to_string(v);
-}
-
-// A Python float literal that reads back as `v`.
-std::string py_float(double v) {
-  char buf[32];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  if (ec != std::errc()) throw std::runtime_error("py_float: to_chars failed");
-  return std::string(buf, end);
-}
-
-// "(2, 1)"
-std::string py_pair(int a, int b) {
-  return "(" + str(a) + ", " + str(b) + ")";
-}
-
-// A Python tuple: "()", "(7,)", "(2, 3, 4)".
-std::string py_shape(const Shape& shape) {
-  std::string s = "(";
-  for (int i = 0; i < shape.rank(); ++i) s += (i ? ", " : "") + str(shape[i]);
-  return s + (shape.rank() == 1 ? ",)" : ")");
-}
-
-// "3x4", "2x3x4x5"; "scalar" for [].
-std::string shape_name(const Shape& shape) {
-  if (shape.rank() == 0) return "scalar";
-  std::string s;
-  for (int i = 0; i < shape.rank(); ++i) s += (i ? "x" : "") + str(shape[i]);
-  return s;
-}
-
-CaseInput uniform(std::string name, Shape shape, double lo = -1.0, double hi = 1.0) {
-  return {.name = std::move(name), .shape = shape, .lo = lo, .hi = hi};
-}
-CaseInput away_from_zero(std::string name, Shape shape) {
-  return {.name = std::move(name), .shape = shape, .kind = InputKind::kAwayFromZero};
-}
-CaseInput distinct(std::string name, Shape shape) {
-  return {.name = std::move(name), .shape = shape, .kind = InputKind::kDistinct};
-}
-CaseInput labels(std::string name, Shape shape, int classes) {
-  return {.name = std::move(name), .shape = shape, .kind = InputKind::kLabels, .classes = classes};
-}
-
-std::int64_t out_size(std::int64_t in, int k, int s, int p) {
-  return (in + 2 * std::int64_t{p} - k) / s + 1;
-}
-
-using Table = std::vector<OpCase>;
-using Inputs = std::span<const Value>;  // a Builder's inputs
 
 // ---------------------------------------------------------------------------------------------
 // conv2d and its three gradient kernels (each with a VJP: gradchecked like the forward op)
@@ -533,8 +484,9 @@ void add_reshape_cases(Table& t) {
   }
 }
 
-Table make_table() {
-  Table t;
+}  // namespace
+
+void add_core_cases(Table& t) {
   add_binary_cases(t);
   add_scale_cases(t);
   add_activations(t);
@@ -546,6 +498,17 @@ Table make_table() {
   add_matmul_cases(t);
   for (const ConvRow& r : kConvRows) add_conv_cases(t, r);
   add_reshape_cases(t);
+}
+
+}  // namespace cases
+
+namespace {
+
+using cases::Table;
+
+Table make_table() {
+  Table t;
+  cases::add_core_cases(t);
   // Grouped by op, in the order the ops first appear.
   std::vector<std::string> order;
   for (const OpCase& c : t) {

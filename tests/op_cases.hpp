@@ -4,8 +4,8 @@
 // differences for every case whose op has a VJP, the numeric VJP of the forward op for a gradient
 // kernel without one) and the PyTorch comparison (tests/test_ops_torch.cpp with
 // tests/torch_reference.py: values and gradients against torch's). Adding an op means adding its
-// rows in tests/op_cases.cpp; AllRegisteredOps (test_ops_gradcheck.cpp) fails for a registered op
-// without a case.
+// rows in its family's file (tests/op_case_util.hpp lists the files); AllRegisteredOps
+// (test_ops_gradcheck.cpp) fails for a registered op without a case.
 #pragma once
 
 #include <cstdint>

@@ -5,6 +5,8 @@
 #include <optional>
 
 #include "graph/checked.hpp"
+#include "graph/parallel.hpp"
+#include "ops/conv2d_general.hpp"
 #include "ops/conv2d_kernels.hpp"
 #include "ops/kernel_util.hpp"
 #include "ops/reduce.hpp"
@@ -22,8 +24,23 @@ inline std::int64_t flipped_elements(const ConvGeometry& g) {
   return detail::round_up(g.oc * g.ic * g.kernel_size(), 16);
 }
 
-Conv2dOptions options_of(const Window2d& w) {
-  return Conv2dOptions{Pair2(w.sh, w.sw), Pair2(w.ph, w.pw)};
+Conv2dOptions options_of(const ConvGeometry& g) {
+  const Window2d& w = g.win;
+  return Conv2dOptions{Pair2(w.sh, w.sw), Pair2(w.ph, w.pw), Pair2(w.dh, w.dw),
+                       static_cast<int>(g.groups)};
+}
+
+// y[n, c, :, :] += b[c] over [N, C, plane].
+template <typename T>
+void add_channel_bias(std::int64_t n, std::int64_t c, std::int64_t plane, const T* b, T* y) {
+  parallel_for(n * c, std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, plane)),
+               [&](std::int64_t lo, std::int64_t hi) {
+                 for (std::int64_t t = lo; t < hi; ++t) {
+                   T* yp = y + t * plane;
+                   const T bv = b[t % c];
+                   for (std::int64_t i = 0; i < plane; ++i) yp[i] += bv;
+                 }
+               });
 }
 
 class Conv2dOp final : public Op {
@@ -31,7 +48,11 @@ class Conv2dOp final : public Op {
   Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d", .accepts_relu = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
-  // x [N,IC,H,W], w [OC,IC,KH,KW] -> y [N,OC,OH,OW]
+  // The direct kernels of other groups and dilations apply no epilogue.
+  bool accepts_epilogue(Epilogue::Kind kind) const override {
+    return g_.dense() && Op::accepts_epilogue(kind);
+  }
+  // x [N,IC,H,W], w [OC,IC/G,KH,KW] -> y [N,OC,OH,OW]
   OpCost cost(std::span<const Shape> in, const Shape& out) const override {
     const double taps = static_cast<double>(in[1][1] * in[1][2] * in[1][3]);
     const double y = static_cast<double>(out.numel());
@@ -40,6 +61,7 @@ class Conv2dOp final : public Op {
   }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    if (!g_.dense()) return 0;
     return in[0].dtype() == DType::kF32
                ? static_cast<std::size_t>(detail::conv_forward_workspace<float>(g_)) * 4
                : static_cast<std::size_t>(detail::conv_forward_workspace<double>(g_)) * 8;
@@ -48,16 +70,17 @@ class Conv2dOp final : public Op {
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();                        // [N, IC, H, W]
-      const T* k = ctx.inputs[1].data<T>();                        // [OC, IC, KH, KW]
+      const T* k = ctx.inputs[1].data<T>();                        // [OC, IC/G, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
       T* y = ctx.output.data<T>();                                 // [N, OC, OH, OW]
+      if (!g_.dense()) return detail::conv2d_general_forward(g_, x, k, b, y);
       detail::conv2d_forward_kernel(g_, x, k, b, y, static_cast<T*>(ctx.workspace),
                                     detail::output_epilogue<T>(ctx));
     });
   }
 
   std::vector<Value> vjp(std::span<const Value> in, Value, Value gy) const override {
-    const Conv2dOptions o = options_of(g_.win);
+    const Conv2dOptions o = options_of(g_);
     std::vector<Value> grads = {conv2d_backward_input(gy, in[1], in[0].shape(), o),
                                 conv2d_backward_weight(in[0], gy, in[1].shape(), o)};
     if (has_bias_) grads.push_back(conv2d_backward_bias(gy));
@@ -74,7 +97,7 @@ TBGRAD_REGISTER_OPS(Conv2dOp);
 // 1 and padding < kernel.
 std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
   const Window2d& w = g.win;
-  if (w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw) return std::nullopt;
+  if (!g.dense() || w.sh != 1 || w.sw != 1 || w.ph >= w.kh || w.pw >= w.kw) return std::nullopt;
   const Conv2dOptions o{1, Pair2(w.kh - 1 - w.ph, w.kw - 1 - w.pw)};
   return ConvGeometry(Shape{g.n, g.oc, g.oh, g.ow}, Shape{g.ic, g.oc, w.kh, w.kw}, o);
 }
@@ -82,17 +105,29 @@ std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
 // With stride 1, the input gradient is itself a convolution: the output gradient, padded by
 // (KH-1-ph, KW-1-pw), correlated with the kernel flipped in space and transposed in channels.
 // That reuses the register-blocked forward kernel and writes every element once. Other strides
-// (and paddings of a kernel's size or more) scatter through the window instead.
+// (and paddings of a kernel's size or more) scatter through the window instead; other groups and
+// dilations run the direct kernel (ops/conv2d_general.hpp).
+//
+// The same op is conv_transpose2d (F.conv_transpose2d): its x is the output gradient here, its
+// weight [IC, OC/G, KH, KW] the convolution's [OC, IC/G, KH, KW], its output the convolution's
+// input, plus an optional bias [OC] (input 2) per channel of that output.
+enum class InputGradKind { kBackwardInput, kTranspose };
+
 class Conv2dBackwardInputOp final : public Op {
  public:
-  explicit Conv2dBackwardInputOp(ConvGeometry geom)
-      : g_(geom), as_conv_(transposed_geometry(geom)) {}
-  static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_input"}};
-  const OpTraits& traits() const override { return kKinds[0]; }
-  // gy [N,OC,OH,OW], w [OC,IC,KH,KW] -> gx [N,IC,H,W]
-  OpCost cost(std::span<const Shape> in, const Shape&) const override {
-    return {2 * static_cast<double>(in[0].numel()) * static_cast<double>(in[1][1] * in[1][2] * in[1][3]),
-            "2*N*OC*OH*OW*IC*KH*KW"};
+  Conv2dBackwardInputOp(ConvGeometry geom, InputGradKind kind, bool has_bias)
+      : g_(geom), as_conv_(transposed_geometry(geom)), kind_(kind), has_bias_(has_bias) {}
+  static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_input"},
+                                        {.name = "conv_transpose2d"}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
+  // gy [N,OC,OH,OW], w [OC,IC/G,KH,KW] -> gx [N,IC,H,W]
+  OpCost cost(std::span<const Shape> in, const Shape& out) const override {
+    const double flops =
+        2 * static_cast<double>(in[0].numel()) * static_cast<double>(in[1][1] * in[1][2] * in[1][3]);
+    if (has_bias_) {
+      return {flops + static_cast<double>(out.numel()), "2*N*OC*OH*OW*IC*KH*KW + N*IC*H*W (bias)"};
+    }
+    return {flops, "2*N*OC*OH*OW*IC*KH*KW"};
   }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
@@ -105,10 +140,16 @@ class Conv2dBackwardInputOp final : public Op {
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
-      const T* gy = ctx.inputs[0].data<T>();  // [N, OC, OH, OW]
-      const T* k = ctx.inputs[1].data<T>();   // [OC, IC, KH, KW]
-      T* gx = ctx.output.data<T>();           // [N, IC, H, W]
+      const T* gy = ctx.inputs[0].data<T>();                       // [N, OC, OH, OW]
+      const T* k = ctx.inputs[1].data<T>();                        // [OC, IC/G, KH, KW]
+      const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [IC]
+      T* gx = ctx.output.data<T>();                                // [N, IC, H, W]
       const std::int64_t ks = g_.kernel_size();
+      if (!g_.dense()) {
+        detail::conv2d_general_input_grad(g_, gy, k, gx);
+        if (b) add_channel_bias(g_.n, g_.ic, g_.h * g_.w, b, gx);
+        return;
+      }
       if (as_conv_) {
         T* flipped = static_cast<T*>(ctx.workspace);  // [IC, OC, KH, KW]
         T* padded = flipped + flipped_elements(g_);
@@ -119,22 +160,30 @@ class Conv2dBackwardInputOp final : public Op {
             for (std::int64_t i = 0; i < ks; ++i) dst[i] = src[ks - 1 - i];
           }
         }
-        detail::conv2d_forward_kernel(*as_conv_, gy, flipped, nullptr, gx, padded);
+        detail::conv2d_forward_kernel(*as_conv_, gy, flipped, b, gx, padded);
         return;
       }
       detail::conv2d_input_grad_scatter_kernel(g_, gy, k, gx);
+      if (b) add_channel_bias(g_.n, g_.ic, g_.h * g_.w, b, gx);
     });
   }
 
-  // gx is linear in gy and in k: its adjoints are the forward conv and the weight gradient.
+  // gx is linear in gy and in k: its adjoints are the forward conv and the weight gradient (for
+  // conv_transpose2d, the convolution's forward and weight gradient with x as the output
+  // gradient), and the bias's the convolution's bias gradient.
   std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
-    const Conv2dOptions o = options_of(g_.win);
-    return {conv2d(g, in[1], o), conv2d_backward_weight(g, in[0], in[1].shape(), o)};
+    const Conv2dOptions o = options_of(g_);
+    std::vector<Value> grads = {conv2d(g, in[1], o),
+                                conv2d_backward_weight(g, in[0], in[1].shape(), o)};
+    if (has_bias_) grads.push_back(conv2d_backward_bias(g));
+    return grads;
   }
 
  private:
   ConvGeometry g_;
   std::optional<ConvGeometry> as_conv_;
+  InputGradKind kind_;
+  bool has_bias_;
 };
 TBGRAD_REGISTER_OPS(Conv2dBackwardInputOp);
 
@@ -143,13 +192,14 @@ class Conv2dBackwardWeightOp final : public Op {
   explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_weight"}};
   const OpTraits& traits() const override { return kKinds[0]; }
-  // x [N,IC,H,W], gy [N,OC,OH,OW] -> gw [OC,IC,KH,KW]
+  // x [N,IC,H,W], gy [N,OC,OH,OW] -> gw [OC,IC/G,KH,KW]
   OpCost cost(std::span<const Shape> in, const Shape& out) const override {
     return {2 * static_cast<double>(in[1].numel()) * static_cast<double>(out[1] * out[2] * out[3]),
             "2*N*OC*OH*OW*IC*KH*KW"};
   }
 
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    if (!g_.dense()) return 0;
     return in[0].dtype() == DType::kF32
                ? static_cast<std::size_t>(detail::ConvWeightGradLayout::of<float>(g_).total) * 4
                : static_cast<std::size_t>(detail::ConvWeightGradLayout::of<double>(g_).total) * 8;
@@ -157,6 +207,10 @@ class Conv2dBackwardWeightOp final : public Op {
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      if (!g_.dense()) {
+        return detail::conv2d_general_weight_grad(g_, ctx.inputs[0].data<T>(),
+                                                  ctx.inputs[1].data<T>(), ctx.output.data<T>());
+      }
       detail::conv2d_weight_grad_kernel(g_, ctx.inputs[0].data<T>(), ctx.inputs[1].data<T>(),
                                         ctx.output.data<T>(), static_cast<T*>(ctx.workspace));
     });
@@ -164,7 +218,7 @@ class Conv2dBackwardWeightOp final : public Op {
 
   // gk is linear in x and in gy.
   std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
-    const Conv2dOptions o = options_of(g_.win);
+    const Conv2dOptions o = options_of(g_);
     return {conv2d_backward_input(in[1], g, in[0].shape(), o), conv2d(in[0], g, o)};
   }
 
@@ -260,9 +314,28 @@ ConvGeometry check_conv(const char* op, ConvKernel kernel, const Shape& x,
     shape_error(op, "weight " + w_desc + " must be [OC, IC, KH, KW] (rank 4), got rank " +
                         std::to_string(weight.rank()));
   }
-  if (weight[1] != x[1]) {
+  if (o.groups < 1) shape_error(op, "groups must be >= 1, got " + std::to_string(o.groups));
+  if (o.groups == 1 && weight[1] != x[1]) {
     shape_error(op, "weight expects " + std::to_string(weight[1]) + " input channels, input " +
                         x_desc + " has " + std::to_string(x[1]) + " (weight " + w_desc + ")");
+  }
+  if (o.groups > 1) {
+    const std::string groups = std::to_string(o.groups);
+    if (x[1] % o.groups != 0) {
+      shape_error(op, "input " + x_desc + " has " + std::to_string(x[1]) +
+                          " channels, not divisible by groups " + groups);
+    }
+    if (weight[0] % o.groups != 0) {
+      shape_error(op, "weight " + w_desc + " has " + std::to_string(weight[0]) +
+                          " output channels, not divisible by groups " + groups);
+    }
+    if (weight[1] != x[1] / o.groups) {
+      shape_error(op, "weight " + w_desc + " expects " + std::to_string(weight[1]) +
+                          " input channels per group, input " + x_desc + " has " +
+                          std::to_string(x[1]) + " / groups " + groups + " = " +
+                          std::to_string(x[1] / o.groups) +
+                          " (weight must be [OC, IC/groups, KH, KW])");
+    }
   }
   if (weight[0] < 1 || weight[2] < 1 || weight[3] < 1) {
     shape_error(op, "weight " + w_desc + " must have at least one output channel and a kernel "
@@ -273,6 +346,9 @@ ConvGeometry check_conv(const char* op, ConvKernel kernel, const Shape& x,
   }
   if (o.padding.h < 0 || o.padding.w < 0) {
     shape_error(op, "padding must be >= 0, got " + o.padding.str());
+  }
+  if (o.dilation.h < 1 || o.dilation.w < 1) {
+    shape_error(op, "dilation must be >= 1, got " + o.dilation.str());
   }
   // Sizes (graph/checked.hpp): geometry fits in int (the kernel's area too: the weight
   // gradient counts taps in int), the padded input [N, IC, HP, WP], the window view
@@ -288,12 +364,21 @@ ConvGeometry check_conv(const char* op, ConvKernel kernel, const Shape& x,
   });
   ConvGeometry g(x, weight, o);
   if (g.oh < 1 || g.ow < 1) {
+    const std::string dilated =
+        g.win.dilated() ? " dilated by " + o.dilation.str() + " (spanning " +
+                              std::to_string(std::int64_t{o.dilation.h} * (weight[2] - 1) + 1) +
+                              "x" +
+                              std::to_string(std::int64_t{o.dilation.w} * (weight[3] - 1) + 1) +
+                              ")"
+                        : "";
     shape_error(op, "kernel " + std::to_string(weight[2]) + "x" + std::to_string(weight[3]) +
-                        " with padding " + o.padding.str() + " does not fit input " + x_desc);
+                        dilated + " with padding " + o.padding.str() + " does not fit input " +
+                        x_desc);
   }
   checked::naming(values, [&] {
     checked::numel({g.n, g.ic, g.oh, g.ow, weight[2], weight[3]}, op);
     checked::numel({g.n, g.oc, g.oh, g.ow}, op);
+    if (!g.dense()) return;  // the direct kernels need no workspace
     const std::string what = std::string(op) + " workspace";
     switch (kernel) {
       case ConvKernel::kForward:
@@ -348,8 +433,9 @@ Value conv2d_backward_input(Value grad_out, Value weight, Shape input_shape,
     shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
   }
   Value ins[] = {grad_out, weight};
-  return grad_out.graph().add_op(std::make_shared<Conv2dBackwardInputOp>(g), ins, input_shape,
-                                 grad_out.dtype());
+  return grad_out.graph().add_op(
+      std::make_shared<Conv2dBackwardInputOp>(g, InputGradKind::kBackwardInput, false), ins,
+      input_shape, grad_out.dtype());
 }
 
 Value conv2d_backward_weight(Value x, Value grad_out, Shape weight_shape, Conv2dOptions options) {
@@ -365,6 +451,107 @@ Value conv2d_backward_weight(Value x, Value grad_out, Shape weight_shape, Conv2d
   Value ins[] = {x, grad_out};
   return x.graph().add_op(std::make_shared<Conv2dBackwardWeightOp>(g), ins, weight_shape,
                           x.dtype());
+}
+
+Value conv_transpose2d(Value x, Value weight, Value bias, ConvTranspose2dOptions options) {
+  const char* op = "conv_transpose2d";
+  detail::require_same_graph(op, x, weight);
+  detail::require_float(op, x);
+  detail::require_same_dtype(op, x, weight);
+  const Shape& xs = x.shape();
+  const Shape& ws = weight.shape();
+  const ConvTranspose2dOptions& o = options;
+  if (xs.rank() != 4) {
+    shape_error(op, "input " + x.describe() + " must be [N, C, H, W] (rank 4), got rank " +
+                        std::to_string(xs.rank()));
+  }
+  if (ws.rank() != 4) {
+    shape_error(op, "weight " + weight.describe() +
+                        " must be [IC, OC/groups, KH, KW] (rank 4), got rank " +
+                        std::to_string(ws.rank()));
+  }
+  if (xs[2] < 1 || xs[3] < 1) {
+    shape_error(op, "input " + x.describe() + " must have at least one row and column");
+  }
+  if (o.groups < 1) shape_error(op, "groups must be >= 1, got " + std::to_string(o.groups));
+  if (ws[0] != xs[1]) {
+    shape_error(op, "weight " + weight.describe() + " expects " + std::to_string(ws[0]) +
+                        " input channels, input " + x.describe() + " has " +
+                        std::to_string(xs[1]) + " (weight must be [IC, OC/groups, KH, KW])");
+  }
+  if (xs[1] % o.groups != 0) {
+    shape_error(op, "input " + x.describe() + " has " + std::to_string(xs[1]) +
+                        " channels, not divisible by groups " + std::to_string(o.groups));
+  }
+  if (ws[1] < 1 || ws[2] < 1 || ws[3] < 1) {
+    shape_error(op, "weight " + weight.describe() +
+                        " must have at least one output channel and a kernel of at least 1x1");
+  }
+  if (o.stride.h < 1 || o.stride.w < 1) {
+    shape_error(op, "stride must be >= 1, got " + o.stride.str());
+  }
+  if (o.padding.h < 0 || o.padding.w < 0) {
+    shape_error(op, "padding must be >= 0, got " + o.padding.str());
+  }
+  if (o.dilation.h < 1 || o.dilation.w < 1) {
+    shape_error(op, "dilation must be >= 1, got " + o.dilation.str());
+  }
+  // PyTorch accepts an output_padding smaller than the stride or the dilation; the extra rows
+  // of one at least the stride would need an output gradient larger than x (a cropped
+  // convolution), which tbgrad does not have.
+  if (o.output_padding.h < 0 || o.output_padding.w < 0 || o.output_padding.h >= o.stride.h ||
+      o.output_padding.w >= o.stride.w) {
+    shape_error(op, "output_padding must be >= 0 and smaller than the stride " + o.stride.str() +
+                        ", got " + o.output_padding.str() + " (input " + x.describe() + ")");
+  }
+  // Sizes in checked arithmetic, before the output extent is computed.
+  std::int64_t oh = 0, ow = 0;
+  const std::string values = "input " + x.describe() + ", weight " + weight.describe();
+  checked::naming(values, [&] {
+    checked::to_int(ws[2], op, "kernel height");
+    checked::to_int(ws[3], op, "kernel width");
+    auto extent = [&](std::int64_t in, std::int64_t k, int s, int p, int d, int out_pad) {
+      const std::int64_t span = checked::add(checked::mul(std::max<std::int64_t>(in - 1, 0), s, op),
+                                             checked::mul(k - 1, d, op), op);
+      return checked::add(span, std::int64_t{out_pad} + 1, op) - 2 * std::int64_t{p};
+    };
+    oh = extent(xs[2], ws[2], o.stride.h, o.padding.h, o.dilation.h, o.output_padding.h);
+    ow = extent(xs[3], ws[3], o.stride.w, o.padding.w, o.dilation.w, o.output_padding.w);
+  });
+  if (oh < 1 || ow < 1) {
+    shape_error(op, "input " + x.describe() + " with kernel " + std::to_string(ws[2]) + "x" +
+                        std::to_string(ws[3]) + ", stride " + o.stride.str() + ", padding " +
+                        o.padding.str() + " and dilation " + o.dilation.str() +
+                        " gives an empty output (" + std::to_string(oh) + "x" +
+                        std::to_string(ow) + ")");
+  }
+  const std::int64_t oc = checked::naming(values, [&] { return checked::mul(ws[1], o.groups, op); });
+  const Shape out{xs[0], oc, oh, ow};
+  const Conv2dOptions co{o.stride, o.padding, o.dilation, o.groups};
+  // The convolution whose input gradient this is: input `out`, weight `weight`, output x.
+  ConvGeometry g = check_conv(op, ConvKernel::kInputGrad, out, out.str(), ws, weight.describe(), co);
+  if (g.oh != xs[2] || g.ow != xs[3]) {  // cannot happen with output_padding < stride
+    shape_error(op, "internal: the output " + out.str() + " does not map back onto input " +
+                        x.describe());
+  }
+  std::vector<Value> ins = {x, weight};
+  if (bias.valid()) {
+    detail::require_same_graph(op, x, bias);
+    detail::require_same_dtype(op, x, bias);
+    if (bias.shape().rank() != 1 || bias.shape()[0] != oc) {
+      shape_error(op, "bias " + bias.describe() + " must be [" + std::to_string(oc) +
+                          "], one value per output channel (weight " + weight.describe() +
+                          ", groups " + std::to_string(o.groups) + ")");
+    }
+    ins.push_back(bias);
+  }
+  return x.graph().add_op(
+      std::make_shared<Conv2dBackwardInputOp>(g, InputGradKind::kTranspose, bias.valid()), ins,
+      out, x.dtype());
+}
+
+Value conv_transpose2d(Value x, Value weight, ConvTranspose2dOptions options) {
+  return conv_transpose2d(x, weight, Value(), options);
 }
 
 Value conv2d_backward_bias(Value grad_out) {

@@ -19,7 +19,8 @@ inline constexpr std::int64_t kConvBatchChunk = 2;
 struct ConvGeometry {
   std::int64_t n, ic, h, w;  // input  [N, IC, H, W]
   std::int64_t oc, oh, ow;   // output [N, OC, OH, OW]
-  Window2d win;              // kernel [OC, IC, KH, KW]
+  Window2d win;              // kernel [OC, IC/groups, KH, KW], with its dilation
+  std::int64_t groups = 1;
 
   ConvGeometry(const Shape& x, const Shape& weight, const Conv2dOptions& o)
       : n(x[0]),
@@ -27,11 +28,19 @@ struct ConvGeometry {
         h(x[2]),
         w(x[3]),
         oc(weight[0]),
-        oh(Window2d::out_size(x[2], static_cast<int>(weight[2]), o.stride.h, o.padding.h)),
-        ow(Window2d::out_size(x[3], static_cast<int>(weight[3]), o.stride.w, o.padding.w)),
+        oh(Window2d::out_size(x[2], static_cast<int>(weight[2]), o.stride.h, o.padding.h,
+                              o.dilation.h)),
+        ow(Window2d::out_size(x[3], static_cast<int>(weight[3]), o.stride.w, o.padding.w,
+                              o.dilation.w)),
         win{static_cast<int>(weight[2]), static_cast<int>(weight[3]), o.stride.h, o.stride.w,
-            o.padding.h, o.padding.w} {}
+            o.padding.h, o.padding.w, o.dilation.h, o.dilation.w},
+        groups(o.groups) {}
   std::int64_t kernel_size() const { return static_cast<std::int64_t>(win.kh) * win.kw; }
+  // groups == 1 and no dilation: the register-blocked kernels of this file's interface. Every
+  // other geometry runs the direct kernels of ops/conv2d_general.hpp.
+  bool dense() const { return groups == 1 && !win.dilated(); }
+  std::int64_t ic_per_group() const { return ic / groups; }
+  std::int64_t oc_per_group() const { return oc / groups; }
 };
 
 // The input copied into a zero-bordered buffer [N, IC, HP, WP] (HP = H + 2*ph, WP = W + 2*pw),

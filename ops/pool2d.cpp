@@ -9,6 +9,8 @@
 #include "graph/parallel.hpp"
 #include "ops/kernel_util.hpp"
 #include "ops/pool2d_kernels.hpp"
+#include "ops/reduce.hpp"
+#include "ops/elementwise.hpp"
 
 namespace tbgrad {
 namespace {
@@ -239,7 +241,170 @@ class MaxPool2dBackwardOp final : public Op {
 };
 TBGRAD_REGISTER_OPS(MaxPool2dBackwardOp);
 
+// ---------------------------------------------------------------------------------------------
+// Global pooling: one task per block of planes, each plane reduced in a fixed order (kLanes
+// interleaved partial results, then those in order, then the tail): the same bits for any
+// thread count, and loops the compiler vectorises.
+// ---------------------------------------------------------------------------------------------
+
+constexpr std::int64_t kLanes = 8;
+
+std::int64_t global_grain(std::int64_t plane) {
+  return std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(1, plane));
+}
+
+template <typename T>
+T plane_sum(const T* __restrict p, std::int64_t n) {
+  T lane[kLanes] = {};
+  const std::int64_t body = n / kLanes * kLanes;
+  for (std::int64_t i = 0; i < body; i += kLanes) {
+    for (std::int64_t j = 0; j < kLanes; ++j) lane[j] += p[i + j];
+  }
+  T sum = 0;
+  for (std::int64_t j = 0; j < kLanes; ++j) sum += lane[j];
+  for (std::int64_t i = body; i < n; ++i) sum += p[i];
+  return sum;
+}
+
+// The maximum; NaN if the plane holds one (a NaN, once taken, is never replaced: v > NaN is
+// false).
+template <typename T>
+T plane_max(const T* __restrict p, std::int64_t n) {
+  constexpr T kLowest = -std::numeric_limits<T>::infinity();
+  T lane[kLanes];
+  for (std::int64_t j = 0; j < kLanes; ++j) lane[j] = kLowest;
+  const std::int64_t body = n / kLanes * kLanes;
+  for (std::int64_t i = 0; i < body; i += kLanes) {
+    for (std::int64_t j = 0; j < kLanes; ++j) {
+      const T v = p[i + j];
+      lane[j] = (v > lane[j] || v != v) ? v : lane[j];
+    }
+  }
+  T best = kLowest;
+  for (std::int64_t j = 0; j < kLanes; ++j) best = (lane[j] > best || lane[j] != lane[j]) ? lane[j] : best;
+  for (std::int64_t i = body; i < n; ++i) best = (p[i] > best || p[i] != p[i]) ? p[i] : best;
+  return best;
+}
+
+// The index of the element that takes global_max_pool2d's gradient: the first maximum, or the
+// last NaN (PyTorch's adaptive_max_pool2d: `val > maxval || isnan(val)` replaces the maximum).
+template <typename T>
+std::int64_t plane_argmax(const T* p, std::int64_t n) {
+  std::int64_t best = 0;
+  T best_v = p[0];
+  for (std::int64_t i = 1; i < n; ++i) {
+    if (p[i] > best_v || std::isnan(p[i])) {
+      best_v = p[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+enum class GlobalPool { kAvg, kMax };
+
+class GlobalPool2dOp final : public Op {
+ public:
+  explicit GlobalPool2dOp(GlobalPool kind) : kind_(kind) {}
+  static constexpr OpTraits kKinds[] = {{.name = "global_avg_pool2d"},
+                                        {.name = "global_max_pool2d"}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {static_cast<double>(in[0].numel()), "N*C*H*W"};
+  }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const Shape& s = ctx.inputs[0].shape();
+      const std::int64_t plane = s[2] * s[3];
+      const T* x = ctx.inputs[0].data<T>();
+      T* y = ctx.output.data<T>();
+      parallel_for(s[0] * s[1], global_grain(plane), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          y[p] = kind_ == GlobalPool::kAvg ? plane_sum(x + p * plane, plane) / static_cast<T>(plane)
+                                           : plane_max(x + p * plane, plane);
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    const Shape& s = in[0].shape();
+    if (kind_ == GlobalPool::kMax) return {global_max_pool2d_backward(in[0], g)};
+    return {broadcast_to(scale(g, 1.0 / static_cast<double>(s[2] * s[3])), s)};
+  }
+
+ private:
+  GlobalPool kind_;
+};
+TBGRAD_REGISTER_OPS(GlobalPool2dOp);
+
+class GlobalMaxPool2dBackwardOp final : public Op {
+ public:
+  static constexpr OpTraits kKinds[] = {{.name = "global_max_pool2d_backward", .has_vjp = false}};
+  const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return {static_cast<double>(in[0].numel()), "N*C*H*W"};
+  }
+  void forward(const KernelContext& ctx) const override {
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const Shape& s = ctx.inputs[0].shape();
+      const std::int64_t plane = s[2] * s[3];
+      const T* x = ctx.inputs[0].data<T>();   // [N, C, H, W]
+      const T* gy = ctx.inputs[1].data<T>();  // [N, C, 1, 1]
+      T* gx = ctx.output.data<T>();           // [N, C, H, W]
+      parallel_for(s[0] * s[1], global_grain(plane), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t p = lo; p < hi; ++p) {
+          T* gp = gx + p * plane;
+          std::fill(gp, gp + plane, T(0));
+          gp[plane_argmax(x + p * plane, plane)] = gy[p];
+        }
+      });
+    });
+  }
+};
+TBGRAD_REGISTER_OPS(GlobalMaxPool2dBackwardOp);
+
+Value global_pool(GlobalPool kind, const char* op, Value x) {
+  if (!x.valid()) shape_error(op, "input is an invalid (empty) Value");
+  detail::require_float(op, x);
+  const Shape& s = x.shape();
+  if (s.rank() != 4) {
+    shape_error(op, "input " + x.describe() + " must be [N, C, H, W] (rank 4), got rank " +
+                        std::to_string(s.rank()));
+  }
+  if (s[2] < 1 || s[3] < 1) {
+    shape_error(op, "input " + x.describe() + " has an empty plane: nothing to pool");
+  }
+  Value ins[] = {x};
+  return x.graph().add_op(std::make_shared<GlobalPool2dOp>(kind), ins, Shape{s[0], s[1], 1, 1},
+                          x.dtype());
+}
+
 }  // namespace
+
+Value global_avg_pool2d(Value x) {
+  return global_pool(GlobalPool::kAvg, "global_avg_pool2d", x);
+}
+
+Value global_max_pool2d(Value x) {
+  return global_pool(GlobalPool::kMax, "global_max_pool2d", x);
+}
+
+Value global_max_pool2d_backward(Value x, Value grad_out) {
+  const char* op = "global_max_pool2d_backward";
+  detail::require_same_graph(op, x, grad_out);
+  detail::require_float(op, x);
+  detail::require_same_dtype(op, x, grad_out);
+  const Shape& s = x.shape();
+  if (s.rank() != 4 || s[2] < 1 || s[3] < 1) {
+    shape_error(op, "input " + x.describe() + " must be [N, C, H, W] (rank 4) with H, W >= 1");
+  }
+  const Shape expect{s[0], s[1], 1, 1};
+  if (!(grad_out.shape() == expect)) {
+    shape_error(op, "output gradient " + grad_out.describe() + " must be " + expect.str());
+  }
+  Value ins[] = {x, grad_out};
+  return x.graph().add_op(std::make_shared<GlobalMaxPool2dBackwardOp>(), ins, s, x.dtype());
+}
 
 Value avg_pool2d(Value x, Pool2dOptions options) {
   if (!x.valid()) shape_error("avg_pool2d", "input is an invalid (empty) Value");

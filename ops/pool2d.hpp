@@ -64,4 +64,13 @@ Value max_pool2d(Value x, K kernel) {
 Value avg_pool2d_backward(Value grad_out, Shape input_shape, Pool2dOptions options);
 Value max_pool2d_backward(Value x, Value grad_out, Pool2dOptions options);
 
+// Global pooling, [N, C, H, W] -> [N, C, 1, 1]: the mean (F.adaptive_avg_pool2d(x, 1)) or the
+// maximum (F.adaptive_max_pool2d(x, 1)) of each plane. global_max_pool2d's gradient goes to the
+// plane's first maximum in row-major order, as PyTorch's; a plane holding NaN has the maximum
+// NaN and its gradient goes to its last NaN, also as PyTorch's.
+Value global_avg_pool2d(Value x);
+Value global_max_pool2d(Value x);
+// Its gradient kernel: x [N, C, H, W], grad_out [N, C, 1, 1] -> [N, C, H, W].
+Value global_max_pool2d_backward(Value x, Value grad_out);
+
 }  // namespace tbgrad

@@ -291,7 +291,7 @@ class Builder {
     const std::int64_t c = s[1], h = s[2], w = s[3];
     const std::string& in = src.label;
     note_.clear();
-    switch (s_.pick(10)) {
+    switch (s_.pick(11)) {
       case 0:
       case 1: {
         int kh = 1 + s_.pick(3), kw = 1 + s_.pick(3);
@@ -340,7 +340,71 @@ class Builder {
         last_ = "scale(" + in + ", " + std::to_string(k) + ")";
         return {scale(src.v, k), 1};
       }
+      case 9: return conv2_layer(src);
       default: return {activation(src.v, in), 1};
+    }
+  }
+
+  // src is [B, C, H, W]: a grouped (depthwise at times) and dilated convolution, a transposed
+  // convolution, or a global pooling.
+  Item conv2_layer(const Item& src) {
+    const Shape s = src.v.shape();
+    const std::int64_t c = s[1], h = s[2], w = s[3];
+    const std::string& in = src.label;
+    auto divisor_of_c = [&] {  // 1, c (depthwise) or another divisor
+      auto d = divisors_above_one(c);
+      d.insert(d.begin(), 1);
+      return static_cast<int>(d[static_cast<std::size_t>(s_.pick(static_cast<int>(d.size())))]);
+    };
+    // Dilation d of a k-tap kernel spanning at most `extent` positions.
+    auto fitting_dilation = [&](int k, std::int64_t extent) {
+      const int d = 1 + s_.pick(3);
+      if (k == 1) return d;
+      return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(d, (extent - 1) / (k - 1))));
+    };
+    switch (s_.pick(3)) {
+      case 0: {
+        const int groups = divisor_of_c();
+        const int ph = s_.pick(3), pw = s_.pick(3);
+        const int kh = static_cast<int>(std::min<std::int64_t>(1 + s_.pick(3), h + 2 * ph));
+        const int kw = static_cast<int>(std::min<std::int64_t>(1 + s_.pick(3), w + 2 * pw));
+        const Conv2dOptions o{.stride = {1 + s_.pick(2), 1 + s_.pick(2)},
+                              .padding = {ph, pw},
+                              .dilation = {fitting_dilation(kh, h + 2 * ph),
+                                           fitting_dilation(kw, w + 2 * pw)},
+                              .groups = groups};
+        const Value k = weight({groups * (1 + s_.pick(3)), c / groups, kh, kw});
+        const bool bias = s_.pick(2) == 0;
+        const Value bv = bias ? weight({k.shape()[0]}) : Value();
+        last_ = "conv2d(" + in + ", " + wname(k) + (bias ? ", " + wname(bv) : "") + ", stride " +
+                o.stride.str() + ", padding " + o.padding.str() + ", dilation " +
+                o.dilation.str() + ", groups " + std::to_string(groups) + ")";
+        return {bias ? conv2d(src.v, k, bv, o) : conv2d(src.v, k, o), 1};
+      }
+      case 1: {
+        const int groups = divisor_of_c();
+        const int kh = 1 + s_.pick(3), kw = 1 + s_.pick(3);
+        ConvTranspose2dOptions o{.stride = {1 + s_.pick(2), 1 + s_.pick(2)},
+                                 .groups = groups,
+                                 .dilation = {1 + s_.pick(2), 1 + s_.pick(2)}};
+        // Padding at most half the dilated kernel's reach: the output keeps at least H rows.
+        o.padding = {s_.pick(o.dilation.h * (kh - 1) / 2 + 1),
+                     s_.pick(o.dilation.w * (kw - 1) / 2 + 1)};
+        o.output_padding = {s_.pick(o.stride.h), s_.pick(o.stride.w)};
+        const Value k = weight({c, 1 + s_.pick(3), kh, kw});
+        const bool bias = s_.pick(2) == 0;
+        const Value bv = bias ? weight({k.shape()[1] * groups}) : Value();
+        last_ = "conv_transpose2d(" + in + ", " + wname(k) + (bias ? ", " + wname(bv) : "") +
+                ", stride " + o.stride.str() + ", padding " + o.padding.str() +
+                ", output_padding " + o.output_padding.str() + ", groups " +
+                std::to_string(groups) + ", dilation " + o.dilation.str() + ")";
+        return {bias ? conv_transpose2d(src.v, k, bv, o) : conv_transpose2d(src.v, k, o), 1};
+      }
+      default: {
+        const bool avg = s_.pick(2) == 0;
+        last_ = std::string(avg ? "global_avg_pool2d(" : "global_max_pool2d(") + in + ")";
+        return {avg ? global_avg_pool2d(src.v) : global_max_pool2d(src.v), 1};
+      }
     }
   }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -486,6 +487,123 @@ TEST(ApiConv2d, WithAndWithoutBiasAndOptions) {
   const Conv2dOptions options{.stride = 1, .padding = 1};
   EXPECT_EQ(conv2d(x, w, options).shape(), (Shape{2, 4, 6, 6}));
   EXPECT_EQ(conv2d(x, w, Value(), options).shape(), (Shape{2, 4, 6, 6}));  // no bias
+}
+
+TEST(ApiConv2d, GroupsAndDilation) {
+  Graph g;
+  Value x = g.input("x", {2, 4, 9, 9});
+  Value dw = g.param("dw", {4, 1, 3, 3});   // depthwise: [C, 1, KH, KW]
+  Value dw2 = g.param("dw2", {8, 1, 3, 3});  // channel multiplier 2
+  Value gw = g.param("gw", {6, 2, 3, 3});   // groups 2: [OC, IC/2, KH, KW]
+  Value w = g.param("w", {3, 4, 3, 3});
+  Value b = g.param("b", {4});
+  EXPECT_EQ(conv2d(x, dw, b, {.padding = 1, .groups = 4}).shape(), (Shape{2, 4, 9, 9}));
+  EXPECT_EQ(conv2d(x, dw2, {.stride = 2, .padding = 1, .groups = 4}).shape(), (Shape{2, 8, 5, 5}));
+  EXPECT_EQ(conv2d(x, gw, {.groups = 2}).shape(), (Shape{2, 6, 7, 7}));
+  // Dilation 2 spans 5x5: 9 - 5 + 1 = 5; with padding 2, 9.
+  EXPECT_EQ(conv2d(x, w, {.dilation = 2}).shape(), (Shape{2, 3, 5, 5}));
+  EXPECT_EQ(conv2d(x, w, {.padding = 2, .dilation = 2}).shape(), (Shape{2, 3, 9, 9}));
+  EXPECT_EQ(conv2d(x, w, {.dilation = {3, 1}}).shape(), (Shape{2, 3, 3, 7}));
+  // In order: {stride, padding, dilation, groups}.
+  EXPECT_EQ(conv2d(x, gw, {1, 1, 2, 2}).shape(), (Shape{2, 6, 7, 7}));
+  const Conv2dOptions options{.stride = 1, .padding = 1, .dilation = 1, .groups = 4};
+  EXPECT_EQ(conv2d(x, dw, b, options).shape(), (Shape{2, 4, 9, 9}));
+  // The gradient kernels take the same options.
+  Value gy = g.input("gy", {2, 6, 7, 7});
+  EXPECT_EQ(conv2d_backward_input(gy, gw, x.shape(), {.groups = 2}).shape(), x.shape());
+  EXPECT_EQ(conv2d_backward_weight(x, gy, gw.shape(), {.groups = 2}).shape(), gw.shape());
+}
+
+TEST(ApiConv2d, TransposedConvolution) {
+  Graph g;
+  Value x = g.input("x", {2, 4, 5, 5});
+  Value w = g.param("w", {4, 3, 3, 3});  // [IC, OC/groups, KH, KW]
+  Value wg = g.param("wg", {4, 1, 3, 3});
+  Value b = g.param("b", {3});
+  // (H-1)*s - 2p + d*(k-1) + output_padding + 1
+  EXPECT_EQ(conv_transpose2d(x, w).shape(), (Shape{2, 3, 7, 7}));
+  EXPECT_EQ(conv_transpose2d(x, w, b).shape(), (Shape{2, 3, 7, 7}));
+  EXPECT_EQ(conv_transpose2d(x, w, b, {.stride = 2, .padding = 1, .output_padding = 1}).shape(),
+            (Shape{2, 3, 10, 10}));
+  EXPECT_EQ(conv_transpose2d(x, w, {.stride = {2, 1}, .dilation = 2}).shape(),
+            (Shape{2, 3, 13, 9}));
+  EXPECT_EQ(conv_transpose2d(x, wg, {.groups = 2}).shape(), (Shape{2, 2, 7, 7}));
+  EXPECT_EQ(conv_transpose2d(x, wg, {.groups = 4}).shape(), (Shape{2, 4, 7, 7}));
+  // In order: {stride, padding, output_padding, groups, dilation}, as F.conv_transpose2d.
+  EXPECT_EQ(conv_transpose2d(x, w, b, {2, 1, 1}).shape(), (Shape{2, 3, 10, 10}));
+  const ConvTranspose2dOptions options{.stride = 2, .output_padding = 1};
+  EXPECT_EQ(conv_transpose2d(x, w, Value(), options).shape(), (Shape{2, 3, 12, 12}));
+}
+
+TEST(ApiPooling, GlobalPools) {
+  Graph g(DType::kF64);
+  Value x = g.input("x", {2, 3, 4, 5});
+  Value avg = global_avg_pool2d(x);
+  Value max = global_max_pool2d(x);
+  EXPECT_EQ(avg.shape(), (Shape{2, 3, 1, 1}));
+  EXPECT_EQ(max.shape(), (Shape{2, 3, 1, 1}));
+  EXPECT_EQ(global_max_pool2d_backward(x, max).shape(), x.shape());
+  Tensor xv({2, 3, 4, 5}, DType::kF64);
+  for (std::int64_t i = 0; i < xv.numel(); ++i) xv.set(i, static_cast<double>((i * 7) % 20));
+  Executor ex(g, {avg, max});
+  ex.bind(x, xv).run();
+  for (std::int64_t p = 0; p < 6; ++p) {
+    double sum = 0, best = -1;
+    for (std::int64_t i = 0; i < 20; ++i) {
+      sum += xv.at(p * 20 + i);
+      best = std::max(best, xv.at(p * 20 + i));
+    }
+    EXPECT_DOUBLE_EQ(ex[avg].at(p), sum / 20) << p;
+    EXPECT_EQ(ex[max].at(p), best) << p;
+  }
+}
+
+// The direct kernels of grouped and dilated convolutions, the transposed convolution and the
+// global pools give the same bits at every thread count (Note [Determinism]).
+TEST(ApiThreads, GroupedDilatedTransposedAndGlobalOpsAreBitIdenticalForAnyThreadCount) {
+  auto run = [](int threads) {
+    ThreadScope scope(threads);
+    Graph g;
+    Value x = g.input("x", {6, 8, 21, 19});
+    Value dw = g.input("dw", {8, 1, 3, 3});
+    Value gw = g.input("gw", {12, 4, 3, 3});
+    Value tw = g.input("tw", {12, 2, 4, 4});
+    Value h = relu(conv2d(x, dw, {.padding = 2, .dilation = 2, .groups = 8}));
+    Value k = conv2d(h, gw, {.stride = 2, .padding = 1, .groups = 2});
+    Value t = conv_transpose2d(k, tw, {.stride = 2, .padding = 1, .groups = 2});
+    Value loss = sum(add(global_avg_pool2d(t), global_max_pool2d(t)));
+    std::vector<Value> wanted = grad(loss, {x, dw, gw, tw});
+    wanted.push_back(loss);
+    Executor ex(g, wanted);
+    std::uint64_t seed = 1;
+    std::vector<Tensor> values;
+    values.reserve(4);
+    for (Value v : {x, dw, gw, tw}) {
+      Tensor tv(v.shape(), DType::kF32);
+      for (std::int64_t i = 0; i < tv.numel(); ++i) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        tv.set(i, static_cast<double>(seed >> 40) / static_cast<double>(1 << 24) - 0.5);
+      }
+      values.push_back(tv);
+      ex.bind(v, values.back());
+    }
+    ex.run();
+    std::vector<std::vector<float>> out;
+    for (Value v : wanted) {
+      const float* p = ex[v].data<float>();
+      out.emplace_back(p, p + ex[v].numel());
+    }
+    return out;
+  };
+  const auto one = run(1);
+  for (int threads : {2, 3}) {
+    const auto many = run(threads);
+    ASSERT_EQ(many.size(), one.size());
+    for (std::size_t i = 0; i < one.size(); ++i) {
+      EXPECT_EQ(std::memcmp(many[i].data(), one[i].data(), one[i].size() * sizeof(float)), 0)
+          << "output " << i << " differs with " << threads << " threads";
+    }
+  }
 }
 
 // ---------------------------------------------------------------- the training library

@@ -119,8 +119,10 @@ std::int64_t out_size(std::int64_t in, int k, int s, int p) {
 // Nested-loop references, computed in double from the inputs' values
 // ---------------------------------------------------------------------------------------------
 
-// conv2d: y[n, o, i, j] = b[o] + sum over c, ky, kx of x[n, c, i*sh - ph + ky, j*sw - pw + kx] *
-// w[o, c, ky, kx], skipping positions outside the input (zero padding).
+// conv2d: y[n, o, i, j] = b[o] + sum over c, ky, kx of
+// x[n, g*C/G + c, i*sh - ph + ky*dh, j*sw - pw + kx*dw] * w[o, c, ky, kx], with g = o / (OC/G)
+// the group of output channel o and c over its C/G input channels, skipping positions outside
+// the input (zero padding).
 Tensor reference_conv2d(const OpCase& c, std::span<const Tensor> in) {
   const Tensor& x = in[0];  // [N, C, H, W]
   const Tensor& w = in[1];  // [OC, C, KH, KW]
@@ -129,22 +131,26 @@ Tensor reference_conv2d(const OpCase& c, std::span<const Tensor> in) {
   const std::int64_t nb = x.shape()[0], ch = x.shape()[1], h = x.shape()[2], wd = x.shape()[3];
   const std::int64_t kh = w.shape()[2], kw = w.shape()[3];
   const int sh = o.stride.h, sw = o.stride.w, ph = o.padding.h, pw = o.padding.w;
-  const Shape ys{nb, w.shape()[0], out_size(h, static_cast<int>(kh), sh, ph),
-                 out_size(wd, static_cast<int>(kw), sw, pw)};
+  const int dh = o.dilation.h, dw = o.dilation.w;
+  const std::int64_t cg = ch / o.groups, ocg = w.shape()[0] / o.groups;
+  EXPECT_EQ(w.shape()[1], cg);
+  const Shape ys{nb, w.shape()[0], out_size(h, static_cast<int>(dh * (kh - 1) + 1), sh, ph),
+                 out_size(wd, static_cast<int>(dw * (kw - 1) + 1), sw, pw)};
   Tensor y(ys, DType::kF64);
   for (std::int64_t n = 0; n < ys[0]; ++n) {
     for (std::int64_t oc = 0; oc < ys[1]; ++oc) {
       for (std::int64_t i = 0; i < ys[2]; ++i) {
         for (std::int64_t j = 0; j < ys[3]; ++j) {
           double acc = b ? b->at(oc) : 0.0;
-          for (std::int64_t ci = 0; ci < ch; ++ci) {
+          for (std::int64_t ci = 0; ci < cg; ++ci) {
+            const std::int64_t c_in = oc / ocg * cg + ci;
             for (std::int64_t ky = 0; ky < kh; ++ky) {
               for (std::int64_t kx = 0; kx < kw; ++kx) {
-                const std::int64_t iy = i * sh - ph + ky;
-                const std::int64_t ix = j * sw - pw + kx;
+                const std::int64_t iy = i * sh - ph + ky * dh;
+                const std::int64_t ix = j * sw - pw + kx * dw;
                 if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue;
-                acc += x.at(((n * ch + ci) * h + iy) * wd + ix) *
-                       w.at(((oc * ch + ci) * kh + ky) * kw + kx);
+                acc += x.at(((n * ch + c_in) * h + iy) * wd + ix) *
+                       w.at(((oc * cg + ci) * kh + ky) * kw + kx);
               }
             }
           }

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <ostream>
 #include <regex>
@@ -583,6 +584,39 @@ TEST(MaxPool2dBackward, IgnoresPaddingEvenWhenTheImageIsNegative) {
                 {{x, f64_tensor({1, 1, 2, 2}, {-4, -3, -2, -1})},
                  {gy, f64_tensor({1, 1, 3, 3}, {1, 1, 1, 1, 1, 1, 1, 1, 1})}});
   ExpectValues(out, {1, 2, 2, 4});
+}
+
+// PyTorch's adaptive_max_pool2d (torch 1.13) gives a tie's gradient to the first maximum in
+// row-major order and a NaN plane's to its last NaN (`val > maxval || isnan(val)`); so does
+// global_max_pool2d.
+TEST(GlobalMaxPool2dBackward, GivesTiesToTheFirstMaximumInRowMajorOrder) {
+  Graph g(DType::kF64);
+  Value x = g.input("x", {1, 1, 2, 3});
+  Value gy = g.input("gy", {1, 1, 1, 1});
+  Tensor out = run_value(tbgrad::global_max_pool2d_backward(x, gy),
+                         {{x, f64_tensor({1, 1, 2, 3}, {1, 3, 2, 3, 0, 3})},
+                          {gy, f64_tensor({1, 1, 1, 1}, {5})}});
+  ExpectValues(out, {0, 5, 0, 0, 0, 0});
+}
+
+TEST(GlobalMaxPool2d, ANaNIsTheMaximumAndTheLastNaNTakesTheGradient) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Graph g(DType::kF64);
+  // 2 planes of 11 (longer than the interleaved partial maxima): NaNs at 1 and 9 of the first.
+  Value x = g.input("x", {1, 2, 1, 11});
+  Value gy = g.input("gy", {1, 2, 1, 1});
+  Tensor xs({1, 2, 1, 11}, DType::kF64);
+  for (std::int64_t i = 0; i < xs.numel(); ++i) xs.set(i, static_cast<double>(i % 7));
+  xs.set(1, nan);
+  xs.set(9, nan);
+  Feeds feeds = {{x, xs}, {gy, f64_tensor({1, 2, 1, 1}, {2, 3})}};
+  Tensor y = run_value(tbgrad::global_max_pool2d(x), feeds);
+  EXPECT_TRUE(std::isnan(y.at(0)));
+  EXPECT_EQ(y.at(1), 6.0);  // 11..21 % 7: the first 6 at 13
+  Tensor gx = run_value(tbgrad::global_max_pool2d_backward(x, gy), feeds);
+  for (std::int64_t i = 0; i < 22; ++i) {
+    EXPECT_EQ(gx.at(i), i == 9 ? 2.0 : i == 13 ? 3.0 : 0.0) << i;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

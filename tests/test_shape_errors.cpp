@@ -149,6 +149,143 @@ TEST(Conv2dShapeErrors, InputsMustBelongToOneGraph) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// conv2d with groups and dilation, conv_transpose2d, global pooling
+// ---------------------------------------------------------------------------------------------
+
+TEST(Conv2dShapeErrors, InputChannelsMustBeDivisibleByGroups) {
+  Graph g;
+  Value x = g.input("x", {2, 6, 8, 8});
+  Value w = g.param("w", {4, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.groups = 4}); },
+                               {"conv2d", "input x ([2,6,8,8])", "6 channels",
+                                "not divisible by groups 4"}));
+}
+
+TEST(Conv2dShapeErrors, OutputChannelsMustBeDivisibleByGroups) {
+  Graph g;
+  Value x = g.input("x", {2, 6, 8, 8});
+  Value w = g.param("w", {4, 2, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.groups = 3}); },
+                               {"conv2d", "weight w ([4,2,3,3])", "4 output channels",
+                                "not divisible by groups 3"}));
+}
+
+TEST(Conv2dShapeErrors, GroupedWeightMustHaveTheChannelsOfOneGroup) {
+  Graph g;
+  Value x = g.input("x", {2, 6, 8, 8});
+  Value w = g.param("w", {6, 6, 3, 3});  // the weight of groups=1
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.groups = 3}); },
+                               {"conv2d", "weight w ([6,6,3,3])", "input x ([2,6,8,8])",
+                                "6 / groups 3 = 2", "[OC, IC/groups, KH, KW]"}));
+  Value dw = g.param("dw", {6, 1, 3, 3});
+  EXPECT_NO_THROW(tbgrad::conv2d(x, dw, {.groups = 6}));
+  EXPECT_NO_THROW(tbgrad::conv2d(x, w, {.groups = 1}));
+}
+
+TEST(Conv2dShapeErrors, GroupsAndDilationMustBePositive) {
+  Graph g;
+  Value x = g.input("x", {1, 2, 8, 8});
+  Value w = g.param("w", {2, 2, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.groups = 0}); },
+                               {"conv2d", "groups must be >= 1", "0"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.dilation = {1, 0}}); },
+                               {"conv2d", "dilation must be >= 1", "(1,0)"}));
+}
+
+TEST(Conv2dShapeErrors, DilatedKernelMustFitThePaddedInput) {
+  Graph g;
+  Value x = g.input("x", {1, 1, 6, 6});
+  Value w = g.param("w", {1, 1, 3, 3});
+  // Dilation 3 spans 7x7: more than 6, fits with padding 1.
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv2d(x, w, {.dilation = 3}); },
+                               {"conv2d", "kernel 3x3 dilated by (3,3) (spanning 7x7)",
+                                "does not fit input x ([1,1,6,6])"}));
+  EXPECT_NO_THROW(tbgrad::conv2d(x, w, {.padding = 1, .dilation = 3}));
+}
+
+TEST(Conv2dShapeErrors, GradientKernelsCheckGroupsToo) {
+  Graph g;
+  Value gy = g.input("gy", {1, 4, 6, 6});
+  Value w = g.param("w", {4, 2, 3, 3});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::conv2d_backward_input(gy, w, {1, 6, 8, 8}, {.groups = 2}); },
+                       {"conv2d_backward_input", "expects 2 input channels per group",
+                        "6 / groups 2 = 3"}));
+  Value x = g.input("x", {1, 4, 8, 8});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::conv2d_backward_weight(x, gy, {4, 4, 3, 3}, {.dilation = 2}); },
+      {"conv2d_backward_weight", "output gradient gy ([1,4,6,6])", "must be [1,4,4,4]"}));
+}
+
+TEST(ConvTranspose2dShapeErrors, WeightMustHaveTheInputChannelsFirst) {
+  Graph g;
+  Value x = g.input("x", {2, 4, 5, 5});
+  Value w = g.param("w", {3, 4, 3, 3});  // a conv2d weight [OC, IC, ...]: the wrong way round
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, w); },
+                               {"conv_transpose2d", "weight w ([3,4,3,3]) expects 3 input channels",
+                                "input x ([2,4,5,5]) has 4", "[IC, OC/groups, KH, KW]"}));
+}
+
+TEST(ConvTranspose2dShapeErrors, GroupsMustDivideTheInputChannels) {
+  Graph g;
+  Value x = g.input("x", {2, 4, 5, 5});
+  Value w = g.param("w", {4, 1, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, w, {.groups = 3}); },
+                               {"conv_transpose2d", "input x ([2,4,5,5])", "4 channels",
+                                "not divisible by groups 3"}));
+}
+
+TEST(ConvTranspose2dShapeErrors, OutputPaddingMustBeSmallerThanTheStride) {
+  Graph g;
+  Value x = g.input("x", {1, 2, 5, 5});
+  Value w = g.param("w", {2, 2, 3, 3});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::conv_transpose2d(x, w, {.stride = 2, .output_padding = {0, 2}}); },
+      {"conv_transpose2d", "output_padding", "smaller than the stride (2,2)", "(0,2)",
+       "x ([1,2,5,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, w, {.output_padding = 1}); },
+                               {"conv_transpose2d", "output_padding", "(1,1)"}));
+  EXPECT_NO_THROW(tbgrad::conv_transpose2d(x, w, {.stride = 2, .output_padding = {0, 1}}));
+}
+
+TEST(ConvTranspose2dShapeErrors, PaddingMayNotRemoveTheWholeOutput) {
+  Graph g;
+  Value x = g.input("x", {1, 2, 2, 2});
+  Value w = g.param("w", {2, 2, 3, 3});
+  // (2-1)*1 - 2*2 + 2 + 1 = 0 rows.
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, w, {.padding = 2}); },
+                               {"conv_transpose2d", "input x ([1,2,2,2])", "empty output",
+                                "0x0"}));
+}
+
+TEST(ConvTranspose2dShapeErrors, BiasHasOneValuePerOutputChannel) {
+  Graph g;
+  Value x = g.input("x", {1, 4, 5, 5});
+  Value w = g.param("w", {4, 3, 3, 3});
+  Value b = g.param("b", {3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, w, b, {.groups = 2}); },
+                               {"conv_transpose2d", "bias b ([3])", "must be [6]", "groups 2"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::conv_transpose2d(x, g.input("x3", {4, 5, 5}), b); },
+                               {"conv_transpose2d", "weight x3 ([4,5,5])", "rank 4"}));
+}
+
+TEST(GlobalPoolShapeErrors, InputMustBeNCHW) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::global_avg_pool2d(x); },
+                               {"global_avg_pool2d", "input x ([2,3,4])", "rank 4"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::global_max_pool2d(x); },
+                               {"global_max_pool2d", "input x ([2,3,4])", "rank 4"}));
+  Value empty = g.input("empty", {2, 3, 0, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::global_max_pool2d(empty); },
+                               {"global_max_pool2d", "empty ([2,3,0,4])", "empty plane"}));
+  Value x4 = g.input("x4", {2, 3, 4, 4});
+  Value gy = g.input("gy", {2, 3, 2, 2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::global_max_pool2d_backward(x4, gy); },
+                               {"global_max_pool2d_backward", "gy ([2,3,2,2])", "must be [2,3,1,1]"}));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pooling: avg_pool2d and max_pool2d share their shape rule
 // ---------------------------------------------------------------------------------------------
 

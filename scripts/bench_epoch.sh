@@ -3,6 +3,9 @@
 #
 #   bash scripts/bench_epoch.sh [--model seed] [--batch-size 32] [--threads 2|1,2] [--reps 3]
 #                               [--lr 0.1] [--epochs 1] [--limit N] [--data data/mnist]
+#                               [--optimizer sgd|momentum] [--weight-decay WD]
+#                               [--schedule constant|cosine] [--warmup-epochs W]
+#                               [--augment|--no-augment]
 #                               [--build-dir build] [--tbgrad-bin PATH] [--python /usr/bin/python3]
 #                               [--openblas-coretype NAME] [--torch-env VAR=VALUE]...
 #                               [--torch-arg ARG]...
@@ -13,6 +16,15 @@
 #                      --threads T --json
 # and scripts/pytorch_mnist.py with the same model, batch size, optimizer, learning rate,
 # epochs and thread count, alternating which goes first (ABBA), each under /usr/bin/time -v.
+# The training recipe goes to both sides under the same flag names: --optimizer, --schedule,
+# and, when not at their defaults, --weight-decay WD (rank >= 2 parameters only),
+# --warmup-epochs W (linear warmup over W epochs' steps; 0 <= W <= --epochs) and --augment
+# (random crop of the 2-padded image, then a left-right flip); pytorch_mnist.py's docstring
+# defines each step's learning rate. Defaults: sgd, lr 0.1, constant, no weight decay, no
+# warmup, no augmentation (the command lines above), except for --model resnet (issue 29's
+# residual network; e.g. --data /usr/share/datasets/fashion-mnist, from Debian's
+# dataset-fashion-mnist): --optimizer momentum --lr 0.05 --weight-decay 5e-4 --schedule cosine
+# --warmup-epochs 1 --augment. Any flag given wins; --no-augment turns the augmentation off.
 # --threads 1,2 runs both thread counts in the same invocation and prints the speedup.
 # --tbgrad-bin times a prebuilt tbgrad-mnist instead (say, an older commit's, built in a git
 # worktree, to measure what an optimization bought); --torch-env adds environment settings to
@@ -47,7 +59,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-model=seed batch=32 threads=2 reps=3 lr=0.1 epochs=1 limit=0 data=data/mnist
+model=seed batch=32 threads=2 reps=3 lr="" epochs=1 limit=0 data=data/mnist
+optimizer="" weight_decay="" schedule="" warmup="" augment=""  # "": the model's default
 build=build python=/usr/bin/python3 install_torch=0 no_torch=0 coretype="" tbgrad_bin="" per_cpu=1
 torch_full_isa=0
 extra_env=() extra_args=()
@@ -64,6 +77,12 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --lr) lr=$2; shift 2 ;;
+    --optimizer) optimizer=$2; shift 2 ;;
+    --weight-decay) weight_decay=$2; shift 2 ;;
+    --schedule) schedule=$2; shift 2 ;;
+    --warmup-epochs) warmup=$2; shift 2 ;;
+    --augment) augment=1; shift ;;
+    --no-augment) augment=0; shift ;;
     --epochs) epochs=$2; shift 2 ;;
     --limit) limit=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
@@ -90,6 +109,32 @@ for v in batch reps epochs; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench_epoch.sh: --${v/batch/batch-size} must be a positive integer" >&2; exit 2; }
 done
 [[ $limit =~ ^[0-9]+$ ]] || { echo "bench_epoch.sh: --limit must be >= 0" >&2; exit 2; }
+# The training recipe: the model's defaults (see the header) for what was not given.
+if [[ $model == resnet ]]; then
+  : "${lr:=0.05}" "${optimizer:=momentum}" "${weight_decay:=5e-4}" "${schedule:=cosine}" "${warmup:=1}" "${augment:=1}"
+else
+  : "${lr:=0.1}" "${optimizer:=sgd}" "${weight_decay:=0}" "${schedule:=constant}" "${warmup:=0}" "${augment:=0}"
+fi
+[[ $optimizer == sgd || $optimizer == momentum ]] ||
+  { echo "bench_epoch.sh: --optimizer must be sgd or momentum (both sides have them), got '$optimizer'" >&2; exit 2; }
+[[ $schedule == constant || $schedule == cosine ]] ||
+  { echo "bench_epoch.sh: --schedule must be constant or cosine, got '$schedule'" >&2; exit 2; }
+[[ $weight_decay =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] ||
+  { echo "bench_epoch.sh: --weight-decay must be a number >= 0, got '$weight_decay'" >&2; exit 2; }
+[[ $warmup =~ ^[0-9]+$ && $warmup -le $epochs ]] ||
+  { echo "bench_epoch.sh: --warmup-epochs must be an integer between 0 and --epochs ($epochs), got '$warmup'" >&2; exit 2; }
+# The flags both sides get beyond today's command lines, only where they are not the defaults.
+recipe_args=()
+if awk -v w="$weight_decay" 'BEGIN { exit !(w + 0 != 0) }'; then recipe_args+=(--weight-decay "$weight_decay"); fi
+[[ $warmup -gt 0 ]] && recipe_args+=(--warmup-epochs "$warmup")
+[[ $augment -eq 1 ]] && recipe_args+=(--augment)
+# pytorch_mnist.py's defaults are sgd and constant: its command line names them only otherwise.
+pt_recipe=()
+[[ $optimizer != sgd ]] && pt_recipe+=(--optimizer "$optimizer")
+[[ $schedule != constant ]] && pt_recipe+=(--schedule "$schedule")
+pt_recipe+=("${recipe_args[@]}")
+recipe="$optimizer lr $lr, $schedule schedule"
+[[ ${#recipe_args[@]} -gt 0 ]] && recipe+=", ${recipe_args[*]#--}"
 
 apt_install() {
   if [[ $(id -u) -ne 0 ]]; then
@@ -198,13 +243,15 @@ trap 'rm -rf "$tmp"' EXIT
 # The commands for T threads.
 tb_cmd() {
   local -a c=("$mnist" train --data "$data" --model "$model" --epochs "$epochs" --batch-size "$batch"
-              --optimizer sgd --lr "$lr" --schedule constant --threads "$1" --seed 1 --json)
+              --optimizer "$optimizer" --lr "$lr" --schedule "$schedule" --threads "$1" --seed 1 --json
+              "${recipe_args[@]}")
   [[ $limit -gt 0 ]] && c+=(--limit "$limit")
   cmd=("${c[@]}")
 }
 pt_cmd() {
   local -a c=(env "${torch_env[@]}" "$python" scripts/pytorch_mnist.py --data "$data" --model "$model"
-              --epochs "$epochs" --batch-size "$batch" --lr "$lr" --threads "$1" --seed 1 "${extra_args[@]}")
+              --epochs "$epochs" --batch-size "$batch" --lr "$lr" --threads "$1" --seed 1 "${pt_recipe[@]}"
+              "${extra_args[@]}")
   [[ $limit -gt 0 ]] && c+=(--limit "$limit")
   cmd=("${c[@]}")
 }
@@ -248,7 +295,7 @@ run() {
     "$name" "$t" "$rep" "$secs" "$rss" "$(awk -v a="$acc" 'BEGIN { print 100 * a }')"
 }
 
-echo "== epoch benchmark: model $model, batch $batch, sgd lr $lr, constant schedule, threads ${thread_list[*]}," \
+echo "== epoch benchmark: model $model, batch $batch, $recipe, threads ${thread_list[*]}," \
      "$epochs epoch(s)$([[ $limit -gt 0 ]] && echo ", first $limit images"), $reps rep(s)"
 echo "   machine: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -n1); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 simd_flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -xE 'sse4_1|avx2|fma|avx512f|asimd|sve|sve2' | tr '\n' ' ')
@@ -307,7 +354,7 @@ summaries=()
 for t in "${thread_list[@]}"; do
   tb_s=$(median tbgrad "$t" 4); tb_rss=$(median tbgrad "$t" 5)
   printf '  tbgrad   %2s threads  train %8.3f s  peak RSS %7s MB\n' "$t" "$tb_s" "$tb_rss"
-  summary="{\"isa\":\"$isa\",\"model\":\"$model\",\"batch_size\":$batch,\"threads\":$t,\"lr\":$lr,\"epochs\":$epochs,\"limit\":$limit,\"reps\":$reps,\"tbgrad_train_seconds\":$tb_s,\"tbgrad_peak_rss_mb\":$tb_rss"
+  summary="{\"isa\":\"$isa\",\"model\":\"$model\",\"batch_size\":$batch,\"threads\":$t,\"optimizer\":\"$optimizer\",\"lr\":$lr,\"schedule\":\"$schedule\",\"weight_decay\":$(awk -v w="$weight_decay" 'BEGIN { printf "%.10g", w }'),\"warmup_epochs\":$warmup,\"augment\":$([[ $augment -eq 1 ]] && echo true || echo false),\"epochs\":$epochs,\"limit\":$limit,\"reps\":$reps,\"tbgrad_train_seconds\":$tb_s,\"tbgrad_peak_rss_mb\":$tb_rss"
   if [[ $torch_ok -eq 1 ]]; then
     pt_s=$(median pytorch "$t" 4); pt_rss=$(median pytorch "$t" 5)
     ratio=$(awk -v a="$pt_s" -v b="$tb_s" 'BEGIN { printf "%.2f", a / b }')

@@ -46,6 +46,19 @@ struct KernelContext {
   Epilogue epilogue = {};
 };
 
+// Note [Batch means]: the trainer splits a batch into micro-batches and forms the batch's loss as
+// the micro-batches' losses, each weighted by its share of the batch (Note [Micro-batches] in
+// nn/train/partition.hpp). That is right for a loss that is a mean over the examples, and wrong
+// for a sum over them or a mean weighted by anything but the count. An op says which it is:
+//   kMean:   its value (one number) is the mean over the examples of a term of each example's
+//            rows of its inputs: every row the same weight (a loss with Reduction::kMean and no
+//            class weights; softmax_cross_entropy).
+//   kSum:    its value (one number) is the sum over its input's elements (sum; a loss with
+//            Reduction::kSum).
+//   kLinear: its value is sum_i linear_factor(i) * input i (add, sub, scale).
+// An op whose instances differ (a loss's reduction) overrides Op::batch_reduce().
+enum class BatchReduce : unsigned char { kNone, kMean, kSum, kLinear };
+
 // Note [Op traits]: what the rest of the library needs to know about an op kind, as data
 // declared once with the class that implements it. A class lists the kinds it implements in
 // `static constexpr OpTraits kKinds[]` (one entry, or one per kind: add, sub and mul share a
@@ -66,6 +79,8 @@ struct OpTraits {
   // from every part of the batch and input 0's scaled by the part's weight. matmul(Aᵀ, B) and
   // sum_to are: the gradients of a fully connected layer's weight and bias.
   bool sums_over_rows = false;
+  // Note [Batch means]: how the op's value over a batch follows from its values over parts of it.
+  BatchReduce batch_reduce = BatchReduce::kNone;
 };
 
 class Op {
@@ -88,6 +103,13 @@ class Op {
   // Note [Epilogues]: what this op is as an epilogue of the op producing its input (kNone: it
   // cannot be one).
   virtual Epilogue::Kind epilogue_kind() const { return traits().epilogue; }
+  // Note [Batch means]: what this op is (its kind's trait unless an instance says otherwise),
+  // and for kLinear the factor of input `i`.
+  virtual BatchReduce batch_reduce() const { return traits().batch_reduce; }
+  virtual double linear_factor(std::size_t i) const {
+    (void)i;
+    return 1.0;
+  }
   // This op, with its attributes, applied to other inputs (Note [Batch contraction]: the same
   // values with more rows); an invalid Value for an op that cannot be (the default).
   virtual Value apply_to(std::span<const Value> inputs) const;

@@ -63,8 +63,14 @@ class BinaryOp final : public Op {
       : kind_(kind), plan_(a, b, out) {}
 
   // By BinaryKind.
-  static constexpr OpTraits kKinds[] = {{.name = "add"}, {.name = "sub"}, {.name = "mul"}};
+  // Note [Batch means]: add and sub are linear in their inputs.
+  static constexpr OpTraits kKinds[] = {{.name = "add", .batch_reduce = BatchReduce::kLinear},
+                                        {.name = "sub", .batch_reduce = BatchReduce::kLinear},
+                                        {.name = "mul"}};
   const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
+  double linear_factor(std::size_t i) const override {
+    return kind_ == BinaryKind::kSub && i == 1 ? -1.0 : 1.0;
+  }
 
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
@@ -122,8 +128,9 @@ Value binary(BinaryKind kind, const char* op, Value a, Value b) {
 class ScaleOp final : public Op {
  public:
   explicit ScaleOp(double factor) : factor_(factor) {}
-  static constexpr OpTraits kKinds[] = {{.name = "scale"}};
+  static constexpr OpTraits kKinds[] = {{.name = "scale", .batch_reduce = BatchReduce::kLinear}};
   const OpTraits& traits() const override { return kKinds[0]; }
+  double linear_factor(std::size_t) const override { return factor_; }  // Note [Batch means]
   void forward(const KernelContext& ctx) const override {
     dispatch_float(ctx.output.dtype(), [&]<typename T>() {
       const T* x = ctx.inputs[0].data<T>();

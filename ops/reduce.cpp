@@ -18,7 +18,7 @@ constexpr std::int64_t kSumChunk = 4096;
 
 class SumOp final : public Op {
  public:
-  static constexpr OpTraits kKinds[] = {{.name = "sum"}};
+  static constexpr OpTraits kKinds[] = {{.name = "sum", .batch_reduce = BatchReduce::kSum}};
   const OpTraits& traits() const override { return kKinds[0]; }
   OpCost cost(std::span<const Shape> in, const Shape&) const override {
     return {static_cast<double>(in[0].numel()), "numel(in)"};

@@ -120,7 +120,9 @@ void check_label(std::int32_t label, std::int64_t row, std::int64_t classes) {
 
 class SoftmaxCrossEntropyOp final : public Op {
  public:
-  static constexpr OpTraits kKinds[] = {{.name = "softmax_cross_entropy"}};
+  // Note [Batch means]: the mean over the rows.
+  static constexpr OpTraits kKinds[] = {
+      {.name = "softmax_cross_entropy", .batch_reduce = BatchReduce::kMean}};
   const OpTraits& traits() const override { return kKinds[0]; }
   OpCost cost(std::span<const Shape> in, const Shape&) const override {
     return {4 * static_cast<double>(in[0].numel()), "4*B*C (max, sub, exp, add)"};

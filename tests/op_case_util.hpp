@@ -71,5 +71,6 @@ using Inputs = std::span<const Value>;  // a Builder's inputs
 // The op families' cases, one function per file of the table.
 void add_core_cases(Table& t);  // tests/op_cases.cpp: the ops of the first release
 void add_conv2_cases(Table& t);  // tests/op_cases_conv2.cpp: groups, dilation, transposed, global pools
+void add_loss_cases(Table& t);  // tests/op_cases_loss.cpp: ops/loss.hpp
 
 }  // namespace tbgrad::testing::cases

@@ -846,4 +846,137 @@ TEST(ApiDist, TheSingleProcessCommunicator) {
   (void)dist::local_size();
 }
 
+// ---------------------------------------------------------------- losses (ops/loss.hpp)
+
+double run_scalar(Graph& g, Value out, std::initializer_list<std::pair<Value, Tensor>> feeds) {
+  Executor ex(g, {out});
+  for (const auto& [v, t] : feeds) ex.bind(v, t);
+  ex.run();
+  return ex[out].at(0);
+}
+
+TEST(ApiLoss, CallingFormsAndDefaults) {
+  Graph g(DType::kF64);
+  auto x = g.input("x", {2, 3});
+  auto t = g.input("t", {2, 3});
+  Tensor xv({2, 3}, DType::kF64), tv({2, 3}, DType::kF64);
+  for (int i = 0; i < 6; ++i) {
+    xv.set(i, 0.5 * i - 1.0);
+    tv.set(i, i % 2 ? 1.0 : 0.0);
+  }
+  double sq = 0, ab = 0;
+  for (int i = 0; i < 6; ++i) {
+    const double d = xv.at(i) - tv.at(i);
+    sq += d * d;
+    ab += std::abs(d);
+  }
+  EXPECT_NEAR(run_scalar(g, mse_loss(x, t), {{x, xv}, {t, tv}}), sq / 6, 1e-12);  // mean
+  EXPECT_NEAR(run_scalar(g, mse_loss(x, t, Reduction::kSum), {{x, xv}, {t, tv}}), sq, 1e-12);
+  EXPECT_NEAR(run_scalar(g, l1_loss(x, t), {{x, xv}, {t, tv}}), ab / 6, 1e-12);
+  EXPECT_EQ(mse_loss(x, t, Reduction::kNone).shape(), (Shape{2, 3}));
+  EXPECT_EQ(huber_loss(x, t).shape(), Shape{});             // delta 1, mean
+  EXPECT_EQ(huber_loss(x, t, 0.5, Reduction::kNone).shape(), (Shape{2, 3}));
+  EXPECT_EQ(binary_cross_entropy_with_logits(x, t).shape(), Shape{});
+  auto pw = g.constant(Tensor({3}, DType::kF64), "pos_weight");
+  EXPECT_EQ(binary_cross_entropy_with_logits(x, t, pw, Reduction::kSum).shape(), Shape{});
+  auto y = g.input_labels("y", {2});
+  EXPECT_EQ(nll_loss(log_softmax(x), y).shape(), Shape{});
+  EXPECT_EQ(nll_loss(log_softmax(x), y, pw, Reduction::kNone).shape(), (Shape{2}));
+  EXPECT_EQ(softmax_cross_entropy(x, y, {.label_smoothing = 0.1}).shape(), Shape{});
+  EXPECT_EQ(softmax_cross_entropy(x, y, {.weights = pw, .reduction = Reduction::kNone}).shape(),
+            (Shape{2}));
+  EXPECT_STREQ(reduction_name(Reduction::kSum), "sum");
+}
+
+// With the default options, the options form is the two-argument op itself: the same bits.
+TEST(ApiLoss, DefaultCrossEntropyOptionsAreTheTwoArgumentOp) {
+  Graph g;
+  auto x = g.input("x", {5, 4});
+  auto y = g.input_labels("y", {5});
+  Value a = softmax_cross_entropy(x, y);
+  Value b = softmax_cross_entropy(x, y, CrossEntropyOptions{});
+  EXPECT_STREQ(g.node(b).op->name(), g.node(a).op->name());
+  Value c = softmax_cross_entropy(x, y, {.label_smoothing = 0.0, .reduction = Reduction::kSum});
+  EXPECT_STRNE(g.node(c).op->name(), g.node(a).op->name());
+}
+
+TEST(ApiLoss, LabelOutOfRangeThrowsAtRunTimeNamingTheOpAndTheLabel) {
+  Graph g;
+  auto x = g.input("x", {3, 4});
+  auto y = g.input_labels("y", {3});
+  Tensor xv({3, 4}, DType::kF32), yv({3}, DType::kI32);
+  yv.set(0, 1);
+  yv.set(1, 4);  // one past the last class
+  yv.set(2, 0);
+  const std::pair<Value, const char*> losses[] = {
+      {nll_loss(x, y), "nll_loss"},
+      {softmax_cross_entropy(x, y, {.label_smoothing = 0.2}), "softmax_cross_entropy"}};
+  for (const auto& [loss, op] : losses) {
+    Executor ex(g, {loss});
+    ex.bind(x, xv).bind(y, yv);
+    try {
+      ex.run();
+      ADD_FAILURE() << "no error for label 4 of 4 classes";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("label 4 of row 1"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(op), std::string::npos) << msg;
+    }
+  }
+}
+
+// NaN propagates through every loss and its gradient; huge logits stay finite.
+TEST(ApiLoss, NaNPropagatesAndHugeLogitsStayFinite) {
+  Graph g(DType::kF64);
+  auto x = g.input("x", {1, 2});
+  auto t = g.input("t", {1, 2});
+  Tensor xv({1, 2}, DType::kF64), tv({1, 2}, DType::kF64);
+  xv.set(0, std::nan(""));
+  xv.set(1, 1.0);
+  tv.set(0, 1.0);
+  tv.set(1, 0.0);
+  for (Value loss : {mse_loss(x, t), l1_loss(x, t), huber_loss(x, t),
+                     binary_cross_entropy_with_logits(x, t)}) {
+    Value gx = grad(loss, x);
+    Executor ex(g, {loss, gx});
+    ex.bind(x, xv).bind(t, tv).run();
+    EXPECT_TRUE(std::isnan(ex[loss].at(0))) << g.node(loss).op->name();
+    EXPECT_TRUE(std::isnan(ex[gx].at(0))) << g.node(loss).op->name();
+  }
+  xv.set(0, 1e4);
+  xv.set(1, -1e4);
+  Value bce = binary_cross_entropy_with_logits(x, t);
+  Value gx = grad(bce, x);
+  Executor ex(g, {bce, gx});
+  ex.bind(x, xv).bind(t, tv).run();
+  EXPECT_NEAR(ex[bce].at(0), 0.0, 1e-12);  // both logits agree with their targets
+  EXPECT_TRUE(std::isfinite(ex[gx].at(0)) && std::isfinite(ex[gx].at(1)));
+}
+
+// The mean of a large loss is the same for any thread count (a fixed-order sum).
+TEST(ApiLoss, SumsAreBitIdenticalForAnyThreadCount) {
+  Graph g;
+  auto x = g.input("x", {300, 70});
+  auto t = g.input("t", {300, 70});
+  Tensor xv({300, 70}, DType::kF32), tv({300, 70}, DType::kF32);
+  nn::Rng rng(5);
+  nn::uniform(xv, -3, 3, rng);
+  nn::uniform(tv, 0, 1, rng);
+  Value loss = add(mse_loss(x, t), binary_cross_entropy_with_logits(x, t));
+  Value gx = grad(loss, x);
+  std::vector<float> first;
+  for (int threads : {1, 2, 3}) {
+    ThreadScope scope(threads);
+    Executor ex(g, {loss, gx});
+    ex.bind(x, xv).bind(t, tv).run();
+    std::vector<float> got = {ex[loss].data<float>()[0]};
+    got.insert(got.end(), ex[gx].data<float>(), ex[gx].data<float>() + ex[gx].numel());
+    if (first.empty()) {
+      first = got;
+    } else {
+      EXPECT_TRUE(first == got) << threads << " threads";
+    }
+  }
+}
+
 }  // namespace

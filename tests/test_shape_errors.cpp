@@ -971,4 +971,71 @@ TEST(ShapeErrors, DimensionsMustNotBeNegative) {
   EXPECT_TRUE(ThrowsShapeError([] { (void)Shape{2, -3}; }, {"non-negative", "-3"}));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Losses (ops/loss.hpp)
+// ---------------------------------------------------------------------------------------------
+
+TEST(LossShapeErrors, PredictionAndTargetMustHaveTheSameShape) {
+  Graph g;
+  Value x = g.input("pred", {8, 3});
+  Value t = g.input("target", {8, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::mse_loss(x, t); },
+                               {"mse_loss", "target ([8,1])", "pred ([8,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::l1_loss(x, t); }, {"l1_loss", "[8,1]"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::binary_cross_entropy_with_logits(x, t); },
+                               {"binary_cross_entropy_with_logits", "[8,1]", "[8,3]"}));
+}
+
+TEST(LossShapeErrors, TargetsMustBeFloatingPoint) {
+  Graph g;
+  Value x = g.input("pred", {4});
+  Value t = g.input_labels("target", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::huber_loss(x, t); },
+                               {"huber_loss", "target ([4] i32)", "floating point"}));
+}
+
+TEST(LossShapeErrors, HuberDeltaMustBePositive) {
+  Graph g;
+  Value x = g.input("pred", {4});
+  Value t = g.input("target", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::huber_loss(x, t, 0.0); }, {"huber_loss", "delta"}));
+}
+
+TEST(LossShapeErrors, PosWeightMustHaveOneWeightPerClass) {
+  Graph g;
+  Value x = g.input("logits", {8, 5});
+  Value t = g.input("target", {8, 5});
+  Value pw = g.input("pw", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::binary_cross_entropy_with_logits(x, t, pw); },
+                               {"binary_cross_entropy_with_logits", "pos_weight pw ([4])",
+                                "must be [5]"}));
+}
+
+TEST(LossShapeErrors, NllLabelsAndWeightsMustMatchTheScores) {
+  Graph g;
+  Value lp = g.input("lp", {8, 5});
+  Value y = g.input_labels("y", {7});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::nll_loss(lp, y); },
+                               {"nll_loss", "labels y ([7] i32)", "must be [8]"}));
+  Value y8 = g.input_labels("y8", {8});
+  Value w = g.input("w", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::nll_loss(lp, y8, w); },
+                               {"nll_loss", "class weights w ([4])", "must be [5]"}));
+  Value lp3 = g.input("lp3", {8, 5, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::nll_loss(lp3, y8); }, {"nll_loss", "rank 2"}));
+}
+
+TEST(LossShapeErrors, CrossEntropyOptionsAreChecked) {
+  Graph g;
+  Value x = g.input("logits", {8, 5});
+  Value y = g.input_labels("y", {8});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::softmax_cross_entropy(x, y, {.label_smoothing = 1.5}); },
+      {"softmax_cross_entropy", "label_smoothing", "[8,5]"}));
+  Value w = g.input("w", {6});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::softmax_cross_entropy(x, y, {.weights = w}); },
+      {"softmax_cross_entropy", "class weights w ([6])", "must be [5]"}));
+}
+
 }  // namespace

@@ -77,7 +77,11 @@ void Schedule::load_state(const std::map<std::string, std::string>& state) {
     throw Error("schedule state is of a '" + kind + "' schedule, not '" + name() + "'");
   }
   count_ = get_count(state, "count");
-  lr_ = get_double(state, "lr");
+  // A closed form's rate is recomputed from the count, with this schedule's settings (a run
+  // resumed with a longer --epochs continues its cosine over the new length); "lr" is kept
+  // for the schedules whose rate is history (PlateauSchedule reads it).
+  get_double(state, "lr");  // checked
+  lr_ = lr_at(count_);
 }
 
 // --- the closed forms --------------------------------------------------------------------
@@ -205,6 +209,7 @@ std::map<std::string, std::string> PlateauSchedule::state() const {
 }
 void PlateauSchedule::load_state(const std::map<std::string, std::string>& state) {
   Schedule::load_state(state);
+  lr_ = get_double(state, "lr");
   best_ = get_double(state, "best");
   bad_ = get_count(state, "bad");
   cooldown_left_ = get_count(state, "cooldown");

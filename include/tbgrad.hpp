@@ -23,6 +23,8 @@
 #include "tbgrad/nn/optim.hpp"
 #include "tbgrad/nn/params.hpp"
 #include "tbgrad/nn/params_io.hpp"
+#include "tbgrad/nn/schedule.hpp"
+#include "tbgrad/nn/summary.hpp"
 #include "tbgrad/nn/train.hpp"
 #include "tbgrad/ops/conv2d.hpp"
 #include "tbgrad/ops/elementwise.hpp"

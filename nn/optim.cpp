@@ -9,6 +9,7 @@
 #endif
 
 #include "graph/parallel.hpp"
+#include "nn/params.hpp"
 #include "ops/kernel_util.hpp"
 
 namespace tbgrad::nn {
@@ -17,6 +18,12 @@ namespace {
 // Elements per task: an update is a few flops per element, so below ~64K elements a second
 // thread costs more (waking it, moving the tensor between caches) than it saves.
 constexpr std::int64_t kUpdateGrain = 65536;
+// The global norm's blocks: fixed by the gradient's size only (Note [Determinism]).
+constexpr std::int64_t kNormBlock = 65536;
+
+std::int64_t norm_blocks(std::int64_t n) {
+  return (n + kNormBlock - 1) / kNormBlock;
+}
 
 std::vector<Tensor> zeros_like(const std::vector<Tensor>& ts) {
   std::vector<Tensor> out;
@@ -85,6 +92,59 @@ void for_each_block(const std::vector<Tensor>& params, const Fn& fn) {
 Optimizer::Optimizer(std::vector<Tensor> params, double lr) : params_(std::move(params)), lr_(lr) {
   if (!std::isfinite(lr) || lr <= 0)
     throw Error("optimizer: learning rate must be positive and finite");
+  std::int64_t blocks = 0;
+  for (const Tensor& p : params_) blocks += norm_blocks(p.numel());
+  partial_.assign(static_cast<std::size_t>(blocks), 0.0);
+}
+
+void Optimizer::set_decay(double weight_decay, const std::vector<bool>& decay) {
+  if (!std::isfinite(weight_decay) || weight_decay < 0) {
+    throw Error(std::string(name()) + ": weight decay must be finite and >= 0, got " +
+                std::to_string(weight_decay));
+  }
+  if (!decay.empty() && decay.size() != params_.size()) {
+    throw Error(std::string(name()) + ": " + std::to_string(decay.size()) +
+                " weight-decay flags for " + std::to_string(params_.size()) + " parameters");
+  }
+  weight_decay_ = weight_decay;
+  decay_.assign(decay.begin(), decay.end());
+}
+
+void Optimizer::set_max_grad_norm(double max_norm) {
+  if (!std::isfinite(max_norm) || max_norm < 0) {
+    throw Error("optimizer: max_grad_norm must be finite and >= 0 (0: no clipping), got " +
+                std::to_string(max_norm));
+  }
+  max_norm_ = max_norm;
+}
+
+double Optimizer::global_norm(std::span<const Tensor> grads) {
+  // Block b of every gradient in its own slot, in parallel; the slots added in order.
+  std::size_t first = 0;
+  run_in_arena([&] {
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      const std::int64_t n = grads[i].numel();
+      double* slots = partial_.data() + first;
+      parallel_for(norm_blocks(n), 1, [&](std::int64_t lo, std::int64_t hi) {
+        detail::dispatch_float(grads[i].dtype(), [&]<typename T>() {
+          const T* g = grads[i].data<T>();
+          for (std::int64_t b = lo; b < hi; ++b) {
+            double s = 0;
+            const std::int64_t end = std::min(n, (b + 1) * kNormBlock);
+            for (std::int64_t j = b * kNormBlock; j < end; ++j) {
+              const auto x = static_cast<double>(g[j]);
+              s += x * x;
+            }
+            slots[b] = s;
+          }
+        });
+      });
+      first += static_cast<std::size_t>(norm_blocks(n));
+    }
+  });
+  double sum = 0;
+  for (double s : partial_) sum += s;
+  return std::sqrt(sum);
 }
 
 void Optimizer::check(std::span<const Tensor> grads) const {
@@ -102,36 +162,102 @@ void Optimizer::check(std::span<const Tensor> grads) const {
 
 void Optimizer::step(std::span<const Tensor> grads) {
   check(grads);
+  if (clipping()) {
+    // torch.nn.utils.clip_grad_norm_: clip_coef = max_norm / (norm + 1e-6), clamped to 1
+    // (a NaN norm gives a NaN scale: std::min keeps its first argument).
+    last_norm_ = global_norm(grads);
+    scale_ = std::min(max_norm_ / (last_norm_ + 1e-6), 1.0);
+  }
   for_each_block(params_,
                  [&](std::int64_t lo, std::int64_t hi, std::size_t i) { update(grads, i, lo, hi); });
   ++steps_;
 }
 
-SGD::SGD(std::vector<Tensor> params, double lr) : Optimizer(std::move(params), lr) {}
+namespace {
+
+// The gradient an update uses for element j: clipped (scaled) when clipping is on, plus the
+// coupled weight decay wd * p when parameter i decays. The two choices are template arguments,
+// so that the loops without them are the plain ones (and the same bits as before them).
+template <typename T, bool kClip, bool kDecay>
+struct GradOf {
+  const T* g;
+  const T* p;
+  T scale, wd;
+  T operator[](std::int64_t j) const {
+    T gj = g[j];
+    if constexpr (kClip) gj = scale * gj;
+    if constexpr (kDecay) gj = gj + wd * p[j];
+    return gj;
+  }
+};
+
+// fn(grad) with the GradOf of parameter p's gradient g.
+template <typename T, typename Fn>
+void with_grad(const Tensor& g, const Tensor& p, bool clip, double scale, double wd,
+               const Fn& fn) {
+  const T* gd = g.data<T>();
+  const T* pd = p.data<T>();
+  const auto s = static_cast<T>(scale), w = static_cast<T>(wd);
+  if (clip && wd != 0) {
+    fn(GradOf<T, true, true>{gd, pd, s, w});
+  } else if (clip) {
+    fn(GradOf<T, true, false>{gd, pd, s, w});
+  } else if (wd != 0) {
+    fn(GradOf<T, false, true>{gd, pd, s, w});
+  } else {
+    fn(GradOf<T, false, false>{gd, pd, s, w});
+  }
+}
+
+}  // namespace
+
+SGD::SGD(std::vector<Tensor> params, double lr, SGDOptions options)
+    : Optimizer(std::move(params), lr), options_(std::move(options)) {
+  set_decay(options_.weight_decay, options_.decay);
+}
 
 void SGD::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo, std::int64_t hi) {
+  const double wd = decays(i) ? weight_decay() : 0.0;
   detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
     T* p = params_[i].data<T>();
-    const T* g = grads[i].data<T>();
     const T lr = static_cast<T>(lr_);
-    for (std::int64_t j = lo; j < hi; ++j) p[j] -= lr * g[j];
+    with_grad<T>(grads[i], params_[i], clipping(), grad_scale(), wd, [&](const auto& g) {
+      for (std::int64_t j = lo; j < hi; ++j) p[j] -= lr * g[j];
+    });
   });
 }
 
 Momentum::Momentum(std::vector<Tensor> params, double lr, double momentum)
-    : Optimizer(std::move(params), lr), momentum_(momentum), velocity_(zeros_like(params_)) {}
+    : Momentum(std::move(params), lr, MomentumOptions{.momentum = momentum}) {}
+
+Momentum::Momentum(std::vector<Tensor> params, double lr, MomentumOptions options)
+    : Optimizer(std::move(params), lr),
+      options_(std::move(options)),
+      velocity_(zeros_like(params_)) {
+  set_decay(options_.weight_decay, options_.decay);
+}
 
 void Momentum::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
                       std::int64_t hi) {
+  const double wd = decays(i) ? weight_decay() : 0.0;
   detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
     T* p = params_[i].data<T>();
     T* v = velocity_[i].data<T>();
-    const T* g = grads[i].data<T>();
-    const T lr = static_cast<T>(lr_), mu = static_cast<T>(momentum_);
-    for (std::int64_t j = lo; j < hi; ++j) {
-      v[j] = mu * v[j] + g[j];
-      p[j] -= lr * v[j];
-    }
+    const T lr = static_cast<T>(lr_), mu = static_cast<T>(options_.momentum);
+    with_grad<T>(grads[i], params_[i], clipping(), grad_scale(), wd, [&](const auto& g) {
+      if (options_.nesterov) {
+        for (std::int64_t j = lo; j < hi; ++j) {
+          const T gj = g[j];
+          v[j] = mu * v[j] + gj;
+          p[j] -= lr * (gj + mu * v[j]);
+        }
+      } else {
+        for (std::int64_t j = lo; j < hi; ++j) {
+          v[j] = mu * v[j] + g[j];
+          p[j] -= lr * v[j];
+        }
+      }
+    });
   });
 }
 
@@ -143,32 +269,47 @@ std::vector<std::pair<std::string, Tensor>> Momentum::state() const {
   return s;
 }
 
+namespace {
+
+// Adam's moments and step for elements [lo, hi) of one parameter, as step t (1-based).
+template <typename T, typename Grad>
+void adam_block(T* p, T* m, T* v, const Grad& g, double lr, double beta1, double beta2,
+                double eps, std::int64_t t, std::int64_t lo, std::int64_t hi) {
+  const auto td = static_cast<double>(t);
+  const double c1 = 1.0 - std::pow(beta1, td);
+  const double c2 = 1.0 - std::pow(beta2, td);
+  const T b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
+  const T step = static_cast<T>(lr / c1), inv_c2 = static_cast<T>(1.0 / c2);
+  const T e = static_cast<T>(eps);
+  for (std::int64_t j = lo; j < hi; ++j) {
+    const T gj = g[j];
+    m[j] = b1 * m[j] + (T(1) - b1) * gj;
+    v[j] = b2 * v[j] + (T(1) - b2) * gj * gj;
+    p[j] -= step * m[j] / (std::sqrt(v[j] * inv_c2) + e);
+  }
+}
+
+}  // namespace
+
 Adam::Adam(std::vector<Tensor> params, double lr, double beta1, double beta2, double eps)
+    : Adam(std::move(params), lr, AdamOptions{.beta1 = beta1, .beta2 = beta2, .eps = eps}) {}
+
+Adam::Adam(std::vector<Tensor> params, double lr, AdamOptions options)
     : Optimizer(std::move(params), lr),
-      beta1_(beta1),
-      beta2_(beta2),
-      eps_(eps),
+      options_(std::move(options)),
       m_(zeros_like(params_)),
-      v_(zeros_like(params_)) {}
+      v_(zeros_like(params_)) {
+  set_decay(options_.weight_decay, options_.decay);
+}
 
 void Adam::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
                   std::int64_t hi) {
-  const double t = static_cast<double>(steps_ + 1);
-  const double c1 = 1.0 - std::pow(beta1_, t);
-  const double c2 = 1.0 - std::pow(beta2_, t);
+  const double wd = decays(i) ? weight_decay() : 0.0;
   detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
-    T* p = params_[i].data<T>();
-    T* m = m_[i].data<T>();
-    T* v = v_[i].data<T>();
-    const T* g = grads[i].data<T>();
-    const T b1 = static_cast<T>(beta1_), b2 = static_cast<T>(beta2_);
-    const T step = static_cast<T>(lr_ / c1), inv_c2 = static_cast<T>(1.0 / c2);
-    const T eps = static_cast<T>(eps_);
-    for (std::int64_t j = lo; j < hi; ++j) {
-      m[j] = b1 * m[j] + (T(1) - b1) * g[j];
-      v[j] = b2 * v[j] + (T(1) - b2) * g[j] * g[j];
-      p[j] -= step * m[j] / (std::sqrt(v[j] * inv_c2) + eps);
-    }
+    with_grad<T>(grads[i], params_[i], clipping(), grad_scale(), wd, [&](const auto& g) {
+      adam_block(params_[i].data<T>(), m_[i].data<T>(), v_[i].data<T>(), g, lr_,
+                 options_.beta1, options_.beta2, options_.eps, steps_ + 1, lo, hi);
+    });
   });
 }
 
@@ -179,18 +320,72 @@ std::vector<std::pair<std::string, Tensor>> Adam::state() const {
   return s;
 }
 
+AdamW::AdamW(std::vector<Tensor> params, double lr, AdamWOptions options)
+    : Optimizer(std::move(params), lr),
+      options_(std::move(options)),
+      m_(zeros_like(params_)),
+      v_(zeros_like(params_)) {
+  set_decay(options_.weight_decay, options_.decay);
+}
+
+void AdamW::update(std::span<const Tensor> grads, std::size_t i, std::int64_t lo,
+                   std::int64_t hi) {
+  const double wd = decays(i) ? weight_decay() : 0.0;
+  detail::dispatch_float(params_[i].dtype(), [&]<typename T>() {
+    T* p = params_[i].data<T>();
+    if (wd != 0) {
+      // torch.optim.AdamW: param.mul_(1 - lr * weight_decay), before the moments.
+      const T shrink = static_cast<T>(1.0 - lr_ * wd);
+      for (std::int64_t j = lo; j < hi; ++j) p[j] *= shrink;
+    }
+    with_grad<T>(grads[i], params_[i], clipping(), grad_scale(), 0.0, [&](const auto& g) {
+      adam_block(p, m_[i].data<T>(), v_[i].data<T>(), g, lr_, options_.beta1, options_.beta2,
+                 options_.eps, steps_ + 1, lo, hi);
+    });
+  });
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (std::size_t i = 0; i < m_.size(); ++i) s.emplace_back("adamw_m." + std::to_string(i), m_[i]);
+  for (std::size_t i = 0; i < v_.size(); ++i) s.emplace_back("adamw_v." + std::to_string(i), v_[i]);
+  return s;
+}
+
 std::unique_ptr<Optimizer> SGD::clone_for(std::vector<Tensor> params) const {
-  return std::make_unique<SGD>(std::move(params), lr_);
+  auto o = std::make_unique<SGD>(std::move(params), lr_, options_);
+  o->copy_settings(*this);
+  return o;
 }
 std::unique_ptr<Optimizer> Momentum::clone_for(std::vector<Tensor> params) const {
-  return std::make_unique<Momentum>(std::move(params), lr_, momentum_);
+  auto o = std::make_unique<Momentum>(std::move(params), lr_, options_);
+  o->copy_settings(*this);
+  return o;
 }
 std::unique_ptr<Optimizer> Adam::clone_for(std::vector<Tensor> params) const {
-  return std::make_unique<Adam>(std::move(params), lr_, beta1_, beta2_, eps_);
+  auto o = std::make_unique<Adam>(std::move(params), lr_, options_);
+  o->copy_settings(*this);
+  return o;
+}
+std::unique_ptr<Optimizer> AdamW::clone_for(std::vector<Tensor> params) const {
+  auto o = std::make_unique<AdamW>(std::move(params), lr_, options_);
+  o->copy_settings(*this);
+  return o;
+}
+
+bool decays_by_default(const ParamStore& store, std::size_t i) {
+  return store.tensors()[i].shape().rank() >= 2;
+}
+
+std::vector<bool> decay_mask(const ParamStore& store,
+                             const std::function<bool(const ParamStore&, std::size_t)>& rule) {
+  std::vector<bool> mask(store.tensors().size());
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = rule(store, i);
+  return mask;
 }
 
 const std::vector<std::string>& optimizer_names() {
-  static const std::vector<std::string> names = {"sgd", "momentum", "adam"};
+  static const std::vector<std::string> names = {"sgd", "momentum", "adam", "adamw"};
   return names;
 }
 
@@ -219,7 +414,36 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<T
   if (kind == "sgd") return std::make_unique<SGD>(std::move(params), lr);
   if (kind == "momentum") return std::make_unique<Momentum>(std::move(params), lr);
   if (kind == "adam") return std::make_unique<Adam>(std::move(params), lr);
+  if (kind == "adamw") return std::make_unique<AdamW>(std::move(params), lr);
   throw Error("make_optimizer: optimizer_names() lists '" + kind + "', which it cannot build");
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, std::vector<Tensor> params,
+                                          double lr, const OptimizerConfig& config) {
+  check_optimizer_name(kind);
+  std::unique_ptr<Optimizer> o;
+  if (kind == "sgd") {
+    o = std::make_unique<SGD>(std::move(params), lr,
+                              SGDOptions{.weight_decay = config.weight_decay.value_or(0.0),
+                                         .decay = config.decay});
+  } else if (kind == "momentum") {
+    o = std::make_unique<Momentum>(
+        std::move(params), lr,
+        MomentumOptions{.weight_decay = config.weight_decay.value_or(0.0), .decay = config.decay});
+  } else if (kind == "adam") {
+    o = std::make_unique<Adam>(
+        std::move(params), lr,
+        AdamOptions{.weight_decay = config.weight_decay.value_or(0.0), .decay = config.decay});
+  } else if (kind == "adamw") {
+    AdamWOptions a;
+    if (config.weight_decay) a.weight_decay = *config.weight_decay;
+    a.decay = config.decay;
+    o = std::make_unique<AdamW>(std::move(params), lr, std::move(a));
+  } else {
+    throw Error("make_optimizer: optimizer_names() lists '" + kind + "', which it cannot build");
+  }
+  o->set_max_grad_norm(config.max_grad_norm);
+  return o;
 }
 
 }  // namespace tbgrad::nn

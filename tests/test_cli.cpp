@@ -64,6 +64,7 @@ TEST_F(Cli, BadFlagsAndValuesAreUsageErrorsNamingTheFlag) {
       {"train --lr abc", "--lr"},                {"train --threads 0", "--threads"},
       {"train --limit -5", "--limit"},           {"train --seed 1.5", "--seed"},
       {"train --optimizer rmsprop", "--optimizer"}, {"train --init zeros", "--init"},
+      {"train --schedule linear", "--schedule"},
       {"train --frobnicate", "frobnicate"},      {"train --batch-size 99999999999999999999", "--batch-size"},
       {"eval", "--load"},                        {"predict --load x.ckpt", "IMAGE"},
       {"inspect --out x.json", "--load"},        {"inspect --load x.ckpt", "--out"},
@@ -75,6 +76,18 @@ TEST_F(Cli, BadFlagsAndValuesAreUsageErrorsNamingTheFlag) {
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
     EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
   }
+}
+
+// --summary prints the model's table and exits before reading any data. LeNet-5's parameters,
+// by hand: conv1 6*1*5*5+6, conv2 16*6*5*5+16, fc1 400*120+120, fc2 120*84+84, fc3 84*10+10.
+TEST_F(Cli, SummaryPrintsTheModelsTableWithoutData) {
+  Result r = run("train --model lenet5 --batch-size 4 --summary --data " + path("nowhere"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const int params = 6 * 25 + 6 + 16 * 6 * 25 + 16 + 400 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10;
+  ASSERT_EQ(params, 61706);
+  EXPECT_NE(r.out.find("Total params: 61,706"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[4,6,28,28]"), std::string::npos) << r.out;
+  EXPECT_NE(run("train --help").out.find("--summary"), std::string::npos);
 }
 
 TEST_F(Cli, MissingDataIsAClearErrorWithExitCode1) {

@@ -132,6 +132,36 @@ TEST(LibrarySteadyState, TrainingEpochAllocatesNothing) {
   }
 }
 
+// AdamW with weight decay on the weights only, clipping by the global norm and a schedule
+// applied every step: still nothing allocated in an epoch.
+TEST(LibrarySteadyState, ClippingWeightDecayAndScheduleAllocateNothing) {
+  ThreadScope threads(2);
+  const nn::ModelFn model = custom_cnn;
+  data::Dataset d;
+  d.count = 100;
+  d.rows = d.cols = 28;
+  nn::Rng rng(1);
+  for (std::int64_t i = 0; i < d.count * 784; ++i)
+    d.images.push_back(static_cast<std::uint8_t>(rng.below(256)));
+  for (std::int64_t i = 0; i < d.count; ++i) d.labels.push_back(static_cast<std::uint8_t>(i % 10));
+  nn::ParamStore store;
+  nn::create_parameters(model, store);
+  nn::initialize(store, nn::Init::kXavierUniform, rng);
+  nn::AdamW opt(store.tensors(), 1e-3, {.decay = nn::decay_mask(store)});
+  opt.set_max_grad_norm(0.5);
+  nn::CosineSchedule schedule(1e-3, {.warmup = 2, .total = 8});
+  nn::Trainer trainer(model, store, opt, {.batch_size = 32});
+  data::Batcher batches(d, 32);
+  nn::EpochOptions eo;
+  eo.before_step = [&](std::int64_t, std::int64_t) { schedule.apply(opt); };
+  eo.after_update = [&](std::int64_t) { schedule.step(); };
+  nn::train_epoch(trainer, batches, rng, eo);  // warm-up
+  const long before = g_allocations.load();
+  nn::train_epoch(trainer, batches, rng, eo);
+  EXPECT_EQ(g_allocations.load() - before, 0) << "heap allocations in one epoch";
+  EXPECT_GT(opt.last_grad_norm(), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, SteadyState, ::testing::Values("seed", "seed-nopool", "lenet5"),
                          [](const auto& info) {
                            std::string s = info.param;

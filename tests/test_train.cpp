@@ -482,14 +482,14 @@ TEST(Optimizer, AdamFlushesSubnormalMomentsAndRestoresTheCallersMode) {
 // The one check of an optimizer's name (nn/optim.hpp): make_optimizer makes it, and the app's
 // --optimizer and resumed checkpoints list the same choices in their messages.
 TEST(Optimizer, AnUnknownNameIsAnErrorListingTheChoices) {
-  EXPECT_EQ(nn::optimizer_names(), (std::vector<std::string>{"sgd", "momentum", "adam"}));
-  EXPECT_EQ(nn::optimizer_choices(), "sgd, momentum or adam");
+  EXPECT_EQ(nn::optimizer_names(), (std::vector<std::string>{"sgd", "momentum", "adam", "adamw"}));
+  EXPECT_EQ(nn::optimizer_choices(), "sgd, momentum, adam or adamw");
   for (const std::string& name : nn::optimizer_names()) {
     EXPECT_NO_THROW(nn::check_optimizer_name(name));
     Tensor w(Shape{2}, DType::kF32);
     EXPECT_STREQ(nn::make_optimizer(name, {w}, 0.1)->name(), name.c_str());
   }
-  const std::string expected = "unknown optimizer 'rmsprop' (expected sgd, momentum or adam)";
+  const std::string expected = "unknown optimizer 'rmsprop' (expected sgd, momentum, adam or adamw)";
   EXPECT_EQ(message_of<Error>([] { nn::check_optimizer_name("rmsprop"); }), expected);
   EXPECT_EQ(message_of<Error>([] { nn::make_optimizer("rmsprop", {}, 0.1); }), expected);
 }

@@ -58,21 +58,32 @@ TEST(Trainer, LearnsSyntheticShapesToHighAccuracy) {
   EXPECT_LT(r.epochs.back().train_loss, r.epochs.front().train_loss);
 }
 
-// The one check of a schedule's name: --schedule and scheduled_lr list the same choices.
-TEST(Trainer, AnUnknownScheduleIsAnErrorListingTheChoices) {
-  EXPECT_EQ(schedule_choices(), "cosine or constant");
-  EXPECT_NO_THROW(check_schedule_name("cosine"));
-  EXPECT_EQ(scheduled_lr("constant", 0.5, 3, 5), 0.5);
-  EXPECT_EQ(scheduled_lr("cosine", 0.5, 1, 5), 0.5);
-  for (const auto& check : {std::function<void()>([] { check_schedule_name("linear"); }),
-                            std::function<void()>([] { scheduled_lr("linear", 0.5, 1, 5); })}) {
-    try {
-      check();
-      ADD_FAILURE() << "linear accepted";
-    } catch (const Error& e) {
-      EXPECT_STREQ(e.what(),
-                   "unknown learning-rate schedule 'linear' (expected cosine or constant)");
-    }
+// The app's schedules are the library's (nn/schedule.hpp), set up for a run's epochs: the one
+// check of a schedule's name is nn::check_schedule_name, and cosine is the app's cosine of old,
+// lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2, stepped per epoch.
+TEST(Trainer, TheSchedulesAreTheLibrarysSetUpForTheRun) {
+  AppSchedule constant = app_schedule("constant", 0.5, 5, 100);
+  AppSchedule cosine = app_schedule("cosine", 0.5, 5, 100);
+  EXPECT_FALSE(cosine.per_step);
+  for (std::int64_t epoch = 1; epoch <= 5; ++epoch) {
+    EXPECT_EQ(constant.schedule->lr(), 0.5);
+    EXPECT_EQ(cosine.schedule->lr(),
+              0.5 * 0.5 * (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(epoch - 1) / 5.0)))
+        << "epoch " << epoch;
+    constant.schedule->step();
+    cosine.schedule->step();
+  }
+  AppSchedule onecycle = app_schedule("onecycle", 0.5, 2, 10);  // 20 steps
+  EXPECT_TRUE(onecycle.per_step);
+  EXPECT_NEAR(onecycle.schedule->lr(), 0.5 / 25, 1e-15);
+  for (const std::string& name : nn::schedule_names()) EXPECT_NO_THROW(app_schedule(name, 0.1, 3, 5)) << name;
+  try {
+    app_schedule("linear", 0.5, 1, 5);
+    ADD_FAILURE() << "linear accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "unknown learning-rate schedule 'linear' (expected constant, step, multistep, "
+                 "cosine, onecycle or plateau)");
   }
 }
 
@@ -255,6 +266,27 @@ TEST(Trainer, ResumingGivesTheSameCheckpointAsTrainingStraight) {
     EXPECT_EQ(r.epochs[0].epoch, 2);
     EXPECT_EQ(read_bytes(dir.path() / "straight.ckpt"), read_bytes(dir.path() / "resumed.ckpt"))
         << opt;
+  }
+  // The schedule's state is in the checkpoint: a per-step one-cycle run and a plateau run
+  // (whose learning rate depends on the losses seen), stopped after epoch 2 of 3 (the
+  // checkpoint written then) and resumed, end as the run straight through, with AdamW.
+  for (const char* schedule : {"onecycle", "plateau"}) {
+    TrainConfig straight;
+    straight.optimizer = "adamw";
+    straight.schedule = schedule;
+    straight.epochs = 3;
+    straight.limit = 256;
+    straight.save = dir.path() / "straight.ckpt";
+    train(straight, synthetic_train(), synthetic_test(), [&](const EpochStats& s) {
+      if (s.epoch == 2) fs::copy_file(straight.save, dir.path() / "resumed.ckpt",
+                                      fs::copy_options::overwrite_existing);
+    });
+    TrainConfig second = straight;
+    second.resume = dir.path() / "resumed.ckpt";
+    second.save = dir.path() / "resumed.ckpt";
+    train(second, synthetic_train(), synthetic_test(), nullptr);
+    EXPECT_EQ(read_bytes(dir.path() / "straight.ckpt"), read_bytes(dir.path() / "resumed.ckpt"))
+        << schedule;
   }
 }
 

@@ -371,14 +371,17 @@ int cmd_train(const std::vector<std::string>& args) {
       "epochs", po::value<std::string>()->default_value("5"), "total epochs to train (>= 0)")(
       "batch-size", po::value<std::string>()->default_value("32"), "minibatch size (>= 1)")(
       "optimizer", po::value<std::string>(),
-      "sgd, momentum or adam (default: momentum for seed-nopool, adam otherwise)")(
+      "sgd, momentum, adam or adamw (default: momentum for seed-nopool, adam otherwise)")(
       "lr", po::value<std::string>(),
-      "learning rate (default: sgd 0.1, momentum 0.02, adam 0.002 for seed and 0.001 for the "
-      "others)")(
+      "learning rate (default: sgd 0.1, momentum 0.02, adam and adamw 0.002 for seed and 0.001 "
+      "for the others)")(
       "init", po::value<std::string>()->default_value("xavier"),
       "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
       "schedule", po::value<std::string>()->default_value("cosine"),
-      "learning rate over the epochs: cosine (decays from --lr towards 0) or constant")(
+      "learning rate over the run: cosine (decays from --lr towards 0 over the epochs), "
+      "constant, step (x0.1 every third of the epochs), multistep (x0.1 at 1/2 and 3/4 of the "
+      "epochs), onecycle (PyTorch's OneCycleLR peaking at --lr, stepped every step) or plateau "
+      "(x0.1 when the epoch's training loss stops improving for 2 epochs, down to --lr/1000)")(
       "threads", po::value<std::string>(), "worker threads, 1 to 1024 (default: all cores)")(
       "seed", po::value<std::string>()->default_value("1"),
       "random seed for initialisation and data order")(
@@ -391,7 +394,10 @@ int cmd_train(const std::vector<std::string>& args) {
       "step-log", po::value<std::string>(),
       "write one CSV row per training step to FILE: loss, learning rate, gradient norm and the "
       "norm of the step's weight change")(
-      "json", "print a JSON summary as the last line of output");
+      "json", "print a JSON summary as the last line of output")(
+      "summary",
+      "print the model's summary (each op's output shape, parameters and multiply-adds at "
+      "--batch-size, and the totals) and exit without training");
   // Everything before training, on every rank; then the ranks agree to start
   // (Note [Ranks in the app]).
   mnist::TrainConfig cfg;
@@ -412,6 +418,11 @@ int cmd_train(const std::vector<std::string>& args) {
     }
     cfg.epochs = int_option(vm, "epochs", 0, 100000);
     cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
+    if (vm.count("summary")) {
+      std::cout << nn::summarize(nn::model_fn(cfg.model), cfg.batch_size).table();
+      check_stdout();
+      return kExitOk;
+    }
     if (vm.count("optimizer")) {
       cfg.optimizer = vm["optimizer"].as<std::string>();
       try {
@@ -430,9 +441,9 @@ int cmd_train(const std::vector<std::string>& args) {
     }
     cfg.schedule = vm["schedule"].as<std::string>();
     try {
-      mnist::check_schedule_name(cfg.schedule);
+      nn::check_schedule_name(cfg.schedule);
     } catch (const Error&) {
-      throw UsageError("--schedule must be " + mnist::schedule_choices() + ", got '" +
+      throw UsageError("--schedule must be " + nn::schedule_choices() + ", got '" +
                        cfg.schedule + "'");
     }
     cfg.seed = static_cast<std::uint64_t>(

@@ -81,27 +81,27 @@ EvalResult to_eval_result(const nn::Evaluation& e) {
 
 }  // namespace
 
-const std::string& schedule_choices() {
-  static const std::string choices = "cosine or constant";
-  return choices;
-}
-
-void check_schedule_name(const std::string& schedule) {
-  if (schedule != "cosine" && schedule != "constant") {
-    throw Error("unknown learning-rate schedule '" + schedule + "' (expected " +
-                schedule_choices() + ")");
+AppSchedule app_schedule(const std::string& name, double lr, std::int64_t epochs,
+                         std::int64_t steps_per_epoch) {
+  nn::check_schedule_name(name);
+  const std::int64_t e = std::max<std::int64_t>(epochs, 1);
+  nn::ScheduleConfig c;
+  AppSchedule s;
+  if (name == "cosine") {
+    c.total = e;
+  } else if (name == "step") {
+    c.step_size = std::max<std::int64_t>(1, e / 3);
+  } else if (name == "multistep") {
+    c.milestones = {e / 2, e * 3 / 4};
+  } else if (name == "onecycle") {
+    c.total = std::max<std::int64_t>(2, e * steps_per_epoch);
+    s.per_step = true;
+  } else if (name == "plateau") {
+    c.plateau.patience = 1;
+    c.min_lr = lr / 1000;
   }
-}
-
-double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch,
-                    std::int64_t epochs) {
-  check_schedule_name(schedule);
-  if (schedule == "constant") return lr;
-  // "cosine", the only other name check_schedule_name lets through.
-  constexpr double kPi = 3.14159265358979323846;
-  const double progress =
-      static_cast<double>(epoch - 1) / static_cast<double>(std::max<std::int64_t>(epochs, 1));
-  return lr * 0.5 * (1.0 + std::cos(kPi * progress));
+  s.schedule = nn::make_schedule(name, lr, c);
+  return s;
 }
 
 Defaults default_hyperparameters(const std::string& model, const std::string& optimizer) {
@@ -115,7 +115,7 @@ Defaults default_hyperparameters(const std::string& model, const std::string& op
     lr = 0.1;
   } else if (opt == "momentum") {
     lr = 0.02;
-  } else if (opt == "adam") {
+  } else if (opt == "adam" || opt == "adamw") {  // adamw: not measured; Adam's
     lr = model == "seed" ? 2e-3 : 1e-3;
   }
   return {opt, lr};
@@ -193,8 +193,16 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   nn::create_parameters(net, store);
   nn::initialize(store, nn::parse_init(config.init), rng);
   auto opt = nn::make_optimizer(optimizer, store.tensors(), lr);
+  AppSchedule schedule = app_schedule(config.schedule, lr, config.epochs, batches.num_batches());
   if (resumed) {
     nn::load_from_checkpoint(*resumed, config.resume, store, opt.get());
+    if (resumed->metadata.count("schedule.kind")) {
+      nn::load_from_checkpoint(*resumed, config.resume, *schedule.schedule);
+    } else {
+      // A checkpoint from before the library's schedules: the app's were cosine and constant,
+      // stepped once per epoch.
+      for (std::int64_t e = 0; e < start_epoch; ++e) schedule.schedule->step();
+    }
     try {
       rng.set_state(metadata(*resumed, "rng", config.resume));
     } catch (const Error&) {
@@ -225,26 +233,31 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   StepLog step_log(config.step_log, store);
 
   for (std::int64_t epoch = start_epoch + 1; epoch <= config.epochs; ++epoch) {
-    opt->set_learning_rate(scheduled_lr(config.schedule, lr, epoch, config.epochs));
+    schedule.schedule->apply(*opt);
     nn::EpochOptions eo;
     eo.epoch = epoch;
     eo.progress = config.progress;
-    if (config.stop) {
+    if (config.stop || schedule.per_step) {
       eo.before_step = [&, epoch](std::int64_t step, std::int64_t steps) {
+        if (schedule.per_step) schedule.schedule->apply(*opt);
         // All ranks stop at the same step: any rank's signal stops them all.
-        if (!dist::any(comm, config.stop->load(std::memory_order_relaxed) != 0)) return;
+        if (!config.stop || !dist::any(comm, config.stop->load(std::memory_order_relaxed) != 0)) {
+          return;
+        }
         throw Interrupted("interrupted at epoch " + std::to_string(epoch) + ", step " +
                               std::to_string(step + 1) + " of " + std::to_string(steps),
                           epoch);
       };
     }
-    if (step_log.enabled()) {
-      eo.before_update = [&](std::int64_t) { step_log.before_update(); };
+    if (step_log.enabled()) eo.before_update = [&](std::int64_t) { step_log.before_update(); };
+    if (step_log.enabled() || schedule.per_step) {
       eo.after_update = [&](std::int64_t step) {
-        step_log.after_update(epoch, step, trainer, opt->learning_rate());
+        if (step_log.enabled()) step_log.after_update(epoch, step, trainer, opt->learning_rate());
+        if (schedule.per_step) schedule.schedule->step();
       };
     }
     const nn::EpochResult er = nn::train_epoch(trainer, batches, rng, eo);
+    if (!schedule.per_step) schedule.schedule->step(er.loss);  // (only plateau reads the loss)
     EpochStats s;
     s.epoch = epoch;
     s.seconds = er.seconds;
@@ -267,17 +280,20 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
       if (!metrics) throw DataError(config.metrics.string() + ": write failed");
     }
     if (!config.save.empty()) {
-      nn::save_parameters(config.save, store, opt.get(),
-                          {{"model", model},
-                           {"epoch", std::to_string(epoch)},
-                           {"lr", format_double(lr)},
-                           {"batch_size", std::to_string(batches.batch_size())},
-                           {"seed", std::to_string(config.seed)},
-                           {"init", config.init},
-                           {"schedule", config.schedule},
-                           {"limit", std::to_string(n)},
-                           {"rng", rng.state()},
-                           {"test_accuracy", format_double(s.test_accuracy)}});
+      nn::Checkpoint ckpt;
+      ckpt.metadata = {{"model", model},
+                       {"epoch", std::to_string(epoch)},
+                       {"lr", format_double(lr)},
+                       {"batch_size", std::to_string(batches.batch_size())},
+                       {"seed", std::to_string(config.seed)},
+                       {"init", config.init},
+                       {"schedule", config.schedule},
+                       {"limit", std::to_string(n)},
+                       {"rng", rng.state()},
+                       {"test_accuracy", format_double(s.test_accuracy)}};
+      nn::add_to_checkpoint(ckpt, store, opt.get());
+      nn::add_to_checkpoint(ckpt, *schedule.schedule);  // "schedule.<key>": its state
+      nn::save_checkpoint(config.save, ckpt);
     }
     result.epochs_trained = epoch;
     if (on_epoch) on_epoch(s);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "apps/mnist/idx.hpp"
+#include "tbgrad/nn/schedule.hpp"
 #include "tbgrad/nn/train.hpp"
 
 namespace tbgrad::mnist {
@@ -21,7 +22,8 @@ struct TrainConfig {
   std::string optimizer;  // empty: the model's default
   double lr = 0;          // 0: the default for model and optimizer
   std::string init = "xavier";
-  // Learning rate over the epochs: "cosine" decays it from lr towards 0 along a half cosine
+  // Learning rate over the run, one of nn::schedule_names() (app_schedule says how each is set
+  // up): "cosine" decays it from lr towards 0 along a half cosine over the epochs
   // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it.
   std::string schedule = "cosine";
   std::int64_t epochs = 5;
@@ -43,15 +45,22 @@ struct TrainConfig {
   dist::Communicator* comm = nullptr;
 };
 
-// The learning-rate schedules scheduled_lr knows, as a message lists the choices: "cosine or
-// constant".
-const std::string& schedule_choices();
-// Throws tbgrad::Error ("unknown learning-rate schedule 'linear' (expected cosine or constant)")
-// for a schedule scheduled_lr does not know: the one check of a schedule's name, made by the
-// command line and by scheduled_lr.
-void check_schedule_name(const std::string& schedule);
-// The learning rate of `epoch` (1-based) of `epochs` under `schedule`.
-double scheduled_lr(const std::string& schedule, double lr, std::int64_t epoch, std::int64_t epochs);
+// The app's use of the library's learning-rate schedules (tbgrad/nn/schedule.hpp), for a run of
+// `epochs` epochs of `steps_per_epoch` steps from `lr`:
+//   constant   lr throughout
+//   cosine     from lr towards 0 along a half cosine over the epochs (stepped per epoch)
+//   step       x0.1 every third of the epochs (at least every epoch; per epoch)
+//   multistep  x0.1 at half and at three quarters of the epochs (per epoch)
+//   onecycle   torch's OneCycleLR with its defaults, peaking at lr (stepped per step)
+//   plateau    x0.1 after an epoch whose training loss is no better than the best (relative
+//              1e-4) for more than one epoch (patience 1), down to lr / 1000 (per epoch)
+// Throws tbgrad::Error (nn::check_schedule_name's) for another name.
+struct AppSchedule {
+  std::unique_ptr<nn::Schedule> schedule;
+  bool per_step = false;  // stepped after every training step; otherwise after every epoch
+};
+AppSchedule app_schedule(const std::string& name, double lr, std::int64_t epochs,
+                         std::int64_t steps_per_epoch);
 
 // Defaults chosen by measurement (docs/experiments.md): what a user who passes nothing gets.
 struct Defaults {

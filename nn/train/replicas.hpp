@@ -54,13 +54,14 @@ class Replicas {
   }
   Optimizer& optimizer(std::size_t r) { return r == 0 ? opt_ : *extra_[r - 1]->opt; }
 
-  // Makes replicas 1..count-1 equal to replica 0: weights, optimizer state, learning rate and
-  // step count. Copies only replicas that a step since their last update left behind.
+  // Makes replicas 1..count-1 equal to replica 0: weights, optimizer state, learning rate,
+  // step count and clipping bound. Copies only replicas that a step since their last update left behind.
   void sync(std::size_t count) {
     for (std::size_t r = 1; r < count; ++r) {
       Extra& e = *extra_[r - 1];
       e.opt->set_learning_rate(opt_.learning_rate());
       e.opt->set_steps(opt_.steps());
+      e.opt->set_max_grad_norm(opt_.max_grad_norm());
       if (e.fresh) continue;
       copy(main_.tensors(), e.store.tensors());
       copy(main_state_, e.state);

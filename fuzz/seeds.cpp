@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "apps/mnist/idx.hpp"
+#include "data/cifar.hpp"
 #include "nn/checkpoint.hpp"
 
 namespace tbgrad_fuzz {
@@ -115,6 +116,50 @@ Bytes png(int width, int height, uint32_t format, int channels) {
   return out;
 }
 
+// A 16-bit gray PNG (libpng writes linear 16-bit data as a 16-bit file with its gAMA chunk).
+Bytes png16(int width, int height) {
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_LINEAR_Y;
+  const Bytes pixels = pattern(static_cast<size_t>(width) * static_cast<size_t>(height) * 2, 256);
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, pixels.data(), 0, nullptr)) {
+    throw std::runtime_error(std::string("png16 size: ") + image.message);
+  }
+  Bytes out(size);
+  if (!png_image_write_to_memory(&image, out.data(), &size, 0, pixels.data(), 0, nullptr)) {
+    throw std::runtime_error(std::string("png16 write: ") + image.message);
+  }
+  out.resize(size);
+  return out;
+}
+
+// A palette PNG of 4 RGBA colours (so with a tRNS chunk).
+Bytes png_palette(int width, int height) {
+  png_image image;
+  std::memset(&image, 0, sizeof image);
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_RGBA_COLORMAP;
+  image.colormap_entries = 4;
+  const Bytes colormap = {255, 0, 0, 255, 0, 255, 0, 128, 0, 0, 255, 0, 9, 9, 9, 255};
+  const Bytes pixels = pattern(static_cast<size_t>(width) * static_cast<size_t>(height), 4);
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, pixels.data(), 0, colormap.data())) {
+    throw std::runtime_error(std::string("palette size: ") + image.message);
+  }
+  Bytes out(size);
+  if (!png_image_write_to_memory(&image, out.data(), &size, 0, pixels.data(), 0, colormap.data())) {
+    throw std::runtime_error(std::string("palette write: ") + image.message);
+  }
+  out.resize(size);
+  return out;
+}
+
 Bytes text(const std::string& s) { return Bytes(s.begin(), s.end()); }
 
 Bytes concat(Bytes a, const Bytes& b) {
@@ -185,6 +230,34 @@ int write_seeds(const fs::path& root) {
                 pattern(n, modulo));
     }
   }
+
+  // fuzz_cifar: [format] + file (bit 0: CIFAR-100, bit 1: coarse labels, bit 2: read twice).
+  {
+    const Bytes pixels = pattern(2 * 3072, 256);
+    const Bytes labels = {3, 9}, fine = {42, 99};
+    tbgrad::data::write_cifar10(tmp / "c10", 2, pixels.data(), labels.data());
+    const Bytes c10 = read_all(tmp / "c10");
+    tbgrad::data::write_cifar100(tmp / "c100", 2, pixels.data(), labels.data(), fine.data());
+    const Bytes c100 = read_all(tmp / "c100");
+    seeds.add("cifar", "cifar10", {0}, c10);
+    seeds.add("cifar", "cifar10_twice", {4}, c10);
+    seeds.add("cifar", "cifar100_fine", {1}, c100);
+    seeds.add("cifar", "cifar100_coarse", {3}, c100);
+    seeds.add("cifar", "cifar10_cut", {0}, Bytes(c10.begin(), c10.begin() + 3100));
+  }
+
+  // fuzz_png: [channels, layout] + file (channels % 5: 0 = the file's own; layout bit 0: two
+  // classes).
+  seeds.add("png", "gray", {0, 0}, png(5, 4, PNG_FORMAT_GRAY, 1));
+  seeds.add("png", "gray_as_rgb", {3, 1}, png(4, 4, PNG_FORMAT_GRAY, 1));
+  seeds.add("png", "ga", {0, 0}, png(3, 2, PNG_FORMAT_GA, 2));
+  seeds.add("png", "rgb", {0, 1}, png(6, 3, PNG_FORMAT_RGB, 3));
+  seeds.add("png", "rgba", {0, 0}, png(3, 3, PNG_FORMAT_RGBA, 4));
+  seeds.add("png", "rgba_as_rgb", {3, 0}, png(3, 3, PNG_FORMAT_RGBA, 4));
+  seeds.add("png", "rgb_as_gray", {1, 0}, png(8, 8, PNG_FORMAT_RGB, 3));
+  seeds.add("png", "rgb_32x32", {0, 1}, png(32, 32, PNG_FORMAT_RGB, 3));
+  seeds.add("png", "linear16", {0, 0}, png16(4, 3));
+  seeds.add("png", "palette", {0, 0}, png_palette(5, 2));
 
   fs::remove_all(tmp);
   return seeds.count();

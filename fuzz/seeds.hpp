@@ -6,9 +6,9 @@
 
 namespace tbgrad_fuzz {
 
-// Writes the seeds into root/idx, root/idx_gz, root/checkpoint, root/image and root/trainer (one
-// directory per fuzz target, named like the target without "fuzz_"); returns how many files it
-// wrote.
+// Writes the seeds into root/idx, root/idx_gz, root/checkpoint, root/image, root/trainer,
+// root/cifar and root/png (one directory per fuzz target, named like the target without
+// "fuzz_"); returns how many files it wrote.
 int write_seeds(const std::filesystem::path& root);
 
 }  // namespace tbgrad_fuzz

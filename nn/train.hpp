@@ -57,6 +57,11 @@ struct TrainerOptions {
   // rank's weights stay bit-identical to one process's (Note [Ranks] in nn/train/exchange.hpp).
   // Null: this process alone. It must outlive the trainer.
   dist::Communicator* comm = nullptr;
+  // Seeded augmentation of the training images as the trainer loads them (data::Augment: random
+  // crop with zero padding, horizontal flip), keyed by (augment.seed, the epoch set_epoch() set,
+  // each example's index), so the same for any thread, micro-batch and rank count. Off by
+  // default. The Evaluator never augments.
+  data::Augment augment = {};
 };
 
 // A loss that is not finite (train_epoch throws it before the update).
@@ -89,6 +94,11 @@ class Trainer {
   }
   void compute(const data::Dataset& data, std::span<const std::int64_t> indices);
   void update();
+  // The epoch the augmentation draws of the following compute()s are keyed by (0 until set;
+  // train_epoch sets EpochOptions::epoch). A loop of its own calls it once per epoch, or the
+  // same augmentation repeats every epoch.
+  void set_epoch(std::uint64_t epoch);
+  const data::Augment& augment() const;
   // A hint for the next update(): the next compute() will run examples `next` of `data`. During
   // that update each thread asks the CPU for the examples it will load (or, when the next batch
   // splits differently, the calling thread asks for all of them), so that they are in its
@@ -177,8 +187,10 @@ struct EpochOptions {
   std::function<void(std::int64_t step, std::int64_t steps)> before_step = {};
 };
 
-// One epoch: batches.shuffle(rng), then every batch through trainer.step. Throws DivergedError
-// (before the update) when a loss is not finite.
+// One epoch: batches.shuffle(rng), trainer.set_epoch(options.epoch), then every batch through
+// trainer.step. Throws DivergedError (before the update) when a loss is not finite, and Error
+// when `batches` has an augmentation the trainer's (TrainerOptions::augment) differs from:
+// the trainer loads the examples, so the batcher's would be ignored.
 EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
                         const EpochOptions& options = {});
 

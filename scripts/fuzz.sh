@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang) and runs each for a bounded time, one after another.
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-#   SECONDS_PER_TARGET defaults to 30; TARGETs default to all five:
-#   fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image fuzz_trainer
+#   SECONDS_PER_TARGET defaults to 30; TARGETs default to all seven:
+#   fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image fuzz_trainer fuzz_cifar fuzz_png
 # Build dir: build-fuzz/ (or $FUZZ_BUILD_DIR). The corpus each run grows is kept in
 # <build>/corpus/<target> and reused by the next run; seeds are regenerated every time
 # (fuzz/seeds.cpp) and every file of fuzz/regressions/<target>/ is replayed once first. A crash leaves its
@@ -18,7 +18,7 @@ seconds="${1:-30}"
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image fuzz_trainer)
+  targets=(fuzz_idx fuzz_idx_gz fuzz_checkpoint fuzz_image fuzz_trainer fuzz_cifar fuzz_png)
 fi
 build="${FUZZ_BUILD_DIR:-$root/build-fuzz}"
 seed=()

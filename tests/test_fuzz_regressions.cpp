@@ -20,6 +20,8 @@ extern "C" int fuzz_idx_gz_entry(const uint8_t* data, size_t size);
 extern "C" int fuzz_checkpoint_entry(const uint8_t* data, size_t size);
 extern "C" int fuzz_image_entry(const uint8_t* data, size_t size);
 extern "C" int fuzz_trainer_entry(const uint8_t* data, size_t size);
+extern "C" int fuzz_cifar_entry(const uint8_t* data, size_t size);
+extern "C" int fuzz_png_entry(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -35,7 +37,9 @@ constexpr Target kTargets[] = {{"idx", fuzz_idx_entry},
                                {"idx_gz", fuzz_idx_gz_entry},
                                {"checkpoint", fuzz_checkpoint_entry},
                                {"image", fuzz_image_entry},
-                               {"trainer", fuzz_trainer_entry}};
+                               {"trainer", fuzz_trainer_entry},
+                               {"cifar", fuzz_cifar_entry},
+                               {"png", fuzz_png_entry}};
 
 int replay_dir(const fs::path& dir, Entry entry) {
   int count = 0;

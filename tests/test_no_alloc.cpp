@@ -162,6 +162,46 @@ TEST(LibrarySteadyState, ClippingWeightDecayAndScheduleAllocateNothing) {
   EXPECT_GT(opt.last_grad_norm(), 0.0);
 }
 
+// Image data with channels, per-channel normalisation and augmentation (random crop, flip): the
+// batcher's fill and the trainer's epoch allocate nothing once built.
+TEST(LibrarySteadyState, AugmentedImageBatchesAllocateNothing) {
+  ThreadScope threads(2);
+  data::Dataset d;
+  d.count = 50;
+  d.channels = 3;
+  d.rows = d.cols = 8;
+  d.mean = {0.5f, 0.4f, 0.3f};
+  d.stddev = {0.2f, 0.25f, 0.3f};
+  nn::Rng rng(1);
+  for (std::int64_t i = 0; i < d.count * d.example_size(); ++i)
+    d.images.push_back(static_cast<std::uint8_t>(rng.below(256)));
+  for (std::int64_t i = 0; i < d.count; ++i) d.labels.push_back(static_cast<std::uint8_t>(i % 4));
+  const data::Augment augment{.pad = 2, .flip = true, .seed = 7};
+  const nn::ModelFn model = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    nn::ModelGraph m;
+    m.inputs = g.input("images", {b, 3, 8, 8});
+    m.labels = g.input_labels("labels", {b});
+    m.outputs = linear(flatten(m.inputs), p.param(g, "fc.w", {4, 192}), p.param(g, "fc.b", {4}));
+    m.loss = softmax_cross_entropy(m.outputs, m.labels);
+    return m;
+  };
+  nn::ParamStore store;
+  nn::create_parameters(model, store);
+  nn::initialize(store, nn::Init::kXavierUniform, rng);
+  nn::SGD sgd(store.tensors(), 0.01);
+  nn::Trainer trainer(model, store, sgd, {.batch_size = 16, .micro_batch = 4, .augment = augment});
+  data::Batcher filled(d, 16, 0, augment);
+  data::Batcher batches(d, 16);                                // 16, 16, 16, 2
+  nn::train_epoch(trainer, batches, rng, {.epoch = 1});        // warm-up
+  const long before = g_allocations.load();
+  for (std::int64_t b = 0; b < filled.num_batches(); ++b) {
+    filled.set_epoch(static_cast<std::uint64_t>(b));
+    filled.fill(b);
+  }
+  nn::train_epoch(trainer, batches, rng, {.epoch = 2});
+  EXPECT_EQ(g_allocations.load() - before, 0) << "heap allocations in augmented batches";
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, SteadyState, ::testing::Values("seed", "seed-nopool", "lenet5"),
                          [](const auto& info) {
                            std::string s = info.param;

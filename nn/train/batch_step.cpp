@@ -73,7 +73,7 @@ void BatchStep::compute(const data::Dataset& data, std::span<const std::int64_t>
     // One graph for the batch: its kernels split their own work (inline for a micro-batch).
     std::optional<SerialScope> serial;
     if (batch <= kSmallMicroBatch) serial.emplace();
-    parts_[0]->load(data, indices);
+    parts_[0]->load(data, indices, augment_, epoch_);
     parts_[0]->ex->run();
     loss = parts_[0]->loss();
     correct_ = parts_[0]->correct();
@@ -130,7 +130,8 @@ void BatchStep::run_micro_batch(std::size_t k, const data::Dataset& data,
                      std::span<const std::int64_t> indices) {
   Part& p = *parts_[k - mine_];
   const std::int64_t lo = offsets_[k], hi = offsets_[k + 1];
-  p.load(data, indices.subspan(static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo)));
+  p.load(data, indices.subspan(static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo)),
+         augment_, epoch_);
   try {
     p.ex->run();
   } catch (const ThreadStartError&) {

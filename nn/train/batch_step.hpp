@@ -57,6 +57,13 @@ class BatchStep {
 
   std::int64_t correct() const { return correct_; }
 
+  // The augmentation of the next compute()'s images and the epoch its draws are keyed by
+  // (TrainerOptions::augment, Trainer::set_epoch); per example, so any split gives the same.
+  void set_augment(const data::Augment& augment, std::uint64_t epoch) {
+    augment_ = augment;
+    epoch_ = epoch;
+  }
+
  private:
   struct Task {
     std::unique_ptr<Contraction> contraction;
@@ -165,6 +172,8 @@ class BatchStep {
   std::vector<std::int64_t> rows_at_;  // per rank: where its block's rows start
   std::vector<std::int64_t> summed_at_;  // per summed parameter: its offset in a micro-batch's
   std::int64_t summed_size_ = 0;
+  data::Augment augment_;
+  std::uint64_t epoch_ = 0;
 };
 
 }  // namespace tbgrad::nn::detail

@@ -55,7 +55,13 @@ bool show_progress() {
 
 EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
                         const EpochOptions& options) {
+  if (batches.augment().enabled() && !(batches.augment() == trainer.augment())) {
+    throw Error("train_epoch: the Batcher has an augmentation (data::Augment) that the trainer "
+                "does not: the trainer loads the batches itself, so set "
+                "TrainerOptions::augment instead");
+  }
   batches.shuffle(rng);
+  trainer.set_epoch(static_cast<std::uint64_t>(options.epoch));
   const data::Dataset& data = batches.dataset();
   const std::int64_t n = batches.size();
   const std::int64_t steps = batches.num_batches();

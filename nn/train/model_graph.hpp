@@ -58,6 +58,11 @@ struct Part {
   void load(const data::Dataset& data, std::span<const std::int64_t> indices) {
     data::load_examples(data, indices, inputs, labels);
   }
+  // The trainer's: the images augmented (data::load_images).
+  void load(const data::Dataset& data, std::span<const std::int64_t> indices,
+            const data::Augment& augment, std::uint64_t epoch) {
+    data::load_examples(data, indices, inputs, labels, augment, epoch);
+  }
   double loss() const { return (*ex)[m.loss].at(0); }
   std::int64_t correct() const { return count_correct((*ex)[m.outputs], labels, nullptr); }
 };

@@ -46,6 +46,7 @@ struct Trainer::Impl {
   // The next compute()'s examples, from prefetch(), for the next update() only.
   const data::Dataset* next_data = nullptr;
   std::span<const std::int64_t> next;
+  std::uint64_t epoch = 0;  // the augmentation's (set_epoch)
 
   Impl(ModelFn m, ParamStore& s, Optimizer& opt, TrainerOptions o)
       : model(std::move(m)),
@@ -54,6 +55,10 @@ struct Trainer::Impl {
         threads(num_threads()),
         replicas(model, s, opt),
         comm(o.comm ? o.comm : &dist::single()) {
+    if (o.augment.pad < 0 || o.augment.pad > 65535) {
+      throw Error("Trainer: TrainerOptions::augment.pad must be in [0, 65535], got " +
+                  std::to_string(o.augment.pad));
+    }
     if (o.batch_size < 1)
       throw Error("Trainer: batch size must be positive, got " + std::to_string(o.batch_size));
     if (store.names().empty()) {
@@ -104,12 +109,22 @@ void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> i
   }
   if (data.example_size() != impl_->example_size) {
     throw data::DataError("Trainer::compute: the data set's examples are " +
+                          (data.channels != 1 ? std::to_string(data.channels) + "x" : "") +
                           std::to_string(data.rows) + "x" + std::to_string(data.cols) + " = " +
                           std::to_string(data.example_size()) + " values, the model's inputs " +
                           std::to_string(impl_->example_size) + " per example");
   }
   impl_->last = &impl_->step_for(n);
+  impl_->last->set_augment(impl_->options.augment, impl_->epoch);
   impl_->last->compute(data, indices);
+}
+
+void Trainer::set_epoch(std::uint64_t epoch) {
+  impl_->epoch = epoch;
+}
+
+const data::Augment& Trainer::augment() const {
+  return impl_->options.augment;
 }
 
 void Trainer::prefetch(const data::Dataset& data, std::span<const std::int64_t> next) {

@@ -378,7 +378,7 @@ void Executor::run_steps() {
   if (profiling_) {
     for (std::size_t i = 0; i < steps_.size(); ++i) {
       const Step& step = steps_[i];
-      KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue()};
+      KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue(), &run_info_};
       const auto t0 = std::chrono::steady_clock::now();
       step.op->forward(ctx);
       profile_[i].seconds +=
@@ -388,7 +388,7 @@ void Executor::run_steps() {
     return;
   }
   for (const Step& step : steps_) {
-    KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue()};
+    KernelContext ctx{step.inputs, step.output, step.workspace, step.epilogue(), &run_info_};
     step.op->forward(ctx);
   }
 }

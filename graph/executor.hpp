@@ -74,6 +74,13 @@ class Executor {
     std::string label() const { return fused ? std::string(op) + "+" + fused : std::string(op); }
   };
   void set_profiling(bool on);
+
+  // Note [Run info] (graph/op.hpp): the mode, step, seed and first example's index the kernels
+  // of following runs see. Default: training mode, step 0, seed 0, first example 0.
+  void set_run_info(const RunInfo& info) { run_info_ = info; }
+  const RunInfo& run_info() const { return run_info_; }
+  // Shorthands: training (true) or evaluation (false) mode, the other fields kept.
+  void set_training(bool training) { run_info_.training = training; }
   const std::vector<StepProfile>& profile() const { return profile_; }
 
   std::size_t arena_bytes() const { return arena_bytes_; }
@@ -136,6 +143,7 @@ class Executor {
   std::vector<char> bound_;                    // by node id
   std::vector<StepProfile> profile_;
   bool profiling_ = false;
+  RunInfo run_info_;
   std::atomic<bool> running_{false};  // Note [One run at a time]
   std::shared_ptr<void> arena_;
   std::size_t arena_bytes_ = 0;

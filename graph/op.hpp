@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,11 +40,37 @@ struct OpCost {
   const char* formula = "";
 };
 
+// Note [Run info]: what a kernel may know about the run it is part of, beyond its tensors: the
+// mode (training or evaluation: batch_norm normalises with the batch's statistics and updates
+// its running ones in training, uses the running ones in evaluation; dropout drops in training
+// and is the identity in evaluation), the training step, a seed, and the index in the whole
+// batch of the graph's first example (a micro-batch's first example; 0 for a graph of the whole
+// batch). Counter-based random streams (dropout's masks) are keyed by (seed, step, the element's
+// index in the whole batch), so they do not depend on the thread count, the micro-batch split
+// or the number of ranks. An Executor holds one (Executor::set_run_info) and hands it to every
+// kernel; nn::Trainer sets training mode, its step and seed before every run, nn::Evaluator
+// evaluation mode. Unset, a run is in training mode at step 0 with seed 0, as a PyTorch module
+// is in training mode until eval() is called.
+struct RunInfo {
+  bool training = true;
+  std::uint64_t step = 0;
+  std::uint64_t seed = 0;
+  std::int64_t first_example = 0;
+  // The number of examples the graph holds (its batch); 0: unknown, and then an op keyed by
+  // examples takes its input's first dimension as the batch.
+  std::int64_t examples = 0;
+};
+
 struct KernelContext {
   std::span<const Tensor> inputs;
   const Tensor& output;
   void* workspace;
   Epilogue epilogue = {};
+  const RunInfo* run = nullptr;  // Note [Run info]; null: a default RunInfo
+  const RunInfo& run_info() const {
+    static const RunInfo kDefault{};
+    return run ? *run : kDefault;
+  }
 };
 
 // Note [Batch means]: the trainer splits a batch into micro-batches and forms the batch's loss as
@@ -81,6 +108,12 @@ struct OpTraits {
   bool sums_over_rows = false;
   // Note [Batch means]: how the op's value over a batch follows from its values over parts of it.
   BatchReduce batch_reduce = BatchReduce::kNone;
+  // Note [Batch-wide ops]: the op computes statistics over its input's whole batch (batch_norm
+  // and its gradient kernels): its result over a batch is not its results over parts of the
+  // batch put together. nn::Trainer keeps a graph holding such an op whole: the micro-batch is
+  // the batch (the threads work inside the kernels), and with several ranks every rank runs the
+  // whole batch (docs/design.md, Note [Batch statistics]).
+  bool batch_wide = false;
 };
 
 class Op {

@@ -5,7 +5,10 @@
 namespace tbgrad::nn {
 
 std::pair<std::int64_t, std::int64_t> fans(const Shape& w) {
-  if (w.rank() < 2) throw Error("fans: weight " + w.str() + " must have rank >= 2");
+  // A weight of rank 0 or 1 counts as [n, 1] (nn::initialize draws a rank-1 parameter only if
+  // it was created with Role::kWeight).
+  if (w.rank() == 0) return {1, 1};
+  if (w.rank() == 1) return {1, w[0]};
   std::int64_t receptive = 1;
   for (int i = 2; i < w.rank(); ++i) receptive *= w[i];
   return {w[1] * receptive, w[0] * receptive};

@@ -12,7 +12,8 @@ namespace tbgrad::nn {
 // The library's random generator (graph/rng.hpp), under the name this header always gave it.
 using Rng = tbgrad::Rng;
 
-// (fan_in, fan_out) of a weight: [out, in] for linear layers, [OC, IC, KH, KW] for conv.
+// (fan_in, fan_out) of a weight: [out, in] for linear layers, [OC, IC, KH, KW] for conv; a
+// weight of rank 0 or 1 as [n, 1].
 std::pair<std::int64_t, std::int64_t> fans(const Shape& weight);
 
 // U(-b, b) with b = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010).

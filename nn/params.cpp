@@ -2,7 +2,28 @@
 
 namespace tbgrad::nn {
 
+const char* role_name(Role role) {
+  switch (role) {
+    case Role::kWeight:
+      return "weight";
+    case Role::kBias:
+      return "bias";
+    case Role::kNormScale:
+      return "norm_scale";
+    case Role::kNormShift:
+      return "norm_shift";
+  }
+  return "?";
+}
+
 Value ParamStore::param(Graph& g, const std::string& name, Shape shape, DType dtype) {
+  return param(g, name, shape, shape.rank() >= 2 ? Role::kWeight : Role::kBias, dtype);
+}
+
+Value ParamStore::param(Graph& g, const std::string& name, Shape shape, Role role, DType dtype) {
+  if (find_buffer(name)) {
+    throw Error("parameter " + name + ": the store has a buffer of that name");
+  }
   for (std::size_t i = 0; i < names_.size(); ++i) {
     if (names_[i] != name) continue;
     if (!(tensors_[i].shape() == shape) || tensors_[i].dtype() != dtype) {
@@ -13,7 +34,46 @@ Value ParamStore::param(Graph& g, const std::string& name, Shape shape, DType dt
   }
   names_.push_back(name);
   tensors_.emplace_back(shape, dtype);
+  roles_.push_back(role);
   return g.param(name, tensors_.back());
+}
+
+Role ParamStore::role(const std::string& name) const {
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    if (names_[i] == name) return roles_[i];
+  }
+  throw Error("ParamStore::role: the store has no parameter '" + name + "'");
+}
+
+Value ParamStore::buffer(Graph& g, const std::string& name, Shape shape, double init,
+                         DType dtype) {
+  if (dtype == DType::kI32) throw Error("buffer " + name + ": buffers must be floating point");
+  if (find(name)) throw Error("buffer " + name + ": the store has a parameter of that name");
+  for (std::size_t i = 0; i < buffer_names_.size(); ++i) {
+    if (buffer_names_[i] != name) continue;
+    if (!(buffers_[i].shape() == shape) || buffers_[i].dtype() != dtype) {
+      throw Error("buffer " + name + " exists as " + buffers_[i].shape().str() + " " +
+                  dtype_name(buffers_[i].dtype()) + ", requested as " + shape.str() + " " +
+                  dtype_name(dtype));
+    }
+    return g.constant(buffers_[i], name);
+  }
+  buffer_names_.push_back(name);
+  buffers_.emplace_back(shape, dtype);
+  buffers_.back().fill(init);
+  buffer_init_.push_back(init);
+  return g.constant(buffers_.back(), name);
+}
+
+const Tensor* ParamStore::find_buffer(const std::string& name) const {
+  for (std::size_t i = 0; i < buffer_names_.size(); ++i) {
+    if (buffer_names_[i] == name) return &buffers_[i];
+  }
+  return nullptr;
+}
+
+void ParamStore::reset_buffers() const {
+  for (std::size_t i = 0; i < buffers_.size(); ++i) buffers_[i].fill(buffer_init_[i]);
 }
 
 const Tensor* ParamStore::find(const std::string& name) const {
@@ -52,10 +112,18 @@ const char* init_name(Init init) {
 }
 
 void initialize(const ParamStore& store, Init init, Rng& rng) {
-  for (const Tensor& t : store.tensors()) {
-    if (t.shape().rank() < 2) {
-      t.fill(0.0);
-      continue;
+  for (std::size_t i = 0; i < store.tensors().size(); ++i) {
+    const Tensor& t = store.tensors()[i];
+    switch (store.roles()[i]) {
+      case Role::kWeight:
+        break;
+      case Role::kBias:
+      case Role::kNormShift:
+        t.fill(0.0);
+        continue;
+      case Role::kNormScale:
+        t.fill(1.0);
+        continue;
     }
     switch (init) {
       case Init::kXavierUniform:
@@ -72,6 +140,7 @@ void initialize(const ParamStore& store, Init init, Rng& rng) {
         break;
     }
   }
+  store.reset_buffers();
 }
 
 }  // namespace tbgrad::nn

@@ -35,6 +35,9 @@ void add_to_checkpoint(Checkpoint& ckpt, const ParamStore& store, const Optimize
   for (std::size_t i = 0; i < store.names().size(); ++i) {
     ckpt.tensors.push_back(to_checkpoint(store.names()[i], store.tensors()[i]));
   }
+  for (std::size_t i = 0; i < store.buffer_names().size(); ++i) {
+    ckpt.tensors.push_back(to_checkpoint(store.buffer_names()[i], store.buffers()[i]));
+  }
   if (!optimizer) return;
   for (const auto& [name, t] : optimizer->state()) {
     ckpt.tensors.push_back(to_checkpoint("optimizer." + name, t));
@@ -47,6 +50,9 @@ void load_from_checkpoint(const Checkpoint& ckpt, const std::filesystem::path& f
                           const ParamStore& store, Optimizer* optimizer) {
   for (std::size_t i = 0; i < store.names().size(); ++i) {
     from_checkpoint(ckpt, file, store.names()[i], store.tensors()[i]);
+  }
+  for (std::size_t i = 0; i < store.buffer_names().size(); ++i) {
+    from_checkpoint(ckpt, file, store.buffer_names()[i], store.buffers()[i]);
   }
   if (!optimizer) return;
   for (const auto& [name, t] : optimizer->state()) {

@@ -12,13 +12,14 @@
 
 namespace tbgrad::nn {
 
-// Adds every tensor of `store` under its name and, with an optimizer, its state tensors as
-// "optimizer.<name>" and the metadata "optimizer" (its kind) and "optimizer_steps".
+// Adds every tensor of `store` (its parameters, then its buffers) under its name and, with an
+// optimizer, its state tensors as "optimizer.<name>" and the metadata "optimizer" (its kind)
+// and "optimizer_steps".
 void add_to_checkpoint(Checkpoint& ckpt, const ParamStore& store,
                        const Optimizer* optimizer = nullptr);
 
-// Fills every tensor of `store` (and, with an optimizer, its state and step count) from the
-// tensors of the same names in `ckpt`. Throws CheckpointError naming `file` when one is missing
+// Fills every tensor of `store`, parameters and buffers (and, with an optimizer, its state and
+// step count) from the tensors of the same names in `ckpt`. Throws CheckpointError naming `file` when one is missing
 // or has another dtype or shape; the store may then be partly filled.
 void load_from_checkpoint(const Checkpoint& ckpt, const std::filesystem::path& file,
                           const ParamStore& store, Optimizer* optimizer = nullptr);

@@ -62,6 +62,10 @@ struct TrainerOptions {
   // each example's index), so the same for any thread, micro-batch and rank count. Off by
   // default. The Evaluator never augments.
   data::Augment augment = {};
+  // The seed of the step's random streams (dropout's masks: Note [Run info] in graph/op.hpp),
+  // keyed with the optimizer's step count, so a run resumed from a checkpoint draws the masks
+  // it would have drawn.
+  std::uint64_t seed = 0;
 };
 
 // A loss that is not finite (train_epoch throws it before the update).
@@ -70,6 +74,14 @@ class DivergedError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Note [Train and eval modes]: the trainer runs its graphs in training mode (Note [Run info] in
+// graph/op.hpp), each with the optimizer's step count, TrainerOptions::seed and its first
+// example's index in the batch; the evaluator runs them in evaluation mode. A graph holding a
+// batch-wide op (batch_norm: Note [Op traits]) is run whole: the micro-batch is the batch,
+// whatever TrainerOptions::micro_batch says, and with several ranks every rank runs the whole
+// batch (bit-identical by construction); its running statistics are updated once per step, in
+// `store` (docs/design.md, Note [Batch statistics]).
+//
 // The data-parallel training step for any model: splits a batch into micro-batches run in
 // parallel, each thread on its own replica of the parameters and optimizer state, and forms the
 // batch's gradient in a fixed order, so results are bit-identical for any thread count. Gradients

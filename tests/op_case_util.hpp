@@ -72,5 +72,6 @@ using Inputs = std::span<const Value>;  // a Builder's inputs
 void add_core_cases(Table& t);  // tests/op_cases.cpp: the ops of the first release
 void add_conv2_cases(Table& t);  // tests/op_cases_conv2.cpp: groups, dilation, transposed, global pools
 void add_loss_cases(Table& t);  // tests/op_cases_loss.cpp: ops/loss.hpp
+void add_bn_cases(Table& t);    // tests/op_cases_bn.cpp: batch_norm, its gradients, dropout
 
 }  // namespace tbgrad::testing::cases

@@ -194,7 +194,7 @@ class Builder {
     const std::int64_t r = src.rows, rb = src.rows * b_, f = src.v.shape()[1];
     const std::string& in = src.label;
     note_.clear();
-    switch (s_.pick(12)) {
+    switch (s_.pick(14)) {
       case 0: {
         const Value w = weight({1 + s_.pick(12), f});
         const bool bias = s_.pick(3) != 0;
@@ -256,6 +256,10 @@ class Builder {
         if (r == 1) break;
         last_ = "merge_rows(" + in + ")";
         return {reshape(src.v, {b_, r * f}), 1};
+      case 12: return dropout_layer(src);
+      case 13:  // batch norm over the F features: r * B >= 2 values per feature only if r >= 2
+        if (r < 2) break;
+        return batch_norm_layer(src);
       case 10: {
         if (r != 1) break;
         const auto dc = divisors_above_one(f);
@@ -291,7 +295,7 @@ class Builder {
     const std::int64_t c = s[1], h = s[2], w = s[3];
     const std::string& in = src.label;
     note_.clear();
-    switch (s_.pick(11)) {
+    switch (s_.pick(13)) {
       case 0:
       case 1: {
         int kh = 1 + s_.pick(3), kw = 1 + s_.pick(3);
@@ -341,6 +345,10 @@ class Builder {
         return {scale(src.v, k), 1};
       }
       case 9: return conv2_layer(src);
+      case 10: return dropout_layer(src);
+      case 11:  // B * H * W >= 2 values per channel, for any batch
+        if (h * w < 2) return {activation(src.v, in), 1};
+        return batch_norm_layer(src);
       default: return {activation(src.v, in), 1};
     }
   }
@@ -406,6 +414,25 @@ class Builder {
         return {avg ? global_avg_pool2d(src.v) : global_max_pool2d(src.v), 1};
       }
     }
+  }
+
+  // Dropout and batch norm: the trainer gives each graph its mode, step, seed and first
+  // example (Note [Run info]); the whole-batch reference runs with the same.
+  Item dropout_layer(const Item& src) {
+    const double p = s_.one_of({0.2, 0.5});
+    last_ = "dropout(" + src.label + ", " + std::to_string(p) + ")";
+    return {dropout(src.v, p), src.rows};
+  }
+  Item batch_norm_layer(const Item& src) {
+    const std::string name = "bn" + std::to_string(params_);
+    const Value gamma = store_.param(g_, "p" + std::to_string(params_++), {src.v.shape()[1]},
+                                     nn::Role::kNormScale);
+    const Value beta = store_.param(g_, "p" + std::to_string(params_++), {src.v.shape()[1]},
+                                    nn::Role::kNormShift);
+    const Value mean = store_.buffer(g_, name + ".running_mean", {src.v.shape()[1]}, 0.0);
+    const Value var = store_.buffer(g_, name + ".running_var", {src.v.shape()[1]}, 1.0);
+    last_ = "batch_norm(" + src.label + ", " + wname(gamma) + ", " + wname(beta) + ")";
+    return {batch_norm(src.v, gamma, beta, mean, var), src.rows};
   }
 
   void say(const std::string& label, const Value& v, const std::string& what) {
@@ -479,6 +506,7 @@ std::vector<std::int64_t> micro_batches_for(std::int64_t batch, Choices& choices
 namespace {
 
 constexpr double kLr = 0.05, kMomentum = 0.9;
+constexpr std::uint64_t kSeed = 17;  // the trainer's (TrainerOptions::seed)
 
 // The plain whole-batch step: one graph over n examples, its gradients, an executor. Built on
 // the trainer's own store, so it reads the weights the trainer is about to update.
@@ -489,7 +517,7 @@ struct Whole {
   std::unique_ptr<Executor> ex;
   Tensor images, labels;
 
-  Whole(const nn::ModelFn& model, nn::ParamStore& store, std::int64_t n) {
+  Whole(const nn::ModelFn& model, nn::ParamStore& store, std::int64_t n) : n_(n) {
     m = model(g, store, n);
     grads = grad(m.loss, g.params());
     ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{m.loss, m.outputs, grads});
@@ -497,10 +525,15 @@ struct Whole {
     labels = Tensor(m.labels.shape(), DType::kI32);
     ex->bind(m.inputs, images).bind(m.labels, labels);
   }
-  void run(const data::Dataset& d, std::span<const std::int64_t> idx) {
+  // Note [Run info]: the mode, and the trainer's step and seed (the first example is 0).
+  void run(const data::Dataset& d, std::span<const std::int64_t> idx, bool training = true,
+           std::uint64_t step = 0) {
     data::load_examples(d, idx, images, labels);
+    ex->set_run_info(
+        {.training = training, .step = step, .seed = kSeed, .first_example = 0, .examples = n_});
     ex->run();
   }
+  std::int64_t n_;
   double loss() const { return (*ex)[m.loss].at(0); }
   std::int64_t correct() const {
     const Tensor& out = (*ex)[m.outputs];
@@ -619,7 +652,8 @@ class Checker {
     load(store);
     nn::Momentum opt(store.tensors(), kLr, kMomentum);
     nn::Trainer trainer(net_.model, store, opt,
-                        {.batch_size = net_.batch, .micro_batch = micro, .comm = comm});
+                        {.batch_size = net_.batch, .micro_batch = micro, .comm = comm,
+                         .seed = kSeed});
     std::map<std::int64_t, std::unique_ptr<Whole>> whole;
     Run run;
     for (std::size_t k = 0; k < steps_.size(); ++k) {
@@ -631,7 +665,7 @@ class Checker {
       if (reference) {
         auto& w = whole[steps_[k].second];
         if (!w) w = std::make_unique<Whole>(net_.model, store, steps_[k].second);
-        w->run(data_, indices(k));
+        w->run(data_, indices(k), true, static_cast<std::uint64_t>(opt.steps()));
         want_loss = w->loss();
         want_correct = w->correct();
         for (const Value& gv : w->grads) {
@@ -755,7 +789,7 @@ class Checker {
     load(store);
     const nn::Evaluation e = nn::Evaluator(net_.model, store, net_.batch).evaluate(data_);
     Whole w(net_.model, store, data_.count);
-    w.run(data_, order_);
+    w.run(data_, order_, false);
     if (!std::isfinite(w.loss())) return;
     if (std::abs(e.loss - w.loss()) > 1e-5 * std::max(1.0, std::abs(w.loss()))) {
       bad.push_back("evaluator: loss " + str(e.loss) + ", one graph " + str(w.loss()));

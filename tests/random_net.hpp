@@ -7,11 +7,13 @@
 // ([B, F] or [B, C, H, W]): fully connected layers (weights reused at times), matmuls with
 // either operand transposed, a detour through a [features, B] layout that is not batch-major,
 // reshapes that give an example several rows, convolutions and pooling of random geometry,
-// activations, softmaxes, broadcasting adds and products with parameters or with another value
+// activations, softmaxes, dropout, batch norm (its parameters and buffers in the store),
+// broadcasting adds and products with parameters or with another value
 // of the pool (skip connections, a value added to itself), scaling, broadcast_to; then a
 // linear head (or the value itself as the scores, the input included), softmax cross-entropy,
-// and at times a second loss term on another value. Every example is computed on its own, so
-// the trainer's micro-batches must give the whole batch's gradient. A new op that a model can
+// and at times a second loss term on another value. Every example is computed on its own (but
+// in a network with batch norm, which the trainer keeps whole), so the trainer's micro-batches
+// must give the whole batch's gradient. A new op that a model can
 // use joins the generator here (a case of matrix_layer or image_layer in random_net.cpp), so
 // the trainer is tested on it too.
 #pragma once

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <ostream>
@@ -1036,6 +1037,117 @@ TEST(LossShapeErrors, CrossEntropyOptionsAreChecked) {
   EXPECT_TRUE(ThrowsShapeError(
       [&] { tbgrad::softmax_cross_entropy(x, y, {.weights = w}); },
       {"softmax_cross_entropy", "class weights w ([6])", "must be [5]"}));
+}
+
+// batch_norm and dropout
+// ---------------------------------------------------------------------------------------------
+
+struct BnValues {
+  Graph g;
+  Value x, gamma, beta, rm, rv;
+  explicit BnValues(const Shape& xs, std::int64_t c) {
+    x = g.input("x", xs);
+    gamma = g.param("gamma", {c});
+    beta = g.param("beta", {c});
+    rm = g.constant(Tensor({c}, DType::kF32), "rm");
+    rv = g.constant(Tensor({c}, DType::kF32), "rv");
+  }
+};
+
+TEST(BatchNormShapeErrors, InputMustHaveRank2OrMore) {
+  BnValues v({8}, 8);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rv); },
+                               {"batch_norm", "rank 2 or more", "x ([8])"}));
+}
+
+TEST(BatchNormShapeErrors, ChannelVectorsMustMatchTheChannels) {
+  BnValues v({4, 3, 5, 5}, 3);
+  Value wrong = v.g.param("gamma16", {16});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm(v.x, wrong, v.beta, v.rm, v.rv); },
+                               {"batch_norm", "gamma", "gamma16 ([16])", "must be [3]",
+                                "x ([4,3,5,5])"}));
+  Value wrong_rv = v.g.constant(Tensor({3, 1}, DType::kF32), "rv2");
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, wrong_rv); },
+                               {"batch_norm", "running_var", "rv2 ([3,1])"}));
+}
+
+TEST(BatchNormShapeErrors, RunningStatisticsMustBeLeaves) {
+  BnValues v({4, 3}, 3);
+  Value computed = tbgrad::scale(v.rm, 2.0);
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, computed, v.rv); },
+      {"batch_norm", "running_mean", "must be a graph leaf"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rm); },
+                               {"batch_norm", "the same value"}));
+}
+
+TEST(BatchNormShapeErrors, DtypesMustMatch) {
+  BnValues v({4, 3}, 3);
+  Value f64 = param_of(v.g, "gamma64", {3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm(v.x, f64, v.beta, v.rm, v.rv); },
+                               {"batch_norm", "same dtype", "f64"}));
+}
+
+TEST(BatchNormShapeErrors, MomentumAndEpsMustBeInRange) {
+  BnValues v({4, 3}, 3);
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rv, {.momentum = 1.5}); },
+      {"batch_norm", "momentum", "[4,3]"}));
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rv, {.eps = -1.0}); },
+      {"batch_norm", "eps"}));
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] {
+        tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rv,
+                           {.eps = std::numeric_limits<double>::quiet_NaN()});
+      },
+      {"batch_norm", "eps"}));
+}
+
+TEST(BatchNormShapeErrors, GradientKernelsCheckTheGradientsShape) {
+  BnValues v({4, 3}, 3);
+  Value gy = v.g.input("gy", {4, 2});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::batch_norm_backward_input(v.x, v.gamma, v.rm, v.rv, gy); },
+      {"batch_norm_backward_input", "gy ([4,2])", "x ([4,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm_backward_weight(v.x, v.rm, v.rv, gy); },
+                               {"batch_norm_backward_weight", "gy ([4,2])"}));
+  Value flat = v.g.input("flat", {5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::batch_norm_backward_bias(flat); },
+                               {"batch_norm_backward_bias", "flat ([5])"}));
+}
+
+TEST(BatchNormErrors, TrainingWithOneValuePerChannelThrowsWhenRun) {
+  BnValues v({1, 3}, 3);
+  Value y = tbgrad::batch_norm(v.x, v.gamma, v.beta, v.rm, v.rv);
+  Executor ex(v.g, {y});
+  Tensor x({1, 3}, DType::kF32);
+  ex.bind(v.x, x);
+  try {
+    ex.run();
+    ADD_FAILURE() << "did not throw";
+  } catch (const tbgrad::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than one value per channel"), std::string::npos)
+        << e.what();
+  }
+  ex.set_training(false);  // evaluation mode uses the running statistics: fine
+  EXPECT_NO_THROW(ex.run());
+}
+
+TEST(DropoutShapeErrors, ProbabilityMustBeInZeroToOne) {
+  Graph g;
+  Value x = g.input("x", {4, 5});
+  for (double p : {-0.1, 1.5, std::numeric_limits<double>::quiet_NaN()}) {
+    EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::dropout(x, p); },
+                                 {"dropout", "probability p must be in [0, 1]", "x ([4,5])"}));
+  }
+}
+
+TEST(DropoutShapeErrors, InputMustBeFloatingPoint) {
+  Graph g;
+  Value labels = g.input_labels("labels", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::dropout(labels, 0.5); },
+                               {"dropout", "floating point", "labels ([4]"}));
 }
 
 }  // namespace

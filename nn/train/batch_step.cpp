@@ -68,12 +68,17 @@ BatchStep::BatchStep(const ModelFn& model, const Plan* plan, std::int64_t micro,
   if (ranks > 1) lay_out_exchange(params);
 }
 
-void BatchStep::compute(const data::Dataset& data, std::span<const std::int64_t> indices) {
+void BatchStep::compute(const data::Dataset& data, std::span<const std::int64_t> indices,
+                        const RunInfo& run) {
   if (!replicated()) {
     // One graph for the batch: its kernels split their own work (inline for a micro-batch).
     std::optional<SerialScope> serial;
     if (batch <= kSmallMicroBatch) serial.emplace();
     parts_[0]->load(data, indices, augment_, epoch_);
+    RunInfo whole = run;
+    whole.first_example = 0;
+    whole.examples = batch;
+    parts_[0]->ex->set_run_info(whole);
     parts_[0]->ex->run();
     loss = parts_[0]->loss();
     correct_ = parts_[0]->correct();
@@ -82,7 +87,7 @@ void BatchStep::compute(const data::Dataset& data, std::span<const std::int64_t>
   replicas_.sync(tasks_.size());
   for_each_task([&](std::size_t t) {
     for (std::size_t k = first_[t]; k < first_[t + 1]; ++k) {
-      run_micro_batch(k, data, indices);
+      run_micro_batch(k, data, indices, run);
       gather_own_rows(k);
     }
   });
@@ -127,11 +132,15 @@ void BatchStep::update(const data::Dataset* data, std::span<const std::int64_t> 
 }
 
 void BatchStep::run_micro_batch(std::size_t k, const data::Dataset& data,
-                     std::span<const std::int64_t> indices) {
+                                std::span<const std::int64_t> indices, const RunInfo& run) {
   Part& p = *parts_[k - mine_];
   const std::int64_t lo = offsets_[k], hi = offsets_[k + 1];
   p.load(data, indices.subspan(static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo)),
          augment_, epoch_);
+  RunInfo mine = run;
+  mine.first_example = lo;
+  mine.examples = hi - lo;
+  p.ex->set_run_info(mine);
   try {
     p.ex->run();
   } catch (const ThreadStartError&) {

@@ -43,7 +43,10 @@ class BatchStep {
   // Runs the forward and backward pass of examples `indices` of `data` (batch of them):
   // every micro-batch on its task's replica, the rows the contractions need gathered, the
   // ranks' results exchanged; sets loss and the correct count.
-  void compute(const data::Dataset& data, std::span<const std::int64_t> indices);
+  // `run`: the mode, step and seed (Note [Run info]); each graph gets its first example's index
+  // in the batch and its number of examples.
+  void compute(const data::Dataset& data, std::span<const std::int64_t> indices,
+               const RunInfo& run = {});
 
   // Forms the batch's gradient and applies the optimizer's step: on every replica, each by its
   // own task (Note [Replicas]); otherwise on the one graph's gradients. `next`, if not empty,
@@ -79,7 +82,7 @@ class BatchStep {
   // Loads and runs micro-batch k. An error of its run names the batch's examples it holds: the
   // rows of a micro-batch's message are counted from its first.
   void run_micro_batch(std::size_t k, const data::Dataset& data,
-                       std::span<const std::int64_t> indices);
+                       std::span<const std::int64_t> indices, const RunInfo& run);
 
   // The batch matrices of the gathered values: task 0's, which the other tasks' contractions
   // share (Note [Replicas]).

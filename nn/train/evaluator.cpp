@@ -29,6 +29,11 @@ struct Evaluator::Impl {
     p->ex =
         std::make_unique<Executor>(p->g, std::initializer_list<ValueList>{p->m.loss, p->m.outputs});
     p->bind();
+    // Note [Train and eval modes]: batch_norm with its running statistics, no dropout.
+    RunInfo run;
+    run.training = false;
+    run.examples = b;
+    p->ex->set_run_info(run);
     return p;
   }
 };

@@ -78,8 +78,20 @@ struct Trainer::Impl {
         throw Error("model builder: creates other parameters than the store holds (create the "
                     "store with nn::create_parameters of the same model)");
       }
+      if (scratch.buffer_names() != store.buffer_names()) {
+        throw Error("model builder: creates other buffers than the store holds (create the "
+                    "store with nn::create_parameters of the same model)");
+      }
       detail::check_model(m, g, store.names(), o.batch_size);
       example_size = m.inputs.shape().numel() / o.batch_size;
+      // Note [Train and eval modes]: a batch-wide op keeps the batch in one graph.
+      for (int id = 0; id < g.size(); ++id) {
+        const Node& node = g.node(id);
+        if (node.kind == NodeKind::kOp && node.op->traits().batch_wide) {
+          micro = o.batch_size;
+          break;
+        }
+      }
     }
     if (micro < o.batch_size) {
       plan.emplace(model, store, micro, detail::micro_batch_context(o.batch_size, micro));
@@ -116,7 +128,12 @@ void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> i
   }
   impl_->last = &impl_->step_for(n);
   impl_->last->set_augment(impl_->options.augment, impl_->epoch);
-  impl_->last->compute(data, indices);
+  // Note [Train and eval modes]: the step count is the optimizer's, saved in checkpoints.
+  RunInfo run;
+  run.training = true;
+  run.step = static_cast<std::uint64_t>(impl_->replicas.optimizer(0).steps());
+  run.seed = impl_->options.seed;
+  impl_->last->compute(data, indices, run);
 }
 
 void Trainer::set_epoch(std::uint64_t epoch) {

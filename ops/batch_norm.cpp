@@ -1,0 +1,396 @@
+#include "ops/batch_norm.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <string>
+
+#include "graph/parallel.hpp"
+#include "ops/kernel_util.hpp"
+
+namespace tbgrad {
+namespace {
+
+using detail::dispatch_float;
+
+// Elements per task below which splitting costs more than it saves (as ops/elementwise.cpp's).
+constexpr std::int64_t kGrain = 16384;
+
+// x [N, C, *] as N * C rows of S contiguous elements; row r is example r / C, channel r % C.
+struct Geometry {
+  std::int64_t n = 0, c = 0, s = 0;
+  explicit Geometry(const Shape& x) : n(x[0]), c(x[1]) {
+    s = n * c != 0 ? x.numel() / (n * c) : 0;
+  }
+  std::int64_t rows() const { return n * c; }
+  std::int64_t m() const { return n * s; }  // values per channel
+  std::int64_t grain() const { return std::max<std::int64_t>(1, kGrain / std::max<std::int64_t>(s, 1)); }
+};
+
+// The workspace: two partial sums per row, then four per-channel tables.
+struct Scratch {
+  double *p1, *p2, *mean, *invstd, *sum1, *sum2;
+  Scratch(void* ws, const Geometry& g) {
+    auto* d = static_cast<double*>(ws);
+    p1 = d;
+    p2 = p1 + g.rows();
+    mean = p2 + g.rows();
+    invstd = mean + g.c;
+    sum1 = invstd + g.c;
+    sum2 = sum1 + g.c;
+  }
+  static std::size_t bytes(const Shape& x) {
+    const Geometry g(x);
+    return static_cast<std::size_t>(2 * g.rows() + 4 * g.c) * sizeof(double);
+  }
+};
+
+// Note [Batch statistics]: out1[c] (and out2[c]) = the sum over the channel's rows, in example
+// order, of row_sums(r) (each a row's sum in element order). The rows are summed in parallel,
+// each into its own slot; the slots are added serially: the same bits for any thread count.
+template <typename RowSums>
+void channel_sums(const Geometry& g, double* p1, double* p2, double* out1, double* out2,
+                  const RowSums& row_sums) {
+  parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t r = lo; r < hi; ++r) row_sums(r, p1[r], p2[r]);
+  });
+  std::fill(out1, out1 + g.c, 0.0);
+  std::fill(out2, out2 + g.c, 0.0);
+  for (std::int64_t n = 0; n < g.n; ++n) {
+    for (std::int64_t c = 0; c < g.c; ++c) {
+      out1[c] += p1[n * g.c + c];
+      out2[c] += p2[n * g.c + c];
+    }
+  }
+}
+
+// The batch's mean and 1 / sqrt(biased variance + eps) per channel into sc.mean and sc.invstd,
+// two passes over x (the variance from the deviations, not from the mean of squares); returns
+// nothing, leaves the biased variance in sc.sum1.
+template <typename T>
+void batch_stats(const Geometry& g, const T* x, double eps, Scratch& sc) {
+  const auto m = static_cast<double>(g.m());
+  channel_sums(g, sc.p1, sc.p2, sc.mean, sc.sum2, [&](std::int64_t r, double& a, double& b) {
+    const T* xr = x + r * g.s;
+    double s = 0;
+    for (std::int64_t i = 0; i < g.s; ++i) s += static_cast<double>(xr[i]);
+    a = s;
+    b = 0;
+  });
+  for (std::int64_t c = 0; c < g.c; ++c) sc.mean[c] /= m;
+  channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
+    const T* xr = x + r * g.s;
+    const double mu = sc.mean[r % g.c];
+    double s = 0;
+    for (std::int64_t i = 0; i < g.s; ++i) {
+      const double d = static_cast<double>(xr[i]) - mu;
+      s += d * d;
+    }
+    a = s;
+    b = 0;
+  });
+  for (std::int64_t c = 0; c < g.c; ++c) {
+    sc.sum1[c] /= m;
+    sc.invstd[c] = 1.0 / std::sqrt(sc.sum1[c] + eps);
+  }
+}
+
+// The running statistics as the mean and invstd of evaluation mode.
+template <typename T>
+void running_stats(const Geometry& g, const T* rm, const T* rv, double eps, Scratch& sc) {
+  for (std::int64_t c = 0; c < g.c; ++c) {
+    sc.mean[c] = static_cast<double>(rm[c]);
+    sc.invstd[c] = 1.0 / std::sqrt(static_cast<double>(rv[c]) + eps);
+  }
+}
+
+// Training with a single value per channel: its variance is undefined (PyTorch refuses too).
+void require_values_to_train(const Geometry& g, const Shape& x, const char* op) {
+  if (g.m() <= 1) {
+    throw Error(std::string(op) + ": training needs more than one value per channel, got input " +
+                x.str() + " (evaluation mode normalises with the running statistics)");
+  }
+}
+
+OpCost pass_cost(std::span<const Shape> in, double per_element, const char* formula) {
+  return {per_element * static_cast<double>(in[0].numel()), formula};
+}
+
+class BatchNormOp final : public Op {
+ public:
+  explicit BatchNormOp(BatchNormOptions o) : o_(o) {}
+  static constexpr OpTraits kKinds[] = {{.name = "batch_norm", .batch_wide = true}};
+  const OpTraits& traits() const override { return kKinds[0]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    return pass_cost(in, 6, "6 numel(x): mean, variance, scale and shift");
+  }
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    return Scratch::bytes(in[0].shape());
+  }
+  void forward(const KernelContext& ctx) const override {
+    if (ctx.output.numel() == 0) return;
+    const Geometry g(ctx.inputs[0].shape());
+    const bool training = ctx.run_info().training;
+    if (training) require_values_to_train(g, ctx.inputs[0].shape(), "batch_norm");
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      const T* x = ctx.inputs[0].data<T>();
+      const T* gamma = ctx.inputs[1].data<T>();
+      const T* beta = ctx.inputs[2].data<T>();
+      T* rm = ctx.inputs[3].data<T>();
+      T* rv = ctx.inputs[4].data<T>();
+      T* y = ctx.output.data<T>();
+      Scratch sc(ctx.workspace, g);
+      if (training) {
+        batch_stats(g, x, o_.eps, sc);
+        const double m = static_cast<double>(g.m());
+        const double unbias = m / (m - 1);
+        for (std::int64_t c = 0; c < g.c; ++c) {
+          rm[c] = static_cast<T>((1 - o_.momentum) * static_cast<double>(rm[c]) +
+                                 o_.momentum * sc.mean[c]);
+          rv[c] = static_cast<T>((1 - o_.momentum) * static_cast<double>(rv[c]) +
+                                 o_.momentum * sc.sum1[c] * unbias);
+        }
+      } else {
+        running_stats(g, rm, rv, o_.eps, sc);
+      }
+      // y = x * a + b per channel: a = gamma * invstd, b = beta - mean * a.
+      for (std::int64_t c = 0; c < g.c; ++c) {
+        const double a = static_cast<double>(gamma[c]) * sc.invstd[c];
+        sc.sum1[c] = a;
+        sc.sum2[c] = static_cast<double>(beta[c]) - sc.mean[c] * a;
+      }
+      parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t r = lo; r < hi; ++r) {
+          const T a = static_cast<T>(sc.sum1[r % g.c]);
+          const T b = static_cast<T>(sc.sum2[r % g.c]);
+          const T* xr = x + r * g.s;
+          T* yr = y + r * g.s;
+          for (std::int64_t i = 0; i < g.s; ++i) yr[i] = xr[i] * a + b;
+        }
+      });
+    });
+  }
+  std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
+    return {batch_norm_backward_input(in[0], in[1], in[3], in[4], g, o_),
+            batch_norm_backward_weight(in[0], in[3], in[4], g, o_), batch_norm_backward_bias(g),
+            Value(), Value()};
+  }
+
+ private:
+  BatchNormOptions o_;
+};
+TBGRAD_REGISTER_OPS(BatchNormOp);
+
+enum class BackwardKind { kInput, kWeight, kBias };
+
+// Inputs: kInput (x, gamma, rm, rv, g); kWeight (x, rm, rv, g); kBias (g).
+class BatchNormBackwardOp final : public Op {
+ public:
+  BatchNormBackwardOp(BackwardKind kind, BatchNormOptions o) : kind_(kind), o_(o) {}
+  // By BackwardKind.
+  static constexpr OpTraits kKinds[] = {
+      {.name = "batch_norm_backward_input", .has_vjp = false, .batch_wide = true},
+      {.name = "batch_norm_backward_weight", .has_vjp = false, .batch_wide = true},
+      {.name = "batch_norm_backward_bias", .has_vjp = false, .batch_wide = true}};
+  const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
+  OpCost cost(std::span<const Shape> in, const Shape&) const override {
+    switch (kind_) {
+      case BackwardKind::kInput:
+        return pass_cost(in, 12, "12 numel(x): statistics, two sums and the gradient");
+      case BackwardKind::kWeight:
+        return pass_cost(in, 7, "7 numel(x): statistics and a sum of products");
+      case BackwardKind::kBias:
+        return pass_cost(in, 1, "numel(grad): a sum");
+    }
+    return {};
+  }
+  std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
+    return Scratch::bytes(in[0].shape());
+  }
+  void forward(const KernelContext& ctx) const override {
+    const Tensor& grad = ctx.inputs.back();
+    const Geometry g(grad.shape());
+    const bool training = ctx.run_info().training;
+    dispatch_float(ctx.output.dtype(), [&]<typename T>() {
+      T* out = ctx.output.data<T>();
+      Scratch sc(ctx.workspace, g);
+      const T* gy = grad.data<T>();
+      if (kind_ == BackwardKind::kBias) {
+        channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
+          const T* gr = gy + r * g.s;
+          double s = 0;
+          for (std::int64_t i = 0; i < g.s; ++i) s += static_cast<double>(gr[i]);
+          a = s;
+          b = 0;
+        });
+        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum1[c]);
+        return;
+      }
+      if (g.rows() == 0) {
+        std::fill(out, out + ctx.output.numel(), T(0));
+        return;
+      }
+      const T* x = ctx.inputs[0].data<T>();
+      const std::size_t stats = kind_ == BackwardKind::kInput ? 2 : 1;  // rm's slot
+      if (training) {
+        require_values_to_train(g, grad.shape(), kKinds[static_cast<int>(kind_)].name);
+        batch_stats(g, x, o_.eps, sc);
+      } else {
+        running_stats(g, ctx.inputs[stats].data<T>(), ctx.inputs[stats + 1].data<T>(), o_.eps,
+                      sc);
+      }
+      // sum1[c] = sum of g, sum2[c] = sum of g * (x - mean), over the channel.
+      channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
+        const T* xr = x + r * g.s;
+        const T* gr = gy + r * g.s;
+        const double mu = sc.mean[r % g.c];
+        double sg = 0, sgx = 0;
+        for (std::int64_t i = 0; i < g.s; ++i) {
+          const auto gi = static_cast<double>(gr[i]);
+          sg += gi;
+          sgx += gi * (static_cast<double>(xr[i]) - mu);
+        }
+        a = sg;
+        b = sgx;
+      });
+      if (kind_ == BackwardKind::kWeight) {
+        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum2[c] * sc.invstd[c]);
+        return;
+      }
+      // dx = gamma * invstd * (g - sum_g / M - (x - mean) * invstd^2 * sum_gx / M) in training;
+      // dx = gamma * invstd * g in evaluation (the statistics do not depend on x).
+      const T* gamma = ctx.inputs[1].data<T>();
+      const auto m = static_cast<double>(g.m());
+      for (std::int64_t c = 0; c < g.c; ++c) {
+        const double k = static_cast<double>(gamma[c]) * sc.invstd[c];
+        const double mean_g = training ? sc.sum1[c] / m : 0.0;
+        const double slope = training ? sc.invstd[c] * sc.invstd[c] * sc.sum2[c] / m : 0.0;
+        sc.sum1[c] = k;
+        sc.sum2[c] = mean_g;
+        sc.p1[c] = slope;  // the row partials are spent: reused as a per-channel table
+      }
+      parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t r = lo; r < hi; ++r) {
+          const std::int64_t c = r % g.c;
+          const T k = static_cast<T>(sc.sum1[c]), mg = static_cast<T>(sc.sum2[c]);
+          const T slope = static_cast<T>(sc.p1[c]), mu = static_cast<T>(sc.mean[c]);
+          const T* xr = x + r * g.s;
+          const T* gr = gy + r * g.s;
+          T* dx = out + r * g.s;
+          for (std::int64_t i = 0; i < g.s; ++i) dx[i] = k * (gr[i] - mg - (xr[i] - mu) * slope);
+        }
+      });
+    });
+  }
+
+ private:
+  BackwardKind kind_;
+  BatchNormOptions o_;
+};
+TBGRAD_REGISTER_OPS(BatchNormBackwardOp);
+
+// Shape-rule checks.
+void require_input(const char* op, const Value& x) {
+  if (!x.valid()) shape_error(op, "input is an invalid (empty) Value");
+  detail::require_float(op, x);
+  if (x.shape().rank() < 2) {
+    shape_error(op, "input " + x.describe() +
+                        " must have rank 2 or more: [N, C] or [N, C, ...] with the channels second");
+  }
+}
+
+void require_channel_vector(const char* op, const Value& x, const Value& v, const char* what) {
+  detail::require_same_graph(op, x, v);
+  detail::require_same_dtype(op, x, v);
+  const std::int64_t c = x.shape()[1];
+  if (!(v.shape() == Shape{c})) {
+    shape_error(op, std::string(what) + " " + v.describe() + " must be [" + std::to_string(c) +
+                        "], one per channel of " + x.describe());
+  }
+}
+
+// The running statistics are written by the forward kernel: they must be leaves of the graph.
+void require_leaf(const char* op, const Value& v, const char* what) {
+  if (v.graph().node(v).kind == NodeKind::kOp) {
+    shape_error(op, std::string(what) + " " + v.describe() +
+                        " must be a graph leaf (an nn::ParamStore buffer, a constant, a "
+                        "parameter or an input): the kernel updates it in place");
+  }
+}
+
+void require_options(const char* op, const BatchNormOptions& o, const Value& x) {
+  if (!(o.momentum >= 0.0 && o.momentum <= 1.0)) {
+    shape_error(op, "momentum must be in [0, 1], got " + std::to_string(o.momentum) + " for " +
+                        x.describe());
+  }
+  if (!(o.eps >= 0.0) || !std::isfinite(o.eps)) {
+    shape_error(op, "eps must be finite and non-negative, got " + std::to_string(o.eps) +
+                        " for " + x.describe());
+  }
+}
+
+void require_grad(const char* op, const Value& x, const Value& grad) {
+  detail::require_same_graph(op, x, grad);
+  detail::require_same_dtype(op, x, grad);
+  if (!(grad.shape() == x.shape())) {
+    shape_error(op, "gradient " + grad.describe() + " must match " + x.describe());
+  }
+}
+
+}  // namespace
+
+Value batch_norm(Value x, Value gamma, Value beta, Value running_mean, Value running_var,
+                 BatchNormOptions options) {
+  const char* op = "batch_norm";
+  require_input(op, x);
+  require_channel_vector(op, x, gamma, "gamma");
+  require_channel_vector(op, x, beta, "beta");
+  require_channel_vector(op, x, running_mean, "running_mean");
+  require_channel_vector(op, x, running_var, "running_var");
+  require_leaf(op, running_mean, "running_mean");
+  require_leaf(op, running_var, "running_var");
+  if (running_mean == running_var) {
+    shape_error(op, "running_mean and running_var are the same value " + running_mean.describe());
+  }
+  require_options(op, options, x);
+  Value ins[] = {x, gamma, beta, running_mean, running_var};
+  return x.graph().add_op(std::make_shared<BatchNormOp>(options), ins, x.shape(), x.dtype());
+}
+
+Value batch_norm_backward_input(Value x, Value gamma, Value running_mean, Value running_var,
+                                Value grad, BatchNormOptions options) {
+  const char* op = "batch_norm_backward_input";
+  require_input(op, x);
+  require_channel_vector(op, x, gamma, "gamma");
+  require_channel_vector(op, x, running_mean, "running_mean");
+  require_channel_vector(op, x, running_var, "running_var");
+  require_grad(op, x, grad);
+  require_options(op, options, x);
+  Value ins[] = {x, gamma, running_mean, running_var, grad};
+  return x.graph().add_op(std::make_shared<BatchNormBackwardOp>(BackwardKind::kInput, options),
+                          ins, x.shape(), x.dtype());
+}
+
+Value batch_norm_backward_weight(Value x, Value running_mean, Value running_var, Value grad,
+                                 BatchNormOptions options) {
+  const char* op = "batch_norm_backward_weight";
+  require_input(op, x);
+  require_channel_vector(op, x, running_mean, "running_mean");
+  require_channel_vector(op, x, running_var, "running_var");
+  require_grad(op, x, grad);
+  require_options(op, options, x);
+  Value ins[] = {x, running_mean, running_var, grad};
+  return x.graph().add_op(std::make_shared<BatchNormBackwardOp>(BackwardKind::kWeight, options),
+                          ins, Shape{x.shape()[1]}, x.dtype());
+}
+
+Value batch_norm_backward_bias(Value grad) {
+  const char* op = "batch_norm_backward_bias";
+  require_input(op, grad);
+  Value ins[] = {grad};
+  return grad.graph().add_op(std::make_shared<BatchNormBackwardOp>(BackwardKind::kBias,
+                                                                   BatchNormOptions{}),
+                             ins, Shape{grad.shape()[1]}, grad.dtype());
+}
+
+}  // namespace tbgrad

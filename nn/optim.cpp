@@ -374,7 +374,7 @@ std::unique_ptr<Optimizer> AdamW::clone_for(std::vector<Tensor> params) const {
 }
 
 bool decays_by_default(const ParamStore& store, std::size_t i) {
-  return store.tensors()[i].shape().rank() >= 2;
+  return store.roles()[i] == Role::kWeight;
 }
 
 std::vector<bool> decay_mask(const ParamStore& store,

@@ -94,8 +94,9 @@ class Optimizer {
   std::vector<double> partial_;  // the norm's per-block sums of squares (sized once)
 };
 
-// Whether the usual recipe decays parameter i of `store`: weights (rank >= 2) do; biases and
-// normalisation scales and shifts (rank <= 1) do not.
+// Whether the usual recipe decays parameter i of `store`: weights (ParamStore::role kWeight) do;
+// biases and normalisation scales and shifts do not. A parameter created without a role has one
+// from its rank (nn/params.hpp): rank >= 2 a weight, below a bias.
 bool decays_by_default(const ParamStore& store, std::size_t i);
 // One flag per parameter of `store`, in its order, from `rule` (by default decays_by_default):
 // the `decay` of an optimizer's options.

@@ -26,6 +26,7 @@
 #include "tbgrad/nn/train.hpp"
 #include "tbgrad/ops/conv2d.hpp"
 #include "tbgrad/ops/elementwise.hpp"
+#include "tbgrad/ops/math.hpp"
 #include "tbgrad/ops/matmul.hpp"
 #include "tbgrad/ops/pool2d.hpp"
 #include "tbgrad/ops/reduce.hpp"

@@ -19,9 +19,12 @@ namespace tbgrad {
 // block of its output right after computing it, while the block is in the core's L1 cache,
 // instead of a second pass over the whole output from L2. The producer must say it can
 // (Op::accepts_epilogue); the consumer says what it is (Op::epilogue_kind):
-//   kRelu:     y[i] = y[i] > 0 ? y[i] : 0                   (relu; the producer is input 0)
-//   kReluMask: y[i] = mask[i] > 0 ? y[i] : 0                (relu_backward(s, g): the mask is
+//   kRelu:     y[i] = y[i] <= 0 ? 0 : y[i]                  (relu; the producer is input 0)
+//   kReluMask: y[i] = mask[i] <= 0 ? 0 : y[i]               (relu_backward(s, g): the mask is
 //              input 0, s, and the producer input 1, g)
+// Written as `<= 0 ? 0 :` so that NaN propagates (the comparison is false for NaN), as
+// torch.relu does, and a NaN mask passes the gradient, as torch's relu backward does; never
+// as a max, which is not NaN-propagating on x86.
 // The same selects the consumer's own kernel makes, so fused and unfused runs give the same
 // bits (Executor's `fuse` option turns it off; tests/test_core.cpp compares the two).
 struct Epilogue {

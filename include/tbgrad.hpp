@@ -35,6 +35,7 @@
 #include "tbgrad/ops/dropout.hpp"
 #include "tbgrad/ops/elementwise.hpp"
 #include "tbgrad/ops/loss.hpp"
+#include "tbgrad/ops/math.hpp"
 #include "tbgrad/ops/matmul.hpp"
 #include "tbgrad/ops/pool2d.hpp"
 #include "tbgrad/ops/reduce.hpp"

@@ -231,7 +231,9 @@ void compact_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t cs, const
   const std::int64_t ow = g.ow, end = g.oc * g.oh * ow;
   const auto relu = [&](VecT<T> v) {
     if constexpr (kRelu) {
-      return hn::IfThenElseZero(hn::Gt(v, hn::Zero(d)), v);
+      // v <= 0 is false for NaN, which propagates (Note [Epilogues]); Highway's Max does not
+      // propagate NaN on x86.
+      return hn::IfThenZeroElse(hn::Le(v, hn::Zero(d)), v);
     } else {
       return v;
     }
@@ -246,7 +248,7 @@ void compact_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t cs, const
       }
       for (; j < ow; ++j) {
         const T v = src[j];
-        y[at + j] = kRelu ? (v > T(0) ? v : T(0)) : v;
+        y[at + j] = kRelu ? (v <= T(0) ? T(0) : v) : v;
       }
     }
   }

@@ -12,12 +12,12 @@ Value sub(Value a, Value b);
 Value mul(Value a, Value b);
 Value scale(Value x, double factor);  // x * factor
 
-Value relu(Value x);
+Value relu(Value x);  // max(x, 0); NaN stays NaN (torch.relu)
 Value sigmoid(Value x);
 Value tanh(Value x);
 
 // Gradient kernels the activations' VJPs use. Not differentiable themselves.
-Value relu_backward(Value x, Value grad);     // grad where x > 0, else 0
+Value relu_backward(Value x, Value grad);     // 0 where x <= 0, else grad (NaN x: grad)
 Value sigmoid_backward(Value y, Value grad);  // grad * y * (1 - y), y = sigmoid(x)
 Value tanh_backward(Value y, Value grad);     // grad * (1 - y^2),    y = tanh(x)
 

@@ -108,7 +108,8 @@ HWY_INLINE void transpose4(V4f v0, V4f v1, V4f v2, V4f v3, V4f (&o)[4]) {
 #endif
 
 // y[begin, end) after the output epilogue (Note [Epilogues] in graph/op.hpp): the selects of the
-// ReLU and of its gradient, as their own kernels make them, so exact on every target. Called by
+// ReLU and of its gradient, as their own kernels make them, so exact on every target (NaN
+// propagates: the select is on v <= 0, false for NaN). Called by
 // a kernel on each block of its output right after computing it, while the block is in cache.
 template <typename T>
 HWY_INLINE void apply_epilogue(const detail::OutputEpilogue<T>& ep, T* HWY_RESTRICT y,
@@ -116,13 +117,13 @@ HWY_INLINE void apply_epilogue(const detail::OutputEpilogue<T>& ep, T* HWY_RESTR
   if (ep.kind == detail::OutputEpilogue<T>::kRelu) {
     for (std::int64_t i = begin; i < end; ++i) {
       const T v = y[i];
-      y[i] = v > T(0) ? v : T(0);
+      y[i] = v <= T(0) ? T(0) : v;
     }
   } else if (ep.kind == detail::OutputEpilogue<T>::kReluMask) {
     const T* HWY_RESTRICT m = ep.mask;
     for (std::int64_t i = begin; i < end; ++i) {
       const T v = y[i];
-      y[i] = m[i] > T(0) ? v : T(0);
+      y[i] = m[i] <= T(0) ? T(0) : v;
     }
   }
 }

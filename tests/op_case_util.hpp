@@ -73,5 +73,6 @@ void add_core_cases(Table& t);  // tests/op_cases.cpp: the ops of the first rele
 void add_conv2_cases(Table& t);  // tests/op_cases_conv2.cpp: groups, dilation, transposed, global pools
 void add_loss_cases(Table& t);  // tests/op_cases_loss.cpp: ops/loss.hpp
 void add_bn_cases(Table& t);    // tests/op_cases_bn.cpp: batch_norm, its gradients, dropout
+void add_math_cases(Table& t);  // tests/op_cases_math.cpp: exp, log, sqrt, rsqrt, neg, abs
 
 }  // namespace tbgrad::testing::cases

@@ -130,6 +130,12 @@ TEST(ApiOps, ElementwiseReductionsAndShapes) {
   EXPECT_EQ(relu(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(sigmoid(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(tanh(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::exp(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::log(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::sqrt(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(rsqrt(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(neg(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::abs(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(softmax(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(log_softmax(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(sum(a).shape(), Shape{});
@@ -177,6 +183,11 @@ TEST(ApiOps, GradientKernels) {
   EXPECT_EQ(relu_backward(x, x).shape(), x.shape());
   EXPECT_EQ(sigmoid_backward(x, x).shape(), x.shape());
   EXPECT_EQ(tanh_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(exp_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(log_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(sqrt_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(rsqrt_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(abs_backward(x, x).shape(), x.shape());
   Value s = g.input("s", {2, 3});
   Value labels = g.input_labels("labels", {2});
   EXPECT_EQ(softmax_backward(s, s).shape(), (Shape{2, 3}));

@@ -605,4 +605,116 @@ TEST(ReduceForward, SumAndMeanOfManyElements) {
   EXPECT_NEAR(run_value(tbgrad::mean(x), {{x, xv}}).at(0), expected / 1e4, kTolF64);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// ReLU propagates NaN (torch.relu), in its own kernel and inside its producers' (Note
+// [Epilogues]), at every SIMD target this binary runs at (tests/isa_main.cpp)
+// ---------------------------------------------------------------------------------------------
+
+// Bytes of a tensor, to compare fused and unfused runs bit for bit (NaN != NaN as doubles).
+std::vector<unsigned char> tensor_bytes(const Tensor& t) {
+  const auto* p = static_cast<const unsigned char*>(t.raw());
+  return {p, p + t.nbytes()};
+}
+
+TEST(ReluNaN, ReluOfNaNIsNaNAndItsGradientPassesThrough) {
+  for (DType dtype : kFloatTypes) {
+    // 40001 elements: the parallel path and every vector remainder.
+    const std::int64_t n = 40001;
+    Graph g(dtype);
+    Value x = g.input("x", {n});
+    Value gy = g.input("gy", {n});
+    Value y = tbgrad::relu(x);
+    Value gx = tbgrad::relu_backward(y, gy);
+    tbgrad::nn::Rng rng(3);
+    Tensor xv = random_tensor({n}, dtype, rng);
+    Tensor gv = random_tensor({n}, dtype, rng);
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (std::int64_t i = 0; i < n; i += 97) xv.set(i, nan);
+    Executor ex(g, {y, gx});
+    ex.bind(x, xv).bind(gy, gv).run();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const double v = xv.at(i);
+      if (std::isnan(v)) {
+        ASSERT_TRUE(std::isnan(ex[y].at(i))) << i << " " << tbgrad::dtype_name(dtype);
+        // torch's relu backward: 0 where the output is <= 0, else the gradient; NaN passes it.
+        ASSERT_EQ(ex[gx].at(i), gv.at(i)) << i;
+      } else {
+        ASSERT_EQ(ex[y].at(i), v > 0 ? v : 0.0) << i;
+        ASSERT_EQ(ex[gx].at(i), v > 0 ? gv.at(i) : 0.0) << i;
+      }
+    }
+  }
+}
+
+TEST(ReluNaN, MatmulThenReluKeepsNaN) {
+  for (DType dtype : kFloatTypes) {
+    Graph g(dtype);
+    Value a = g.input("a", {9, 17});
+    Value b = g.input("b", {17, 33});
+    tbgrad::nn::Rng rng(4);
+    Tensor av = random_tensor({9, 17}, dtype, rng);
+    Tensor bv = random_tensor({17, 33}, dtype, rng);
+    av.set(2 * 17 + 5, std::numeric_limits<double>::quiet_NaN());  // row 2 of the product
+    Value y = tbgrad::relu(tbgrad::matmul(a, b));
+    const Tensor out = run_value(y, {{a, av}, {b, bv}});
+    for (std::int64_t i = 0; i < 9; ++i) {
+      for (std::int64_t j = 0; j < 33; ++j) {
+        EXPECT_EQ(std::isnan(out.at(i * 33 + j)), i == 2) << i << ", " << j;
+      }
+    }
+  }
+}
+
+// conv2d + relu and avg_pool2d_backward + relu_backward run fused and unfused: NaN where the
+// input's NaN reaches, the same bits either way.
+TEST(ReluNaN, FusedAfterConv2dAndPoolingGradientGivesTheUnfusedNaNs) {
+  for (DType dtype : kFloatTypes) {
+    // Stride 1 (the wide-plane kernel and its compaction) and stride 2 (the row kernel).
+    for (int stride : {1, 2}) {
+      Graph g(dtype);
+      Value x = g.input("x", {2, 3, 12, 13});
+      Value w = g.input("w", {5, 3, 3, 3});
+      Value s = tbgrad::relu(tbgrad::conv2d(x, w, {.stride = stride, .padding = 1}));
+      const Shape ss = s.shape();
+      const tbgrad::Pool2dOptions po{.kernel = 1, .stride = 1};
+      Value gy = g.input("gy", ss);
+      Value gx = tbgrad::relu_backward(s, tbgrad::avg_pool2d_backward(gy, ss, po));
+      Value total = tbgrad::add(tbgrad::sum(gx), tbgrad::sum(s));
+      tbgrad::nn::Rng rng(5);
+      Tensor xv = random_tensor({2, 3, 12, 13}, dtype, rng);
+      Tensor wv = random_tensor({5, 3, 3, 3}, dtype, rng);
+      Tensor gv = random_tensor(ss, dtype, rng);
+      xv.set(((1 * 3 + 2) * 12 + 6) * 13 + 7, std::numeric_limits<double>::quiet_NaN());
+      std::vector<unsigned char> bytes[2];
+      for (const bool fuse : {true, false}) {
+        Executor ex(g, {gx, total}, {.fuse = fuse});
+        EXPECT_EQ(ex.num_fused(), fuse ? 2 : 0);
+        ex.bind(x, xv).bind(w, wv).bind(gy, gv).run();
+        std::int64_t nans = 0;
+        for (std::int64_t i = 0; i < ss.numel(); ++i) {
+          if (std::isnan(ex[gx].at(i))) ++nans;
+        }
+        // The NaN's 3x3 neighbourhood in image 1, in all 5 output channels: NaN outputs, whose
+        // gradients are gy's values, not 0; gy has no NaN, so gx has none either.
+        EXPECT_EQ(nans, 0);
+        EXPECT_TRUE(std::isnan(ex[total].at(0)));
+        bytes[fuse ? 0 : 1] = tensor_bytes(ex[gx]);
+        std::int64_t nan_outputs = 0;
+        Executor ex2(g, {s}, {.fuse = fuse});
+        ex2.bind(x, xv).bind(w, wv).run();
+        for (std::int64_t i = 0; i < ss.numel(); ++i) {
+          if (std::isnan(ex2[s].at(i))) {
+            ++nan_outputs;
+            EXPECT_EQ(ex[gx].at(i), gv.at(i)) << i;
+          }
+        }
+        // Stride 1: the 3x3 outputs around it; stride 2: output row 3, columns 3 and 4.
+        EXPECT_EQ(nan_outputs, stride == 1 ? 5 * 9 : 5 * 2) << stride;
+      }
+      EXPECT_TRUE(bytes[0] == bytes[1]) << "stride " << stride << " " << tbgrad::dtype_name(dtype);
+    }
+  }
+}
+
 }  // namespace

@@ -70,5 +70,6 @@ using Inputs = std::span<const Value>;  // a Builder's inputs
 
 // The op families' cases, one function per file of the table.
 void add_core_cases(Table& t);  // tests/op_cases.cpp: the ops of the first release
+void add_shape_cases(Table& t);  // tests/op_cases_shape.cpp: reductions over axes, layout ops
 
 }  // namespace tbgrad::testing::cases

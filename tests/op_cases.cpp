@@ -509,6 +509,7 @@ using cases::Table;
 Table make_table() {
   Table t;
   cases::add_core_cases(t);
+  cases::add_shape_cases(t);
   // Grouped by op, in the order the ops first appear.
   std::vector<std::string> order;
   for (const OpCase& c : t) {

@@ -74,5 +74,6 @@ void add_conv2_cases(Table& t);  // tests/op_cases_conv2.cpp: groups, dilation, 
 void add_loss_cases(Table& t);  // tests/op_cases_loss.cpp: ops/loss.hpp
 void add_bn_cases(Table& t);    // tests/op_cases_bn.cpp: batch_norm, its gradients, dropout
 void add_math_cases(Table& t);  // tests/op_cases_math.cpp: exp, log, sqrt, rsqrt, neg, abs
+void add_shape_cases(Table& t);  // tests/op_cases_shape.cpp: reductions over axes, layout ops
 
 }  // namespace tbgrad::testing::cases

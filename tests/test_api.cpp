@@ -169,6 +169,60 @@ TEST(ApiOps, MatmulAndLinear) {
   EXPECT_EQ(linear(x, w).shape(), (Shape{4, 2}));     // without
 }
 
+TEST(ApiOps, ReductionsOverAxes) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  // The all-elements forms keep compiling and meaning what they meant.
+  EXPECT_EQ(sum(x).shape(), Shape{});
+  EXPECT_EQ(mean(x).shape(), Shape{});
+  // Braced lists of axes, negative ones, keepdims.
+  EXPECT_EQ(sum(x, {1}).shape(), (Shape{2, 4}));
+  EXPECT_EQ(sum(x, {0, 2}, true).shape(), (Shape{1, 3, 1}));
+  EXPECT_EQ(sum(x, {-1}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(mean(x, {0, -1}).shape(), (Shape{3}));
+  EXPECT_EQ(mean(x, {1}, true).shape(), (Shape{2, 1, 4}));
+  EXPECT_EQ(max(x, {2}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(max(x, {0, 1, 2}, true).shape(), (Shape{1, 1, 1}));
+  EXPECT_EQ(var(x, {1}).shape(), (Shape{2, 4}));         // correction 1 (unbiased)
+  EXPECT_EQ(var(x, {1}, 0).shape(), (Shape{2, 4}));      // correction 0 (biased)
+  EXPECT_EQ(var(x, {1}, false, true).shape(), (Shape{2, 1, 4}));  // torch's unbiased flag
+  EXPECT_EQ(sum(x, {}).shape(), Shape{});                // an empty list: every axis
+  const std::vector<int> axes{0, 1};
+  EXPECT_EQ(sum(x, axes).shape(), (Shape{4}));
+  Value y = max(x, {1});
+  EXPECT_EQ(max_backward(x, y, y, {1}).shape(), x.shape());
+}
+
+TEST(ApiOps, PermuteConcatSliceSplitPad) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4, 5});
+  EXPECT_EQ(permute(x, {0, 2, 3, 1}).shape(), (Shape{2, 4, 5, 3}));
+  EXPECT_EQ(permute(x, {-1, 0, 1, 2}).shape(), (Shape{5, 2, 3, 4}));
+  EXPECT_EQ(transpose(x, 1, -1).shape(), (Shape{2, 5, 4, 3}));
+  Value y = g.input("y", {2, 1, 4, 5});
+  EXPECT_EQ(concat({x, y}, 1).shape(), (Shape{2, 4, 4, 5}));
+  const std::vector<Value> parts{x, y, x};
+  EXPECT_EQ(concat(parts, -3).shape(), (Shape{2, 7, 4, 5}));
+  const std::array<Value, 2> two{x, x};
+  EXPECT_EQ(concat(two, 0).shape(), (Shape{4, 3, 4, 5}));  // a span
+  EXPECT_EQ(slice(x, 1, 1, 3).shape(), (Shape{2, 2, 4, 5}));
+  EXPECT_EQ(slice(x, -1, 0, 5, 2).shape(), (Shape{2, 3, 4, 3}));
+  EXPECT_EQ(slice(x, 2, -2, 100).shape(), (Shape{2, 3, 2, 5}));
+  const std::vector<Value> split3 = split(x, {1, 2}, 1);
+  ASSERT_EQ(split3.size(), 2U);
+  EXPECT_EQ(split3[1].shape(), (Shape{2, 2, 4, 5}));
+  EXPECT_EQ(split(x, {2, 2, 1}, -1)[2].shape(), (Shape{2, 3, 4, 1}));
+  EXPECT_EQ(pad(x, {1, 1}).shape(), (Shape{2, 3, 4, 7}));
+  EXPECT_EQ(pad(x, {1, 1, 2, 0}, 0.5).shape(), (Shape{2, 3, 6, 7}));
+  Value gamma = g.param("gamma", {3});
+  EXPECT_EQ(per_channel(gamma, x).shape(), (Shape{3, 1, 1}));
+  EXPECT_EQ(mul(x, per_channel(gamma, x)).shape(), x.shape());
+  EXPECT_EQ(sum_to(x, {3, 1, 1}).shape(), (Shape{3, 1, 1}));
+  EXPECT_EQ(sum_to(x, {1, 3, 1, 1}).shape(), (Shape{1, 3, 1, 1}));
+  Value gs = g.input("gs", {2, 2, 4, 5});
+  EXPECT_EQ(slice_backward(gs, x.shape(), 1, 1, 3).shape(), x.shape());
+}
+
 TEST(ApiOps, GradientKernels) {
   Graph g(DType::kF64);
   Value x = g.input("x", {1, 2, 4, 4});

@@ -640,6 +640,53 @@ std::set<std::string> tests_of_suite(const std::string& suite) {
   return names;
 }
 
+TEST(MaxAxesBackward, SplitsTiesEvenly) {
+  // torch.amax's rule: rows [1, 3, 3] and [2, 0, 2] have two maxima each, which share the row's
+  // gradient; the other elements get 0.
+  Graph g(DType::kF64);
+  Value x = g.input("x", {2, 3});
+  Value gy = g.input("gy", {2});
+  Value gx = tbgrad::max_backward(x, tbgrad::max(x, {1}), gy, {1});
+  Tensor xv({2, 3}, DType::kF64), gv({2}, DType::kF64);
+  const double xs[] = {1, 3, 3, 2, 0, 2};
+  for (int i = 0; i < 6; ++i) xv.set(i, xs[i]);
+  gv.set(0, 4.0);
+  gv.set(1, -1.0);
+  Executor ex(g, {gx});
+  ex.bind(x, xv).bind(gy, gv).run();
+  const double expected[] = {0, 2, 2, -0.5, 0, -0.5};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(ex[gx].at(i), expected[i]) << "element " << i;
+}
+
+TEST(ReduceAxesThreads, ResultsAreBitIdenticalForAnyThreadCount) {
+  Graph g(DType::kF32);
+  Value x = g.input("x", {64, 33, 40});
+  std::vector<Value> outs = {tbgrad::sum(x, {0}), tbgrad::mean(x, {0, 2}, true),
+                             tbgrad::var(x, {1}), tbgrad::max(x, {2}),
+                             tbgrad::permute(x, {2, 0, 1}), tbgrad::sum(x, {1, 2})};
+  tbgrad::nn::Rng rng(3);
+  Tensor xv = uniform_tensor({64, 33, 40}, rng);
+  Tensor xf({64, 33, 40}, DType::kF32);
+  for (std::int64_t i = 0; i < xv.numel(); ++i) xf.set(i, xv.at(i));
+  std::vector<Tensor> first;
+  for (const int threads : {1, 2, 4}) {
+    tbgrad::ThreadScope scope(threads);
+    Executor ex(g, outs);
+    ex.bind(x, xf).run();
+    for (std::size_t k = 0; k < outs.size(); ++k) {
+      const Tensor& t = ex[outs[k]];
+      if (threads == 1) {
+        first.push_back(t.clone());
+        continue;
+      }
+      for (std::int64_t i = 0; i < t.numel(); ++i) {
+        ASSERT_EQ(t.at(i), first[k].at(i)) << "output " << k << " element " << i << " at "
+                                           << threads << " threads";
+      }
+    }
+  }
+}
+
 TEST(AllRegisteredOps, HaveCasesInTheOpTable) {
   std::map<std::string, int> cases;
   for (const OpCase& c : tbgrad::testing::op_cases()) ++cases[c.op];

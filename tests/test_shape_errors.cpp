@@ -974,6 +974,138 @@ TEST(ExecutorErrors, RunningWithAnUnboundInputThrowsNamingIt) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reductions over axes, permute, concat, slice, split, pad, per_channel
+// ---------------------------------------------------------------------------------------------
+
+TEST(ReduceAxesShapeErrors, AxesOutOfRangeOrRepeatedNameTheOpAndTheShape) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::sum(x, {3}); },
+                               {"sum", "axis 3 is out of range", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::mean(x, {-4}); },
+                               {"mean", "axis -4 is out of range", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::max(x, {1, 1}); },
+                               {"max", "axis 1 appears twice", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::var(x, {0, -3}); },
+                               {"var", "axis -3 appears twice", "[0, -3]", "x ([2,3,4])"}));
+}
+
+TEST(ReduceAxesShapeErrors, VarNeedsMoreElementsThanTheCorrection) {
+  Graph g;
+  Value x = g.input("x", {2, 1, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::var(x, {1}); },
+                               {"var", "x ([2,1,4])", "correction 1"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::var(x, {0}, 2); }, {"var", "correction 2"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::var(x, {0}, -1); }, {"var", "negative"}));
+}
+
+TEST(ReduceAxesShapeErrors, MaxOverAnEmptyAxisAndNonFloatInputs) {
+  Graph g;
+  Value x = g.input("x", {2, 0, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::max(x, {1}); }, {"max", "x ([2,0,3])", "no elements"}));
+  Value labels = g.input_labels("labels", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::sum(labels, {0}); }, {"sum", "floating point"}));
+}
+
+TEST(ReduceAxesShapeErrors, MaxBackwardNeedsTheReducedShape) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  Value y = g.input("y", {3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::max_backward(x, y, y, {1}); },
+                               {"max_backward", "x ([2,3])", "[2]"}));
+}
+
+TEST(PermuteShapeErrors, TheOrderMustNameEveryAxisOnce) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::permute(x, {0, 1}); },
+                               {"permute", "[0, 1]", "3 axes", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::permute(x, {0, 1, -2}); },
+                               {"permute", "axis -2 appears twice", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::permute(x, {0, 1, 3}); },
+                               {"permute", "axis 3 is out of range", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::transpose(x, 0, 5); },
+                               {"transpose", "axis 5", "x ([2,3,4])"}));
+}
+
+TEST(ConcatShapeErrors, InputsMustMatchOffTheAxis) {
+  Graph g;
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {4, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat({a, b}, 1); },
+                               {"concat", "input 1 b ([4,5])", "input 0 a ([2,3])"}));
+  Value c = g.input("c", {2, 3, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat({a, c}, 0); }, {"concat", "c ([2,3,1])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat({a, a}, 2); },
+                               {"concat", "axis 2 is out of range", "a ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat(std::vector<Value>{}, 0); },
+                               {"concat", "at least one input"}));
+  Graph other;
+  Value d = other.input("d", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat({a, d}, 0); }, {"concat", "different graphs"}));
+  Value e = param_of(g, "e", {2, 3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::concat({a, e}, 0); }, {"concat", "same dtype"}));
+}
+
+TEST(SliceShapeErrors, AxisAndStep) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::slice(x, 2, 0, 1); },
+                               {"slice", "axis 2 is out of range", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::slice(x, 1, 0, 3, 0); },
+                               {"slice", "step 0 must be positive", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::slice(x, 1, 3, 0, -1); },
+                               {"slice", "step -1 must be positive"}));
+  Value gy = g.input("gy", {2, 2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::slice_backward(gy, {2, 3}, 1, 0, 3); },
+                               {"slice_backward", "gy ([2,2])", "[2,3]"}));
+}
+
+TEST(SplitShapeErrors, SizesMustAddUpToTheAxis) {
+  Graph g;
+  Value x = g.input("x", {2, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::split(x, {2, 2}, 1); },
+                               {"split", "[2, 2] add up to 4", "size 5", "x ([2,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::split(x, {6, -1}, 1); },
+                               {"split", "size -1", "negative", "x ([2,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::split(x, {1, 1}, -3); },
+                               {"split", "axis -3 is out of range"}));
+}
+
+TEST(PadShapeErrors, PairsForExistingAxesAndNoNegativeSize) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::pad(x, {1}); }, {"pad", "[1]", "pairs", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::pad(x, {1, 1, 1, 1, 1, 1}); },
+                               {"pad", "2 axes of x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::pad(x, {-2, -2}); },
+                               {"pad", "axis 1 of x ([2,3])", "negative size -1"}));
+}
+
+TEST(PerChannelShapeErrors, AVectorOfTheChannelCount) {
+  Graph g;
+  Value x = g.input("x", {8, 16, 4, 4});
+  Value gamma = g.param("gamma", {8});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::per_channel(gamma, x); },
+                               {"per_channel", "gamma ([8])", "x ([8,16,4,4])"}));
+  Value m = g.param("m", {16, 1});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::per_channel(m, x); }, {"per_channel", "m ([16,1])"}));
+}
+
+TEST(BroadcastShapeErrors, APerChannelVectorDoesNotBroadcastAgainstImagesWithoutItsTrailingOnes) {
+  // NumPy's rule, as torch's: [16] aligns with W, not C. per_channel(gamma, x) is the fix the
+  // message should lead to; sum_to(x, [C, 1, 1]) and [1, C, 1, 1] are fine.
+  Graph g;
+  Value x = g.input("x", {8, 16, 8, 8});
+  Value gamma = g.param("gamma", {16});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::mul(x, gamma); },
+                               {"mul", "x ([8,16,8,8])", "gamma ([16])"}));
+  EXPECT_EQ(tbgrad::sum_to(x, {16, 1, 1}).shape(), (Shape{16, 1, 1}));
+  EXPECT_EQ(tbgrad::sum_to(x, {1, 16, 1, 1}).shape(), (Shape{1, 16, 1, 1}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::sum_to(x, {16}); }, {"sum_to", "[16]"}));
+}
+
 TEST(ShapeErrors, ShapesAreLimitedToSixDimensions) {
   EXPECT_TRUE(ThrowsShapeError([] { (void)Shape{1, 2, 3, 4, 5, 6, 7}; },
                                {"rank 7", "maximum rank 6"}));

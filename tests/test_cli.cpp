@@ -229,6 +229,24 @@ TEST_F(Cli, ResnetTrainsReloadsInEvaluationModeAndIsTheSameForOneAndTwoThreads) 
   Result in = run("inspect --load " + path("r1.ckpt") + " " + data() + " --index 3 --out " +
                   path("ri.json"));
   ASSERT_EQ(in.code, 0) << in.out;
+  // predict runs the same image twice to the same probabilities: evaluation mode (training
+  // mode would update the running statistics and draw dropout masks).
+  {
+    Dataset test = make_synthetic(1, 3);
+    const std::string name = path("resnet_digit.pgm");
+    std::ofstream pgm(name, std::ios::binary);
+    pgm << "P5\n28 28\n255\n";
+    pgm.write(reinterpret_cast<const char*>(test.images.data()), 784);
+    pgm.close();
+    Result p = run("predict --load " + path("r1.ckpt") + " " + name + " " + name);
+    ASSERT_EQ(p.code, 0) << p.out;
+    std::istringstream lines(p.out);
+    std::string first, second;
+    std::getline(lines, first);
+    std::getline(lines, second);
+    EXPECT_FALSE(first.empty());
+    EXPECT_EQ(first, second) << p.out;
+  }
   // Bad values of the new flags are usage errors naming them.
   for (const auto& [args, needle] :
        {std::pair<std::string, const char*>{"train --weight-decay -1", "--weight-decay"},

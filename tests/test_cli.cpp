@@ -247,6 +247,22 @@ TEST_F(Cli, ResnetTrainsReloadsInEvaluationModeAndIsTheSameForOneAndTwoThreads) 
     EXPECT_FALSE(first.empty());
     EXPECT_EQ(first, second) << p.out;
   }
+  // Resumed after its first epoch, the run ends with the bytes of the straight two-epoch run
+  // (the schedule's step count, the running statistics and dropout's step key restored).
+  {
+    const std::string two = "train --model resnet " + data() +
+                            " --limit 96 --weight-decay 5e-4 --augment --warmup-epochs ";
+    ASSERT_EQ(run(two + "1 --save " + path("s2.ckpt") + " --epochs 2").code, 0);
+    ASSERT_EQ(run(two + "1 --save " + path("h2.ckpt") + " --epochs 1").code, 0);
+    Result rr = run(two + "1 --save " + path("h2.ckpt") + " --epochs 2 --resume " + path("h2.ckpt"));
+    ASSERT_EQ(rr.code, 0) << rr.out;
+    EXPECT_TRUE(file_bytes(path("s2.ckpt")) == file_bytes(path("h2.ckpt")))
+        << "a resumed resnet run differs from the straight one";
+    Result other = run(two + "2 --save " + path("h3.ckpt") + " --epochs 2 --resume " +
+                       path("h2.ckpt"));
+    EXPECT_EQ(other.code, 1) << other.out;
+    EXPECT_NE(other.out.find("--warmup-epochs"), std::string::npos) << other.out;
+  }
   // Bad values of the new flags are usage errors naming them.
   for (const auto& [args, needle] :
        {std::pair<std::string, const char*>{"train --weight-decay -1", "--weight-decay"},

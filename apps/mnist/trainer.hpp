@@ -21,10 +21,11 @@ struct TrainConfig {
   std::string model = "seed";
   std::string optimizer;  // empty: the model's default
   double lr = 0;          // 0: the default for model and optimizer
-  std::string init = "xavier";
+  std::string init = "xavier";  // tbgrad-mnist passes "he" for resnet unless --init is given
   // Learning rate over the run, one of nn::schedule_names() (app_schedule says how each is set
   // up): "cosine" decays it from lr towards 0 along a half cosine over the epochs
-  // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it.
+  // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it. With warmup_epochs
+  // or for model "resnet", cosine is stepped per step instead (app_schedule).
   std::string schedule = "cosine";
   // Steps of linear warmup, in epochs (0 <= warmup_epochs <= epochs; only with "constant" or
   // "cosine"): lr * (k + 1) / Wn for the first Wn = warmup_epochs * steps-per-epoch steps, then

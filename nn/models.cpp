@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "nn/layers.hpp"
 #include "ops/conv2d.hpp"
+#include "ops/dropout.hpp"
 #include "ops/elementwise.hpp"
 #include "ops/matmul.hpp"
 #include "ops/pool2d.hpp"
@@ -12,7 +14,7 @@
 namespace tbgrad::nn {
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names = {"seed", "seed-nopool", "lenet5"};
+  static const std::vector<std::string> names = {"seed", "seed-nopool", "lenet5", "resnet"};
   return names;
 }
 
@@ -29,6 +31,29 @@ struct Builder {
     Value w = store.param(g, name + ".w", Shape{out, in, k, k}, g.dtype());
     Value b = store.param(g, name + ".b", Shape{out}, g.dtype());
     return keep(conv2d(x, w, b, o), name);
+  }
+  // A convolution without bias (its weight "<name>.w"), then batch norm "<bn>".
+  Value conv_bn(Value x, const std::string& name, const std::string& bn, std::int64_t out,
+                std::int64_t k, Conv2dOptions o) {
+    const std::int64_t in = x.shape()[1];
+    Value w = store.param(g, name + ".w", Shape{out, in, k, k}, g.dtype());
+    Value c = keep(conv2d(x, w, o), name);
+    return keep(batch_norm_layer(g, store, bn, c), bn);
+  }
+  // A residual block (scripts/pytorch_mnist.py's Block): conv 3x3 (stride) -> BN -> ReLU ->
+  // conv 3x3 -> BN, plus the skip (x, or conv 1x1 (stride) -> BN where channels or stride
+  // change), then ReLU.
+  Value block(Value x, const std::string& name, std::int64_t out, std::int64_t stride) {
+    Value h = conv_bn(x, name + ".conv1", name + ".bn1", out, 3,
+                      {.stride = stride, .padding = 1});
+    h = keep(relu(h), name + ".bn1.relu");
+    h = conv_bn(h, name + ".conv2", name + ".bn2", out, 3, {.stride = 1, .padding = 1});
+    Value skip = x;
+    if (x.shape()[1] != out || stride != 1) {
+      skip = conv_bn(x, name + ".project", name + ".project_bn", out, 1,
+                     {.stride = stride, .padding = 0});
+    }
+    return keep(relu(add(h, skip)), name + ".relu");
   }
   Value fc(Value x, const std::string& name, std::int64_t out) {
     Value w = store.param(g, name + ".w", Shape{out, x.shape()[1]}, g.dtype());
@@ -72,8 +97,24 @@ Network build_network(const std::string& model, Graph& g, std::int64_t batch, Pa
     h = b.relu_of(b.fc(h, "fc1", 120));
     h = b.relu_of(b.fc(h, "fc2", 84));
     h = b.fc(h, "fc3", 10);
+  } else if (model == "resnet") {
+    // scripts/pytorch_mnist.py's resnet: stem conv 3x3 1 -> 16 (no bias) -> BN -> ReLU; three
+    // stages of two residual blocks (16, 32, 64 channels; stride 2 at the first block of stages
+    // 2 and 3: 28 -> 14 -> 7); global average pooling; dropout 0.1; linear 64 -> 10.
+    h = b.conv_bn(net.images, "stem", "stem_bn", 16, 3, {.stride = 1, .padding = 1});
+    h = b.keep(relu(h), "stem_bn.relu");                                  // [B, 16, 28, 28]
+    const std::int64_t widths[3] = {16, 32, 64};
+    for (int stage = 0; stage < 3; ++stage) {
+      for (int i = 0; i < 2; ++i) {
+        const std::int64_t stride = stage > 0 && i == 0 ? 2 : 1;
+        h = b.block(h, "blocks." + std::to_string(stage * 2 + i), widths[stage], stride);
+      }
+    }                                                                     // [B, 64, 7, 7]
+    h = b.keep(flatten(global_avg_pool2d(h)), "pool");                    // [B, 64]
+    h = b.keep(dropout(h, 0.1), "dropout");
+    h = b.fc(h, "fc", 10);
   } else {
-    throw Error("unknown model '" + model + "' (expected seed, seed-nopool or lenet5)");
+    throw Error("unknown model '" + model + "' (expected seed, seed-nopool, lenet5 or resnet)");
   }
   net.logits = h;
   net.loss = softmax_cross_entropy(net.logits, net.labels);

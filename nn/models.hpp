@@ -29,7 +29,8 @@ struct Network {
   std::vector<Layer> layers;
 };
 
-// "seed" (the reference CNN), "seed-nopool", "lenet5". Throws tbgrad::Error for other names.
+// "seed" (the reference CNN), "seed-nopool", "lenet5", "resnet" (scripts/pytorch_mnist.py's
+// residual network: batch norm, whose buffers live in the store, and dropout). Throws tbgrad::Error for other names.
 Network build_network(const std::string& model, Graph& g, std::int64_t batch, ParamStore& store);
 // The same model as a builder for the library's Trainer and Evaluator (tbgrad/nn/train.hpp).
 ModelFn model_fn(const std::string& model);

@@ -893,7 +893,7 @@ TEST(ApiModels, TheAppsNetworksByName) {
   nn::ParamStore lenet_store;
   nn::create_parameters(lenet, lenet_store);
   EXPECT_GT(lenet_store.count(), 0);
-  EXPECT_EQ(nn::model_names().size(), 3U);
+  EXPECT_EQ(nn::model_names().size(), 4U);  // seed, seed-nopool, lenet5, resnet
 }
 
 TEST(ApiDist, TheSingleProcessCommunicator) {

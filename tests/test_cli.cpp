@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -186,6 +187,93 @@ TEST_F(Cli, TrainEvalAndPredictWorkEndToEnd) {
   EXPECT_EQ(past.code, 2) << past.out;
   EXPECT_NE(past.out.find("--index"), std::string::npos) << past.out;
   EXPECT_FALSE(fs::exists(path("j.json")));
+}
+
+std::string file_bytes(const std::string& name) {
+  std::ifstream f(name, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+TEST_F(Cli, ResnetTrainsReloadsInEvaluationModeAndIsTheSameForOneAndTwoThreads) {
+  // One epoch of 96 images (three steps) with the recipe's flags: batch norm, dropout, weight
+  // decay, warmup per step, augmentation.
+  const std::string recipe = "train --model resnet " + data() +
+                             " --epochs 1 --limit 96 --weight-decay 5e-4 --warmup-epochs 1 "
+                             "--augment --json --save ";
+  Result t1 = run(recipe + path("r1.ckpt") + " --threads 1");
+  ASSERT_EQ(t1.code, 0) << t1.out;
+  Result t2 = run(recipe + path("r2.ckpt") + " --threads 2");
+  ASSERT_EQ(t2.code, 0) << t2.out;
+  nlohmann::json j = nlohmann::json::parse(t1.out.substr(t1.out.rfind('\n', t1.out.size() - 2) + 1));
+  EXPECT_EQ(j["model"], "resnet");
+  EXPECT_TRUE(std::isfinite(j["test_loss"].get<double>())) << t1.out;
+  // Defaults for resnet: momentum 0.05, He init.
+  EXPECT_EQ(j["optimizer"], "momentum");
+  EXPECT_DOUBLE_EQ(j["lr"].get<double>(), 0.05);
+  const std::string a = file_bytes(path("r1.ckpt")), b = file_bytes(path("r2.ckpt"));
+  ASSERT_FALSE(a.empty());
+  EXPECT_TRUE(a == b) << "checkpoints of 1 and 2 threads differ";
+  EXPECT_NE(a.find("running_mean"), std::string::npos);  // the buffers are saved
+  // Reloaded, the model evaluates as the trainer's evaluator did (evaluation mode), twice.
+  for (int i = 0; i < 2; ++i) {
+    Result e = run("eval --load " + path("r1.ckpt") + " " + data() + " --json");
+    ASSERT_EQ(e.code, 0) << e.out;
+    nlohmann::json je =
+        nlohmann::json::parse(e.out.substr(e.out.rfind('\n', e.out.size() - 2) + 1));
+    EXPECT_DOUBLE_EQ(je["test_accuracy"].get<double>(), j["test_accuracy"].get<double>());
+    EXPECT_DOUBLE_EQ(je["test_loss"].get<double>(), j["test_loss"].get<double>());
+  }
+  // inspect runs one image (batch 1: evaluation mode, where batch norm needs no batch).
+  Result in = run("inspect --load " + path("r1.ckpt") + " " + data() + " --index 3 --out " +
+                  path("ri.json"));
+  ASSERT_EQ(in.code, 0) << in.out;
+  // predict runs the same image twice to the same probabilities: evaluation mode (training
+  // mode would update the running statistics and draw dropout masks).
+  {
+    Dataset test = make_synthetic(1, 3);
+    const std::string name = path("resnet_digit.pgm");
+    std::ofstream pgm(name, std::ios::binary);
+    pgm << "P5\n28 28\n255\n";
+    pgm.write(reinterpret_cast<const char*>(test.images.data()), 784);
+    pgm.close();
+    Result p = run("predict --load " + path("r1.ckpt") + " " + name + " " + name);
+    ASSERT_EQ(p.code, 0) << p.out;
+    std::istringstream lines(p.out);
+    std::string first, second;
+    std::getline(lines, first);
+    std::getline(lines, second);
+    EXPECT_FALSE(first.empty());
+    EXPECT_EQ(first, second) << p.out;
+  }
+  // Resumed after its first epoch, the run ends with the bytes of the straight two-epoch run
+  // (the schedule's step count, the running statistics and dropout's step key restored).
+  {
+    const std::string two = "train --model resnet " + data() +
+                            " --limit 96 --weight-decay 5e-4 --augment --warmup-epochs ";
+    ASSERT_EQ(run(two + "1 --save " + path("s2.ckpt") + " --epochs 2").code, 0);
+    ASSERT_EQ(run(two + "1 --save " + path("h2.ckpt") + " --epochs 1").code, 0);
+    Result rr = run(two + "1 --save " + path("h2.ckpt") + " --epochs 2 --resume " + path("h2.ckpt"));
+    ASSERT_EQ(rr.code, 0) << rr.out;
+    EXPECT_TRUE(file_bytes(path("s2.ckpt")) == file_bytes(path("h2.ckpt")))
+        << "a resumed resnet run differs from the straight one";
+    Result other = run(two + "2 --save " + path("h3.ckpt") + " --epochs 2 --resume " +
+                       path("h2.ckpt"));
+    EXPECT_EQ(other.code, 1) << other.out;
+    EXPECT_NE(other.out.find("--warmup-epochs"), std::string::npos) << other.out;
+  }
+  // Bad values of the new flags are usage errors naming them.
+  for (const auto& [args, needle] :
+       {std::pair<std::string, const char*>{"train --weight-decay -1", "--weight-decay"},
+        {"train --weight-decay abc", "--weight-decay"},
+        {"train --epochs 2 --warmup-epochs 3", "--warmup-epochs"},
+        {"train --warmup-epochs 1 --schedule step", "--warmup-epochs"},
+        {"train --model resnet --schedule onecycle", "--schedule"}}) {
+    Result r = run(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
+    EXPECT_NE(r.out.find(needle), std::string::npos) << args << "\n" << r.out;
+  }
 }
 
 TEST_F(Cli, ACorruptCheckpointIsRefusedWithExitCode1) {

@@ -43,6 +43,18 @@ TEST_F(Examples, CustomCnnTrainsAFewStepsSavesAndReloads) {
   EXPECT_TRUE(fs::exists(dir_ / "custom_cnn.ckpt"));
 }
 
+TEST_F(Examples, ResnetTrainsAFewStepsSavesAndReloadsWithTheSameAccuracy) {
+  // 1 epoch of the first 64 images: two steps of 32 (warmup, augmentation, dropout, batch
+  // norm), on two threads; the reloaded checkpoint (buffers included) evaluates the same.
+  const Result r = run("cd " + dir_.string() + " && " + TBGRAD_EXAMPLE_RESNET + " " +
+                       (dir_ / "data").string() + " 1 64 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("epoch 1: train loss"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("reloaded checkpoint: test accuracy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(the same)"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir_ / "resnet.ckpt"));
+}
+
 TEST_F(Examples, TheAppEvaluatesACheckpointTheLibraryWroteForOneOfItsModels) {
   const data::Dataset train = data::load_split(dir_ / "data", data::Split::kTrain);
   const nn::ModelFn model = nn::model_fn("seed");

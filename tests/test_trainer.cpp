@@ -87,6 +87,36 @@ TEST(Trainer, TheSchedulesAreTheLibrarysSetUpForTheRun) {
   }
 }
 
+// --warmup-epochs and --model resnet: per step, scripts/pytorch_mnist.py's formula, with
+// S = 10 steps per epoch, E = 3 epochs, W = 1: lr * (k + 1) / 10 for k < 10, then the cosine
+// over the remaining 20 steps (or lr for constant).
+TEST(Trainer, WarmupAndResnetSchedulesArePerStepAsPytorchMnistPys) {
+  const double pi = 3.14159265358979323846;
+  AppSchedule cosine = app_schedule("cosine", 0.05, 3, 10, 1);
+  AppSchedule constant = app_schedule("constant", 0.05, 3, 10, 1);
+  AppSchedule resnet = app_schedule("cosine", 0.05, 3, 10, 0, /*per_step=*/true);
+  EXPECT_TRUE(cosine.per_step);
+  EXPECT_TRUE(constant.per_step);
+  EXPECT_TRUE(resnet.per_step);
+  for (std::int64_t k = 0; k < 30; ++k) {
+    const double warm = 0.05 * static_cast<double>(k + 1) / 10.0;
+    const double cos_k = 0.05 * 0.5 * (1 + std::cos(pi * static_cast<double>(k - 10) / 20.0));
+    EXPECT_NEAR(cosine.schedule->lr(), k < 10 ? warm : cos_k, 1e-15) << k;
+    EXPECT_NEAR(constant.schedule->lr(), k < 10 ? warm : 0.05, 1e-15) << k;
+    EXPECT_NEAR(resnet.schedule->lr(),
+                0.05 * 0.5 * (1 + std::cos(pi * static_cast<double>(k) / 30.0)), 1e-15)
+        << k;
+    cosine.schedule->step();
+    constant.schedule->step();
+    resnet.schedule->step();
+  }
+  // Without a warmup or resnet, nothing changes: cosine is per epoch as before.
+  EXPECT_FALSE(app_schedule("cosine", 0.05, 3, 10, 0, false).per_step);
+  EXPECT_FALSE(app_schedule("constant", 0.05, 3, 10, 0, true).per_step);
+  EXPECT_THROW(app_schedule("step", 0.05, 3, 10, 1), Error);
+  EXPECT_THROW(app_schedule("cosine", 0.05, 3, 10, 4), Error);
+}
+
 class EveryModelAndOptimizer
     : public ::testing::TestWithParam<std::tuple<const char*, const char*>> {};
 

@@ -315,7 +315,10 @@ void agree_to_start(const std::exception_ptr& failed, const mnist::TrainConfig& 
            "\n--batch-size " + std::to_string(cfg.batch_size) + "\n--optimizer " +
            (cfg.optimizer.empty() ? "(default)" : cfg.optimizer) + "\n--lr " +
            (cfg.lr == 0 ? std::string("(default)") : std::string(lr)) + "\n--init " + cfg.init +
-           "\n--schedule " + cfg.schedule + "\n--seed " + std::to_string(cfg.seed) +
+           "\n--schedule " + cfg.schedule + "\n--warmup-epochs " +
+           std::to_string(cfg.warmup_epochs) + "\n--weight-decay " +
+           (cfg.weight_decay ? std::to_string(*cfg.weight_decay) : std::string("(none)")) +
+           "\n--augment " + (cfg.augment ? "on" : "off") + "\n--seed " + std::to_string(cfg.seed) +
            "\n--limit " + std::to_string(cfg.limit) + "\n--resume " +
            (cfg.resume.empty() ? "(none)" : "(a checkpoint)") + "\nSIMD target " + target +
            " (TBGRAD_MAX_ISA)\ntraining set " + hash(train_set) + "\ntest set " + hash(test_set);
@@ -367,16 +370,29 @@ int cmd_train(const std::vector<std::string>& args) {
       "data", po::value<std::string>()->default_value(default_data_dir()),
       "directory with the four MNIST idx files (raw or .gz)")(
       "model", po::value<std::string>()->default_value("seed"),
-      "seed (the report's CNN), seed-nopool or lenet5")(
+      "seed (the report's CNN), seed-nopool, lenet5 or resnet (a residual network with batch "
+      "norm and dropout: scripts/pytorch_mnist.py's; its cosine schedule is stepped per step)")(
       "epochs", po::value<std::string>()->default_value("5"), "total epochs to train (>= 0)")(
       "batch-size", po::value<std::string>()->default_value("32"), "minibatch size (>= 1)")(
       "optimizer", po::value<std::string>(),
-      "sgd, momentum, adam or adamw (default: momentum for seed-nopool, adam otherwise)")(
+      "sgd, momentum, adam or adamw (default: momentum for seed-nopool and resnet, adam "
+      "otherwise)")(
       "lr", po::value<std::string>(),
-      "learning rate (default: sgd 0.1, momentum 0.02, adam and adamw 0.002 for seed and 0.001 "
-      "for the others)")(
-      "init", po::value<std::string>()->default_value("xavier"),
-      "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1))")(
+      "learning rate (default: sgd 0.1, momentum 0.05 for resnet and 0.02 for the others, adam "
+      "and adamw 0.002 for seed and 0.001 for the others)")(
+      "init", po::value<std::string>(),
+      "weight initializer: xavier (uniform), he (normal), uniform (U(-1,1)) or normal (N(0,1)) "
+      "(default: he for resnet, xavier otherwise)")(
+      "weight-decay", po::value<std::string>(),
+      "weight decay WD >= 0 of the weights (not biases or batch norm's scales and shifts): L2 "
+      "added to the gradient for sgd, momentum and adam, decoupled for adamw (default: none; "
+      "adamw 0.01 on every parameter)")(
+      "warmup-epochs", po::value<std::string>()->default_value("0"),
+      "linear warmup over the first W epochs, stepped every step (lr * (k + 1) / steps), then "
+      "the schedule per step; needs --schedule cosine or constant")(
+      "augment",
+      "augment the training images: random crop with zero padding 2 and horizontal flip, "
+      "seeded with --seed")(
       "schedule", po::value<std::string>()->default_value("cosine"),
       "learning rate over the run: cosine (decays from --lr towards 0 over the epochs), "
       "constant, step (x0.1 every third of the epochs), multistep (x0.1 at 1/2 and 3/4 of the "
@@ -414,7 +430,8 @@ int cmd_train(const std::vector<std::string>& args) {
     cfg.model = vm["model"].as<std::string>();
     const auto& models = nn::model_names();
     if (std::find(models.begin(), models.end(), cfg.model) == models.end()) {
-      throw UsageError("--model must be seed, seed-nopool or lenet5, got '" + cfg.model + "'");
+      throw UsageError("--model must be seed, seed-nopool, lenet5 or resnet, got '" + cfg.model +
+                       "'");
     }
     cfg.epochs = int_option(vm, "epochs", 0, 100000);
     cfg.batch_size = int_option(vm, "batch-size", 1, 60000);
@@ -433,7 +450,8 @@ int cmd_train(const std::vector<std::string>& args) {
       }
     }
     if (vm.count("lr")) cfg.lr = positive_double_option(vm, "lr", 1e6);
-    cfg.init = vm["init"].as<std::string>();
+    cfg.init = vm.count("init") ? vm["init"].as<std::string>()
+                                : std::string(cfg.model == "resnet" ? "he" : "xavier");
     try {
       nn::parse_init(cfg.init);
     } catch (const Error& e) {
@@ -448,6 +466,25 @@ int cmd_train(const std::vector<std::string>& args) {
     }
     cfg.seed = static_cast<std::uint64_t>(
         int_option(vm, "seed", 0, std::numeric_limits<std::int64_t>::max()));
+    if (vm.count("weight-decay")) {
+      const std::string w = vm["weight-decay"].as<std::string>();
+      char* end = nullptr;
+      const double v = w.empty() ? -1.0 : std::strtod(w.c_str(), &end);
+      if (w.empty() || end != w.c_str() + w.size() || !std::isfinite(v) || v < 0 || v > 1e6) {
+        throw UsageError("--weight-decay must be a finite number in [0, 1e6], got '" + w + "'");
+      }
+      cfg.weight_decay = v;
+    }
+    cfg.warmup_epochs = int_option(vm, "warmup-epochs", 0, cfg.epochs);
+    if (cfg.warmup_epochs > 0 && cfg.schedule != "cosine" && cfg.schedule != "constant") {
+      throw UsageError("--warmup-epochs needs --schedule cosine or constant, not '" +
+                       cfg.schedule + "'");
+    }
+    if (cfg.model == "resnet" && cfg.schedule != "cosine" && cfg.schedule != "constant") {
+      throw UsageError("--model resnet needs --schedule cosine or constant (stepped per step), "
+                       "not '" + cfg.schedule + "'");
+    }
+    cfg.augment = vm.count("augment") > 0;
     cfg.limit = int_option(vm, "limit", 0, std::numeric_limits<std::int64_t>::max());
     if (vm.count("save")) cfg.save = path_option(vm, "save");
     if (vm.count("resume")) cfg.resume = path_option(vm, "resume");

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <tbgrad.hpp>
@@ -82,11 +83,29 @@ EvalResult to_eval_result(const nn::Evaluation& e) {
 }  // namespace
 
 AppSchedule app_schedule(const std::string& name, double lr, std::int64_t epochs,
-                         std::int64_t steps_per_epoch) {
+                         std::int64_t steps_per_epoch, std::int64_t warmup_epochs,
+                         bool per_step) {
   nn::check_schedule_name(name);
   const std::int64_t e = std::max<std::int64_t>(epochs, 1);
   nn::ScheduleConfig c;
   AppSchedule s;
+  if (warmup_epochs > 0 || (per_step && name == "cosine")) {
+    if (name != "constant" && name != "cosine") {
+      throw Error("a warmup (and the per-step schedule of --model resnet) needs --schedule "
+                  "cosine or constant, not '" + name + "'");
+    }
+    if (warmup_epochs < 0 || warmup_epochs > epochs) {
+      throw Error("--warmup-epochs " + std::to_string(warmup_epochs) + " is not in [0, " +
+                  std::to_string(epochs) + "] (--epochs)");
+    }
+    const std::int64_t total = std::max<std::int64_t>(1, e * std::max<std::int64_t>(steps_per_epoch, 1));
+    c.warmup = warmup_epochs * std::max<std::int64_t>(steps_per_epoch, 1);
+    // Constant after the warmup: a cosine whose decay never starts (its total beyond any step).
+    c.total = name == "cosine" ? total : std::numeric_limits<std::int64_t>::max() / 4;
+    s.per_step = true;
+    s.schedule = nn::make_schedule("cosine", lr, c);
+    return s;
+  }
   if (name == "cosine") {
     c.total = e;
   } else if (name == "step") {
@@ -107,14 +126,15 @@ AppSchedule app_schedule(const std::string& name, double lr, std::int64_t epochs
 Defaults default_hyperparameters(const std::string& model, const std::string& optimizer) {
   // Measured on real MNIST with the cosine schedule, batch 32, seed 1 (docs/results.md): the
   // best of sgd 0.1, momentum 0.02 and adam 0.001/0.002 for each model.
+  // resnet: scripts/bench_epoch.sh's recipe (momentum 0.05).
   std::string opt = optimizer;
-  if (opt.empty()) opt = model == "seed-nopool" ? "momentum" : "adam";
+  if (opt.empty()) opt = model == "seed-nopool" || model == "resnet" ? "momentum" : "adam";
   nn::check_optimizer_name(opt);
   double lr = 0;
   if (opt == "sgd") {
     lr = 0.1;
   } else if (opt == "momentum") {
-    lr = 0.02;
+    lr = model == "resnet" ? 0.05 : 0.02;
   } else if (opt == "adam" || opt == "adamw") {  // adamw: not measured; Adam's
     lr = model == "seed" ? 2e-3 : 1e-3;
   }
@@ -177,7 +197,8 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     for (const auto& [key, value, flag] :
          {std::tuple<const char*, std::int64_t, const char*>{"batch_size", batches.batch_size(),
                                                               "--batch-size"},
-          {"limit", n, "--limit"}}) {
+          {"limit", n, "--limit"},
+          {"warmup_epochs", config.warmup_epochs, "--warmup-epochs"}}) {
       if (resumed->metadata.count(key) == 0) continue;  // older checkpoints lack them
       const std::int64_t saved = metadata_int(*resumed, key, config.resume);
       if (saved != value) {
@@ -192,8 +213,17 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   nn::ParamStore store;
   nn::create_parameters(net, store);
   nn::initialize(store, nn::parse_init(config.init), rng);
-  auto opt = nn::make_optimizer(optimizer, store.tensors(), lr);
-  AppSchedule schedule = app_schedule(config.schedule, lr, config.epochs, batches.num_batches());
+  std::unique_ptr<nn::Optimizer> opt;
+  if (config.weight_decay) {
+    nn::OptimizerConfig oc;
+    oc.weight_decay = *config.weight_decay;
+    oc.decay = nn::decay_mask(store);
+    opt = nn::make_optimizer(optimizer, store.tensors(), lr, oc);
+  } else {
+    opt = nn::make_optimizer(optimizer, store.tensors(), lr);
+  }
+  AppSchedule schedule = app_schedule(config.schedule, lr, config.epochs, batches.num_batches(),
+                                      config.warmup_epochs, model == "resnet");
   if (resumed) {
     nn::load_from_checkpoint(*resumed, config.resume, store, opt.get());
     if (resumed->metadata.count("schedule.kind")) {
@@ -219,7 +249,10 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
     dist::check_same(comm, "the initial parameters (from --init and --seed, or --resume)",
                      std::to_string(h));
   }
-  nn::Trainer trainer(net, store, *opt, {.batch_size = batches.batch_size(), .comm = &comm});
+  nn::TrainerOptions to{.batch_size = batches.batch_size(), .comm = &comm};
+  if (config.augment) to.augment = data::Augment{.pad = 2, .flip = true, .seed = config.seed};
+  to.seed = config.seed;  // dropout's masks
+  nn::Trainer trainer(net, store, *opt, to);
   // Collective under ranks: each evaluates its share of the test set (nn::Evaluator).
   nn::Evaluator evaluator(net, store, nn::Evaluator::kDefaultBatchSize, &comm);
 
@@ -288,6 +321,10 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
                        {"seed", std::to_string(config.seed)},
                        {"init", config.init},
                        {"schedule", config.schedule},
+                       {"warmup_epochs", std::to_string(config.warmup_epochs)},
+                       {"weight_decay", config.weight_decay ? format_double(*config.weight_decay)
+                                                            : std::string("(default)")},
+                       {"augment", config.augment ? "1" : "0"},
                        {"limit", std::to_string(n)},
                        {"rng", rng.state()},
                        {"test_accuracy", format_double(s.test_accuracy)}};
@@ -348,6 +385,7 @@ Model Model::load(const std::filesystem::path& file) {
   for (const auto& layer : m.net.layers) layers.push_back(layer.value);
   m.ex = std::make_unique<Executor>(m.g, std::initializer_list<ValueList>{m.probabilities, layers});
   m.ex->bind(m.net.images, m.image).bind(m.net.labels, m.label);
+  m.ex->set_training(false);  // batch norm's running statistics, no dropout
   nn::load_from_checkpoint(ckpt, file, m.store);
   m.evaluator = std::make_unique<nn::Evaluator>(nn::model_fn(m.model), m.store);
   return Model(std::move(impl));

@@ -21,11 +21,23 @@ struct TrainConfig {
   std::string model = "seed";
   std::string optimizer;  // empty: the model's default
   double lr = 0;          // 0: the default for model and optimizer
-  std::string init = "xavier";
+  std::string init = "xavier";  // tbgrad-mnist passes "he" for resnet unless --init is given
   // Learning rate over the run, one of nn::schedule_names() (app_schedule says how each is set
   // up): "cosine" decays it from lr towards 0 along a half cosine over the epochs
-  // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it.
+  // (lr * (1 + cos(pi * (epoch - 1) / epochs)) / 2), "constant" keeps it. With warmup_epochs
+  // or for model "resnet", cosine is stepped per step instead (app_schedule).
   std::string schedule = "cosine";
+  // Steps of linear warmup, in epochs (0 <= warmup_epochs <= epochs; only with "constant" or
+  // "cosine"): lr * (k + 1) / Wn for the first Wn = warmup_epochs * steps-per-epoch steps, then
+  // the schedule per step (app_schedule). scripts/pytorch_mnist.py's formula.
+  std::int64_t warmup_epochs = 0;
+  // Weight decay (momentum, sgd, adam: coupled L2; adamw: decoupled) of the parameters whose
+  // role decays (nn::decay_mask: weights, not biases or batch norm's scales and shifts); unset:
+  // none (AdamW: its default 0.01 on every parameter, as before).
+  std::optional<double> weight_decay;
+  // Random crop with zero padding 2 and horizontal flip of the training images, seeded with
+  // `seed` (data::Augment{.pad = 2, .flip = true, .seed = seed}).
+  bool augment = false;
   std::int64_t epochs = 5;
   std::int64_t batch_size = 32;
   std::int64_t limit = 0;  // 0: the whole training set
@@ -54,13 +66,19 @@ struct TrainConfig {
 //   onecycle   torch's OneCycleLR with its defaults, peaking at lr (stepped per step)
 //   plateau    x0.1 after an epoch whose training loss is no better than the best (relative
 //              1e-4) for more than one epoch (patience 1), down to lr / 1000 (per epoch)
-// Throws tbgrad::Error (nn::check_schedule_name's) for another name.
+// With warmup_epochs > 0 or per_step (the resnet model), constant and cosine are stepped per
+// step as scripts/pytorch_mnist.py's: with T = epochs * steps_per_epoch and Wn = warmup_epochs *
+// steps_per_epoch, lr_k = lr * (k + 1) / Wn for k < Wn, then lr (constant) or
+// lr * (1 + cos(pi * (k - Wn) / (T - Wn))) / 2 (cosine). Other schedules take no warmup.
+// Throws tbgrad::Error (nn::check_schedule_name's) for another name, or for a warmup with
+// another schedule or longer than the run.
 struct AppSchedule {
   std::unique_ptr<nn::Schedule> schedule;
   bool per_step = false;  // stepped after every training step; otherwise after every epoch
 };
 AppSchedule app_schedule(const std::string& name, double lr, std::int64_t epochs,
-                         std::int64_t steps_per_epoch);
+                         std::int64_t steps_per_epoch, std::int64_t warmup_epochs = 0,
+                         bool per_step = false);
 
 // Defaults chosen by measurement (docs/experiments.md): what a user who passes nothing gets.
 struct Defaults {

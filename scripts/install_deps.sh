@@ -25,7 +25,7 @@ for arg in "$@"; do
     --with-aarch64)
       aarch64=1
       packages+=(g++-aarch64-linux-gnu libtbb-dev:arm64 zlib1g-dev:arm64 libgtest-dev:arm64
-                 libhwy-dev:arm64)
+                 libhwy-dev:arm64 libpng-dev:arm64)
       command -v qemu-aarch64 > /dev/null || command -v qemu-aarch64-static > /dev/null ||
         packages+=(qemu-user)
       ;;

@@ -66,16 +66,8 @@ std::vector<Record> all_records() {
   return records;
 }
 
-bool in_ci() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && *ci != '\0' && std::string(ci) != "false" && std::string(ci) != "0";
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return q + "'";
-}
+using tbgrad::testing::in_ci;
+using tbgrad::testing::quote;
 
 // Appends float64 values to the file of all values, remembering where they start.
 class Values {

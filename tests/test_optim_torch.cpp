@@ -33,16 +33,8 @@ using json = nlohmann::json;
 
 constexpr int kSteps = 100;
 
-bool in_ci() {
-  const char* ci = std::getenv("CI");
-  return ci != nullptr && *ci != '\0' && std::string(ci) != "false" && std::string(ci) != "0";
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char ch : s) q += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
-  return q + "'";
-}
+using tbgrad::testing::in_ci;
+using tbgrad::testing::quote;
 
 struct ScheduleSpec {
   std::string kind = "constant";

@@ -8,6 +8,7 @@
 #include "graph/parallel.hpp"
 #include "ops/conv2d_general.hpp"
 #include "ops/conv2d_kernels.hpp"
+#include "ops/conv2d_phase.hpp"
 #include "ops/kernel_util.hpp"
 #include "ops/reduce.hpp"
 #include "ops/shape.hpp"
@@ -17,7 +18,12 @@ namespace {
 
 using detail::ConvGeometry;
 using detail::dispatch_float;
+using detail::PhaseGeometry;
 using detail::Window2d;
+
+// Offsets of the parts of a workspace, in elements: each part starts on 16 elements (64 bytes
+// of floats, as the kernels' vectors need).
+inline std::int64_t part(std::int64_t elements) { return detail::round_up(elements, 16); }
 
 // Offset of the padded input after the flipped kernel in the input gradient's workspace.
 inline std::int64_t flipped_elements(const ConvGeometry& g) {
@@ -45,7 +51,8 @@ void add_channel_bias(std::int64_t n, std::int64_t c, std::int64_t plane, const 
 
 class Conv2dOp final : public Op {
  public:
-  Conv2dOp(ConvGeometry geom, bool has_bias) : g_(geom), has_bias_(has_bias) {}
+  Conv2dOp(ConvGeometry geom, bool has_bias)
+      : g_(geom), phase_(PhaseGeometry::of(geom)), has_bias_(has_bias) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d", .accepts_relu = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
   // The direct kernels of other groups and dilations apply no epilogue.
@@ -60,11 +67,18 @@ class Conv2dOp final : public Op {
     return {2 * y * taps, "2*N*OC*OH*OW*IC*KH*KW"};
   }
 
+  // Strided: x' and k' (Note [Phases]), then the stride-1 kernel's workspace.
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     if (!g_.dense()) return 0;
-    return in[0].dtype() == DType::kF32
-               ? static_cast<std::size_t>(detail::conv_forward_workspace<float>(g_)) * 4
-               : static_cast<std::size_t>(detail::conv_forward_workspace<double>(g_)) * 8;
+    const bool f32 = in[0].dtype() == DType::kF32;
+    std::int64_t total = f32 ? detail::conv_forward_workspace<float>(g_)
+                             : detail::conv_forward_workspace<double>(g_);
+    if (phase_) {
+      const std::int64_t s1 = f32 ? detail::conv_forward_workspace<float>(phase_->s1)
+                                  : detail::conv_forward_workspace<double>(phase_->s1);
+      total = std::max(total, part(phase_->x_elements()) + part(phase_->k_elements()) + s1);
+    }
+    return static_cast<std::size_t>(total) * (f32 ? 4 : 8);
   }
 
   void forward(const KernelContext& ctx) const override {
@@ -74,8 +88,17 @@ class Conv2dOp final : public Op {
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [OC]
       T* y = ctx.output.data<T>();                                 // [N, OC, OH, OW]
       if (!g_.dense()) return detail::conv2d_general_forward(g_, x, k, b, y);
-      detail::conv2d_forward_kernel(g_, x, k, b, y, static_cast<T*>(ctx.workspace),
-                                    detail::output_epilogue<T>(ctx));
+      T* ws = static_cast<T*>(ctx.workspace);
+      if (phase_ && detail::all_finite(x, ctx.inputs[0].numel())) {
+        T* xs = ws;
+        T* ks = xs + part(phase_->x_elements());
+        detail::phase_input(*phase_, x, xs);
+        detail::phase_kernel(*phase_, k, ks);
+        return detail::conv2d_forward_kernel(phase_->s1, xs, ks, b, y,
+                                             ks + part(phase_->k_elements()),
+                                             detail::output_epilogue<T>(ctx));
+      }
+      detail::conv2d_forward_kernel(g_, x, k, b, y, ws, detail::output_epilogue<T>(ctx));
     });
   }
 
@@ -89,6 +112,7 @@ class Conv2dOp final : public Op {
 
  private:
   ConvGeometry g_;
+  std::optional<PhaseGeometry> phase_;  // strided: run as stride 1 (Note [Phases])
   bool has_bias_;
 };
 TBGRAD_REGISTER_OPS(Conv2dOp);
@@ -105,7 +129,8 @@ std::optional<ConvGeometry> transposed_geometry(const ConvGeometry& g) {
 // With stride 1, the input gradient is itself a convolution: the output gradient, padded by
 // (KH-1-ph, KW-1-pw), correlated with the kernel flipped in space and transposed in channels.
 // That reuses the register-blocked forward kernel and writes every element once. Other strides
-// (and paddings of a kernel's size or more) scatter through the window instead; other groups and
+// run as stride 1 (Note [Phases] in ops/conv2d_phase.hpp) and then the same way; paddings of a
+// kernel's size or more at stride 1 scatter through the window instead; other groups and
 // dilations run the direct kernel (ops/conv2d_general.hpp).
 //
 // The same op is conv_transpose2d (F.conv_transpose2d): its x is the output gradient here, its
@@ -116,7 +141,11 @@ enum class InputGradKind { kBackwardInput, kTranspose };
 class Conv2dBackwardInputOp final : public Op {
  public:
   Conv2dBackwardInputOp(ConvGeometry geom, InputGradKind kind, bool has_bias)
-      : g_(geom), as_conv_(transposed_geometry(geom)), kind_(kind), has_bias_(has_bias) {}
+      : g_(geom),
+        phase_(PhaseGeometry::of(geom)),
+        as_conv_(transposed_geometry(phase_ ? phase_->s1 : geom)),
+        kind_(kind),
+        has_bias_(has_bias) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_input"},
                                         {.name = "conv_transpose2d"}};
   const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
@@ -130,12 +159,16 @@ class Conv2dBackwardInputOp final : public Op {
     return {flops, "2*N*OC*OH*OW*IC*KH*KW"};
   }
 
+  // The flipped kernel and the transposed convolution's workspace; strided, then k' and the
+  // gradient of x' (Note [Phases]).
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     if (!as_conv_) return 0;
     const std::size_t size = dtype_size(in[0].dtype());
     const std::int64_t padded = size == 4 ? detail::conv_forward_workspace<float>(*as_conv_)
                                           : detail::conv_forward_workspace<double>(*as_conv_);
-    return static_cast<std::size_t>(flipped_elements(g_) + padded) * size;
+    std::int64_t total = flipped_elements(phase_ ? phase_->s1 : g_) + padded;
+    if (phase_) total += part(phase_->k_elements()) + part(phase_->x_elements());
+    return static_cast<std::size_t>(total) * size;
   }
 
   void forward(const KernelContext& ctx) const override {
@@ -144,23 +177,37 @@ class Conv2dBackwardInputOp final : public Op {
       const T* k = ctx.inputs[1].data<T>();                        // [OC, IC/G, KH, KW]
       const T* b = has_bias_ ? ctx.inputs[2].data<T>() : nullptr;  // [IC]
       T* gx = ctx.output.data<T>();                                // [N, IC, H, W]
-      const std::int64_t ks = g_.kernel_size();
       if (!g_.dense()) {
         detail::conv2d_general_input_grad(g_, gy, k, gx);
         if (b) add_channel_bias(g_.n, g_.ic, g_.h * g_.w, b, gx);
         return;
       }
-      if (as_conv_) {
-        T* flipped = static_cast<T*>(ctx.workspace);  // [IC, OC, KH, KW]
-        T* padded = flipped + flipped_elements(g_);
-        for (std::int64_t oc = 0; oc < g_.oc; ++oc) {
-          for (std::int64_t c = 0; c < g_.ic; ++c) {
-            const T* src = k + (oc * g_.ic + c) * ks;
-            T* dst = flipped + (c * g_.oc + oc) * ks;
-            for (std::int64_t i = 0; i < ks; ++i) dst[i] = src[ks - 1 - i];
+      if (as_conv_ && (!phase_ || detail::all_finite(gy, ctx.inputs[0].numel()))) {
+        // Strided: the stride-1 input gradient of x' by k', mapped back to x (Note [Phases]).
+        const ConvGeometry& run = phase_ ? phase_->s1 : g_;
+        T* flipped = static_cast<T*>(ctx.workspace);  // [IC, OC, KH, KW] of `run`
+        T* padded = flipped + flipped_elements(run);
+        const T* kr = k;
+        T* out = gx;
+        if (phase_) {
+          T* ks_buf = padded + detail::conv_forward_workspace<T>(*as_conv_);
+          out = ks_buf + part(phase_->k_elements());
+          detail::phase_kernel(*phase_, k, ks_buf);
+          kr = ks_buf;
+        }
+        const std::int64_t taps = run.kernel_size();
+        for (std::int64_t oc = 0; oc < run.oc; ++oc) {
+          for (std::int64_t c = 0; c < run.ic; ++c) {
+            const T* src = kr + (oc * run.ic + c) * taps;
+            T* dst = flipped + (c * run.oc + oc) * taps;
+            for (std::int64_t i = 0; i < taps; ++i) dst[i] = src[taps - 1 - i];
           }
         }
-        detail::conv2d_forward_kernel(*as_conv_, gy, flipped, b, gx, padded);
+        if (!phase_) return detail::conv2d_forward_kernel(*as_conv_, gy, flipped, b, gx, padded);
+        detail::conv2d_forward_kernel(*as_conv_, gy, flipped, static_cast<const T*>(nullptr), out,
+                                      padded);
+        detail::unphase_input_grad(*phase_, static_cast<const T*>(out), gx);
+        if (b) add_channel_bias(g_.n, g_.ic, g_.h * g_.w, b, gx);
         return;
       }
       detail::conv2d_input_grad_scatter_kernel(g_, gy, k, gx);
@@ -181,7 +228,8 @@ class Conv2dBackwardInputOp final : public Op {
 
  private:
   ConvGeometry g_;
-  std::optional<ConvGeometry> as_conv_;
+  std::optional<PhaseGeometry> phase_;    // strided: run as stride 1 (Note [Phases])
+  std::optional<ConvGeometry> as_conv_;  // the input gradient as a forward convolution
   InputGradKind kind_;
   bool has_bias_;
 };
@@ -189,7 +237,8 @@ TBGRAD_REGISTER_OPS(Conv2dBackwardInputOp);
 
 class Conv2dBackwardWeightOp final : public Op {
  public:
-  explicit Conv2dBackwardWeightOp(ConvGeometry geom) : g_(geom) {}
+  explicit Conv2dBackwardWeightOp(ConvGeometry geom)
+      : g_(geom), phase_(PhaseGeometry::of(geom)) {}
   static constexpr OpTraits kKinds[] = {{.name = "conv2d_backward_weight"}};
   const OpTraits& traits() const override { return kKinds[0]; }
   // x [N,IC,H,W], gy [N,OC,OH,OW] -> gw [OC,IC/G,KH,KW]
@@ -198,11 +247,15 @@ class Conv2dBackwardWeightOp final : public Op {
             "2*N*OC*OH*OW*IC*KH*KW"};
   }
 
+  // Strided: x' and the gradient of k' (Note [Phases]), then the stride-1 kernel's workspace.
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     if (!g_.dense()) return 0;
-    return in[0].dtype() == DType::kF32
-               ? static_cast<std::size_t>(detail::ConvWeightGradLayout::of<float>(g_).total) * 4
-               : static_cast<std::size_t>(detail::ConvWeightGradLayout::of<double>(g_).total) * 8;
+    const bool f32 = in[0].dtype() == DType::kF32;
+    const ConvGeometry& run = phase_ ? phase_->s1 : g_;
+    std::int64_t total = f32 ? detail::ConvWeightGradLayout::of<float>(run).total
+                             : detail::ConvWeightGradLayout::of<double>(run).total;
+    if (phase_) total += part(phase_->x_elements()) + part(phase_->k_elements());
+    return static_cast<std::size_t>(total) * (f32 ? 4 : 8);
   }
 
   void forward(const KernelContext& ctx) const override {
@@ -211,8 +264,19 @@ class Conv2dBackwardWeightOp final : public Op {
         return detail::conv2d_general_weight_grad(g_, ctx.inputs[0].data<T>(),
                                                   ctx.inputs[1].data<T>(), ctx.output.data<T>());
       }
+      T* ws = static_cast<T*>(ctx.workspace);
+      if (phase_) {
+        T* xs = ws;
+        T* gks = xs + part(phase_->x_elements());
+        detail::phase_input(*phase_, ctx.inputs[0].data<T>(), xs);
+        detail::conv2d_weight_grad_kernel(phase_->s1, static_cast<const T*>(xs),
+                                          ctx.inputs[1].data<T>(), gks,
+                                          gks + part(phase_->k_elements()));
+        return detail::unphase_kernel_grad(*phase_, static_cast<const T*>(gks),
+                                           ctx.output.data<T>());
+      }
       detail::conv2d_weight_grad_kernel(g_, ctx.inputs[0].data<T>(), ctx.inputs[1].data<T>(),
-                                        ctx.output.data<T>(), static_cast<T*>(ctx.workspace));
+                                        ctx.output.data<T>(), ws);
     });
   }
 
@@ -224,6 +288,7 @@ class Conv2dBackwardWeightOp final : public Op {
 
  private:
   ConvGeometry g_;
+  std::optional<PhaseGeometry> phase_;  // strided: run as stride 1 (Note [Phases])
 };
 TBGRAD_REGISTER_OPS(Conv2dBackwardWeightOp);
 
@@ -297,6 +362,18 @@ std::int64_t weight_grad_workspace_bound(const ConvGeometry& g, const std::strin
   const std::int64_t gy = checked::numel({g.n, g.oc, plane}, what);
   return checked::mul(
       checked::add(checked::add(partial, padded_input_bound(g, what), what), gy, what), 1, what);
+}
+
+// A strided convolution's x' and k' (Note [Phases]), each rounded up to 16 elements; 0 when it
+// runs as it is. Checked before PhaseGeometry::of forms their sizes.
+std::int64_t phase_bound(const ConvGeometry& g, const std::string& what) {
+  const Window2d& w = g.win;
+  if (!g.dense() || (w.sh == 1 && w.sw == 1)) return 0;
+  const std::int64_t kh = (w.kh + w.sh - 1) / w.sh, kw = (w.kw + w.sw - 1) / w.sw;
+  const std::int64_t ph = std::min(w.sh, w.kh), pw = std::min(w.sw, w.kw);
+  const std::int64_t x = checked::numel({g.n, g.ic, ph, pw, g.oh + kh - 1, g.ow + kw - 1}, what);
+  const std::int64_t k = checked::numel({g.oc, g.ic, ph, pw, kh, kw}, what);
+  return checked::mul(checked::add(checked::add(x, k, what), 32, what), 1, what);
 }
 
 // Which kernel a shape rule is for: each has its own workspace.
@@ -380,17 +457,24 @@ ConvGeometry check_conv(const char* op, ConvKernel kernel, const Shape& x,
     checked::numel({g.n, g.oc, g.oh, g.ow}, op);
     if (!g.dense()) return;  // the direct kernels need no workspace
     const std::string what = std::string(op) + " workspace";
+    const std::int64_t phases = phase_bound(g, what);
+    const std::optional<PhaseGeometry> phase = PhaseGeometry::of(g);
+    const ConvGeometry& run = phase ? phase->s1 : g;
+    std::int64_t total = 0;
     switch (kernel) {
       case ConvKernel::kForward:
-        forward_workspace_bound(g, what);
+        total = forward_workspace_bound(run, what);
+        // With NaN or infinity in x, the strided kernel runs instead (Note [Phases]).
+        if (phase) total = checked::add(total, forward_workspace_bound(g, what), what);
         break;
       case ConvKernel::kInputGrad:
-        input_grad_workspace_bound(g, what);
+        total = input_grad_workspace_bound(run, what);
         break;
       case ConvKernel::kWeightGrad:
-        weight_grad_workspace_bound(g, what);
+        total = weight_grad_workspace_bound(run, what);
         break;
     }
+    checked::mul(checked::add(total, phases, what), 1, what);
   });
   return g;
 }

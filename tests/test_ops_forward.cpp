@@ -717,4 +717,59 @@ TEST(ReluNaN, FusedAfterConv2dAndPoolingGradientGivesTheUnfusedNaNs) {
   }
 }
 
+// A strided convolution runs as a stride-1 one whose kernel has zero taps (Note [Phases] in
+// ops/conv2d_phase.hpp); 0 * NaN must not carry a NaN or an infinity where the strided
+// convolution does not read it. A NaN and an infinity in the output gradient of 3x3 stride 2
+// (and 1x1 stride 2) reach exactly the input positions of their windows, a NaN in x exactly the
+// outputs whose windows hold it, as in PyTorch.
+TEST(StridedConvNaN, NaNAndInfinityReachOnlyTheirWindows) {
+  for (DType dtype : kFloatTypes) {
+    for (int k : {3, 1}) {
+      const int pad = k / 2;
+      Graph g(dtype);
+      Value gy = g.input("gy", {1, 3, 5, 5});
+      Value w = g.input("w", {3, 2, k, k});
+      Value x = g.input("x", {1, 2, 9, 9});
+      Value gx = tbgrad::conv2d_backward_input(gy, w, Shape{1, 2, 9, 9}, {.stride = 2, .padding = pad});
+      Value y = tbgrad::conv2d(x, w, {.stride = 2, .padding = pad});
+      tbgrad::nn::Rng rng(3);
+      Tensor gv = random_tensor({1, 3, 5, 5}, dtype, rng);
+      Tensor wv = random_tensor({3, 2, k, k}, dtype, rng);
+      Tensor xv = random_tensor({1, 2, 9, 9}, dtype, rng);
+      gv.set((1 * 5 + 2) * 5 + 3, std::numeric_limits<double>::quiet_NaN());  // channel 1, (2, 3)
+      gv.set((2 * 5 + 0) * 5 + 0, std::numeric_limits<double>::infinity());   // channel 2, (0, 0)
+      xv.set((1 * 9 + 4) * 9 + 6, std::numeric_limits<double>::quiet_NaN());  // channel 1, (4, 6)
+      Executor ex(g, {gx, y});
+      ex.bind(gy, gv).bind(w, wv).bind(x, xv).run();
+      for (std::int64_t c = 0; c < 2; ++c) {
+        for (std::int64_t h = 0; h < 9; ++h) {
+          for (std::int64_t v = 0; v < 9; ++v) {
+            // Read by output (i, j) when 2i - pad <= h < 2i - pad + k (likewise v).
+            auto reads = [&](std::int64_t i, std::int64_t j) {
+              return 2 * i - pad <= h && h < 2 * i - pad + k && 2 * j - pad <= v &&
+                     v < 2 * j - pad + k;
+            };
+            const bool nan = reads(2, 3) || reads(0, 0);  // inf * a weight of either sign, summed
+            const double got = ex[gx].at((c * 9 + h) * 9 + v);
+            if (reads(2, 3)) {
+              EXPECT_TRUE(std::isnan(got)) << k << " " << c << " " << h << " " << v;
+            } else if (!nan) {
+              EXPECT_TRUE(std::isfinite(got)) << k << " " << c << " " << h << " " << v;
+            }
+          }
+        }
+      }
+      for (std::int64_t o = 0; o < 3; ++o) {
+        for (std::int64_t i = 0; i < 5; ++i) {
+          for (std::int64_t j = 0; j < 5; ++j) {
+            const bool reads = 2 * i - pad <= 4 && 4 < 2 * i - pad + k && 2 * j - pad <= 6 &&
+                               6 < 2 * j - pad + k;
+            EXPECT_EQ(std::isnan(ex[y].at((o * 5 + i) * 5 + j)), reads) << k << " " << i << " " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -349,13 +349,18 @@ std::int64_t input_grad_workspace_bound(const ConvGeometry& g, const std::string
   return checked::mul(checked::add(flipped, forward_workspace_bound(*t, what), what), 1, what);
 }
 
-// ConvWeightGradLayout: the partial sums [chunks, OC, IC, KH, KW, lanes], the padded input and
-// the output gradient [N, OC, plane] with plane <= OH * (WP + a vector) + a vector.
+// ConvWeightGradLayout: the partial sums [chunks, OC, IC, KH, KW] and the vectors of a channel
+// block [chunks, 8, KH, KW, lanes], the padded input and the output gradient [N, OC, plane] with
+// plane <= OH * (WP + a vector) + a vector.
 std::int64_t weight_grad_workspace_bound(const ConvGeometry& g, const std::string& what) {
   const std::int64_t chunks = (g.n + detail::kConvBatchChunk - 1) / detail::kConvBatchChunk;
-  const std::int64_t partial =
-      checked::add(checked::numel({chunks, g.oc, g.ic, g.win.kh, g.win.kw, kLanesBound}, what),
-                   kLanesBound, what);
+  const std::int64_t partial = checked::add(
+      checked::add(checked::numel({chunks, g.oc, g.ic, g.win.kh, g.win.kw}, what),
+                   checked::numel({chunks, detail::kMaxWeightGradBlock, g.win.kh, g.win.kw,
+                                   kLanesBound},
+                                  what),
+                   what),
+      kLanesBound, what);
   const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
   const std::int64_t plane = checked::add(
       checked::mul(g.oh, checked::add(wp, kLanesBound, what), what), kLanesBound, what);

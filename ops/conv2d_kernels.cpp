@@ -123,6 +123,7 @@ void conv_forward_rows(const ConvGeometry& g, const PaddedInput& p, const T* xn,
 // Channel blocks of a register tile: OCB output channels x NV vectors of positions take
 // OCB*NV accumulators, OCB broadcast kernel values and one loaded vector of x.
 constexpr int kMaxTileChannels = kVectorRegisters >= 32 ? 8 : 6;
+static_assert(kMaxTileChannels <= detail::kMaxWeightGradBlock);
 template <int OCB>
 constexpr int tile_vectors() {
   const int nv = (kVectorRegisters - 1 - OCB) / OCB;
@@ -409,10 +410,10 @@ void weight_grad_run(const ConvGeometry& g, const PaddedInput& p, const T* gplan
       nb, [&]<int NB>() { weight_grad_columns<T, NB>(g, p, gplane, owp, xrow, out); });
 }
 
-// vpartial [OC, IC, KH*KW, lanes] = for channels oc0 .. oc0+OCB, input channel c and taps
+// vpartial [OCB, KH*KW, lanes] = for channels oc0 .. oc0+OCB, input channel c and taps
 // tap0 .. tap0+TB: the sum over images n0 .. n1 and wide positions (Note [Wide planes]) of the
 // wide output gradient times x at the tap's offset, one vector of partial sums per weight over
-// both images of a chunk; combine_lane_sums adds its lanes in order later: deterministic.
+// both images of a chunk; combine_lane_sums adds its lanes in order next: deterministic.
 template <typename T, int OCB, int TB>
 void weight_grad_wide(const ConvGeometry& g, const PaddedInput& p, const T* gw, std::int64_t gw_len,
                       const T* xp, std::int64_t n0, std::int64_t n1, std::int64_t oc0,
@@ -450,7 +451,7 @@ void weight_grad_wide(const ConvGeometry& g, const PaddedInput& p, const T* gw, 
   for (int ob = 0; ob < OCB; ++ob) {
 #pragma GCC unroll 8
     for (int t = 0; t < TB; ++t) {
-      hn::StoreU(acc[ob][t], d, vpartial + (((oc0 + ob) * g.ic + c) * ks + tap0 + t) * L);
+      hn::StoreU(acc[ob][t], d, vpartial + (ob * ks + tap0 + t) * L);
     }
   }
 }
@@ -497,9 +498,13 @@ void pad_wide(const ConvGeometry& g, std::int64_t wp, std::int64_t gw_len, const
 
 // gk[i] = the sum over chunks c, in order, of the sum of vpartial[c][i]'s lanes in lane order,
 // each starting from zero: the adds horizontal_sum and the combine of the chunks made (the
-// partial sums' "0 +" they also added is exact, as a sum started from +0 is never -0), for
-// four weights at a time (their vectors transposed in 4 x 4 blocks) where the target has
-// 128-bit vectors. (With a horizontal_sum per weight inside the tap loops, its store and chain
+// partial sums' "0 +" they also added is exact, as a sum started from +0 is never -0). The
+// weight gradient calls it with one chunk per block of weights, while their vectors are in
+// cache, and adds the chunks' sums in order from zero after: the same adds in the same order
+// (storing every chunk's vectors and combining them at the end made the partial sums the
+// kernel's memory traffic: 16x the weights per two images, 150 MB at batch 128 for 64
+// channels of 7x7). It adds four weights' lanes at a time (their vectors transposed in 4 x 4
+// blocks) where the target has 128-bit vectors. (With a horizontal_sum per weight inside the tap loops, its store and chain
 // of scalar adds, the seed convolutions' weight gradients ran 9% and 3% longer, bench_ops avx2.)
 template <typename T>
 void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std::int64_t wsize,
@@ -543,6 +548,7 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
   const std::int64_t L = lanes<T>();
   const auto lay = detail::ConvWeightGradLayout::of<T>(g);
   T* partial = ws + lay.partial;  // [chunks, OC, IC, KH, KW]
+  T* vectors = ws + lay.vectors;  // [chunks, kMaxWeightGradBlock, KH*KW, L]
   T* xp = ws + lay.xp;            // [N, IC, HP, WP] + slack
   T* gyp = ws + lay.gyp;          // [N, OC, OH, OWP]
   const PaddedInput p = PaddedInput::of(g, L);
@@ -561,17 +567,20 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
       const std::int64_t n0 = chunk * detail::kConvBatchChunk;
       const std::int64_t n1 = std::min(g.n, n0 + detail::kConvBatchChunk);
       pad_images(g, p, x, xp, n0, n1);
+      T* pk = partial + chunk * wsize;
       if (unit_stride) {
         pad_wide(g, p.wp, gw_len, gy, gyp, n0, n1);
-        T* vk = partial + chunk * wsize * L;  // every weight's vector is stored once
+        T* vk = vectors + chunk * detail::kMaxWeightGradBlock * ks * L;
         for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
           for (std::int64_t c = 0; c < g.ic; ++c) {
             weight_grad_wide_block(g, p, gyp, gw_len, xp, n0, n1, oc0, ocb, c, vk);
+            for (int ob = 0; ob < ocb; ++ob) {
+              combine_lane_sums(vk + ob * ks * L, 1, ks, pk + (oc0 + ob) * per_oc + c * ks);
+            }
           }
         });
         continue;
       }
-      T* pk = partial + chunk * wsize;
       std::fill(pk, pk + wsize, T(0));
       pad_rows(g, owp, gy, gyp, n0, n1);
       for (std::int64_t n = n0; n < n1; ++n) {
@@ -591,7 +600,6 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
       }
     }
   });
-  if (unit_stride) return combine_lane_sums(partial, chunks, wsize, gk);
   // Combine the chunks in order (small: the kernel's size times the chunk count).
   for (std::int64_t i = 0; i < wsize; ++i) {
     T sum = 0;

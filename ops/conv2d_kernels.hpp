@@ -91,21 +91,27 @@ std::int64_t conv_forward_workspace(const ConvGeometry& g) {
   return ConvForwardLayout::of<T>(g).total;
 }
 
-// Workspace of the weight-gradient kernel: [chunks, OC, IC, KH, KW] partial sums (for stride 1
-// one vector of them per weight: [chunks, OC, IC, KH, KW, lanes]), the padded
+// Channels of a block of the weight-gradient kernel's tiles, at most (kMaxTileChannels in
+// ops/conv2d_kernels.cpp, for any target).
+inline constexpr std::int64_t kMaxWeightGradBlock = 8;
+
+// Workspace of the weight-gradient kernel: [chunks, OC, IC, KH, KW] partial sums, for stride 1
+// each chunk's vectors of partial sums of a channel block [kMaxWeightGradBlock, KH*KW, lanes]
+// (summed into the chunk's partial sums while in cache), the padded
 // input, the output gradient with rows padded to whole vectors [N, OC, OH, OWP] (or, for
 // stride 1, laid out on the padded input's row grid [N, OC, OH*WP rounded up to a vector]:
 // Note [Wide planes] in ops/conv2d_kernels.cpp). Offsets are those of the widest vector; a
 // narrower kernel uses a prefix of each part.
 struct ConvWeightGradLayout {
-  std::int64_t partial, xp, gyp, total;
+  std::int64_t partial, vectors, xp, gyp, total;
   template <typename T>
   static ConvWeightGradLayout of(const ConvGeometry& g) {
     constexpr std::int64_t L = kMaxLanes<T>;
     ConvWeightGradLayout lay{};
     lay.partial = 0;
     const std::int64_t chunks = (g.n + kConvBatchChunk - 1) / kConvBatchChunk;
-    lay.xp = round_up(chunks * g.oc * g.ic * g.kernel_size() * L, L);
+    lay.vectors = round_up(chunks * g.oc * g.ic * g.kernel_size(), L);
+    lay.xp = lay.vectors + chunks * kMaxWeightGradBlock * g.kernel_size() * L;
     lay.gyp = lay.xp + round_up(PaddedInput::of(g, L).elements(g), L);
     const std::int64_t wp = g.w + 2 * std::int64_t{g.win.pw};
     const std::int64_t plane = std::max(g.oh * round_up(g.ow, L), round_up(g.oh * wp, L));

@@ -45,8 +45,45 @@ struct Scratch {
   }
 };
 
+// Sums over a row, in a fixed order: kLanes running sums (element i into sum i % kLanes), then
+// added pairwise. A single running sum is a chain of dependent adds (one element per add's
+// latency, four cycles); kLanes of them vectorise, with the same bits on every target.
+constexpr int kLanes = 8;
+inline double add_lanes(const double (&acc)[kLanes]) {
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+// The sum of f(i) over i in [0, n).
+template <typename F>
+double row_sum(std::int64_t n, const F& f) {
+  double acc[kLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) acc[j] += f(i + j);
+  }
+  for (int j = 0; i < n; ++i, ++j) acc[j] += f(i);
+  return add_lanes(acc);
+}
+// The sums of f(i) and h(i) over i in [0, n), in one pass.
+template <typename F, typename H>
+void row_sums2(std::int64_t n, const F& f, const H& h, double& a, double& b) {
+  double fa[kLanes] = {}, ha[kLanes] = {};
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      fa[j] += f(i + j);
+      ha[j] += h(i + j);
+    }
+  }
+  for (int j = 0; i < n; ++i, ++j) {
+    fa[j] += f(i);
+    ha[j] += h(i);
+  }
+  a = add_lanes(fa);
+  b = add_lanes(ha);
+}
+
 // Note [Batch statistics]: out1[c] (and out2[c]) = the sum over the channel's rows, in example
-// order, of row_sums(r) (each a row's sum in element order). The rows are summed in parallel,
+// order, of row_sums(r) (each a row's sum in row_sum's fixed order). The rows are summed in parallel,
 // each into its own slot; the slots are added serially: the same bits for any thread count.
 template <typename RowSums>
 void channel_sums(const Geometry& g, double* p1, double* p2, double* out1, double* out2,
@@ -72,21 +109,17 @@ void batch_stats(const Geometry& g, const T* x, double eps, Scratch& sc) {
   const auto m = static_cast<double>(g.m());
   channel_sums(g, sc.p1, sc.p2, sc.mean, sc.sum2, [&](std::int64_t r, double& a, double& b) {
     const T* xr = x + r * g.s;
-    double s = 0;
-    for (std::int64_t i = 0; i < g.s; ++i) s += static_cast<double>(xr[i]);
-    a = s;
+    a = row_sum(g.s, [&](std::int64_t i) { return static_cast<double>(xr[i]); });
     b = 0;
   });
   for (std::int64_t c = 0; c < g.c; ++c) sc.mean[c] /= m;
   channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
     const T* xr = x + r * g.s;
     const double mu = sc.mean[r % g.c];
-    double s = 0;
-    for (std::int64_t i = 0; i < g.s; ++i) {
+    a = row_sum(g.s, [&](std::int64_t i) {
       const double d = static_cast<double>(xr[i]) - mu;
-      s += d * d;
-    }
-    a = s;
+      return d * d;
+    });
     b = 0;
   });
   for (std::int64_t c = 0; c < g.c; ++c) {
@@ -218,9 +251,7 @@ class BatchNormBackwardOp final : public Op {
       if (kind_ == BackwardKind::kBias) {
         channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
           const T* gr = gy + r * g.s;
-          double s = 0;
-          for (std::int64_t i = 0; i < g.s; ++i) s += static_cast<double>(gr[i]);
-          a = s;
+          a = row_sum(g.s, [&](std::int64_t i) { return static_cast<double>(gr[i]); });
           b = 0;
         });
         for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum1[c]);
@@ -244,14 +275,12 @@ class BatchNormBackwardOp final : public Op {
         const T* xr = x + r * g.s;
         const T* gr = gy + r * g.s;
         const double mu = sc.mean[r % g.c];
-        double sg = 0, sgx = 0;
-        for (std::int64_t i = 0; i < g.s; ++i) {
-          const auto gi = static_cast<double>(gr[i]);
-          sg += gi;
-          sgx += gi * (static_cast<double>(xr[i]) - mu);
-        }
-        a = sg;
-        b = sgx;
+        row_sums2(
+            g.s, [&](std::int64_t i) { return static_cast<double>(gr[i]); },
+            [&](std::int64_t i) {
+              return static_cast<double>(gr[i]) * (static_cast<double>(xr[i]) - mu);
+            },
+            a, b);
       });
       if (kind_ == BackwardKind::kWeight) {
         for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum2[c] * sc.invstd[c]);

@@ -27,21 +27,25 @@ struct Geometry {
   std::int64_t grain() const { return std::max<std::int64_t>(1, kGrain / std::max<std::int64_t>(s, 1)); }
 };
 
-// The workspace: two partial sums per row, then four per-channel tables.
+// The workspace: four partial sums per row, then the per-channel tables.
 struct Scratch {
-  double *p1, *p2, *mean, *invstd, *sum1, *sum2;
+  double* p;  // [rows, 4]
+  double *mean, *var, *invstd;
+  double* sums;  // [4, C]: the channel sums of the partials
+  double *t1, *t2, *t3;  // tables of the kernels' per-channel factors
   Scratch(void* ws, const Geometry& g) {
-    auto* d = static_cast<double*>(ws);
-    p1 = d;
-    p2 = p1 + g.rows();
-    mean = p2 + g.rows();
-    invstd = mean + g.c;
-    sum1 = invstd + g.c;
-    sum2 = sum1 + g.c;
+    p = static_cast<double*>(ws);
+    mean = p + 4 * g.rows();
+    var = mean + g.c;
+    invstd = var + g.c;
+    sums = invstd + g.c;
+    t1 = sums + 4 * g.c;
+    t2 = t1 + g.c;
+    t3 = t2 + g.c;
   }
   static std::size_t bytes(const Shape& x) {
     const Geometry g(x);
-    return static_cast<std::size_t>(2 * g.rows() + 4 * g.c) * sizeof(double);
+    return static_cast<std::size_t>(4 * g.rows() + 10 * g.c) * sizeof(double);
   }
 };
 
@@ -52,79 +56,92 @@ constexpr int kLanes = 8;
 inline double add_lanes(const double (&acc)[kLanes]) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
-// The sum of f(i) over i in [0, n).
-template <typename F>
-double row_sum(std::int64_t n, const F& f) {
+
+// The sum of x[i] over i in [0, n), in double.
+template <typename T>
+double row_sum(std::int64_t n, const T* x) {
   double acc[kLanes] = {};
   std::int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += f(i + j);
+    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(x[i + j]);
   }
-  for (int j = 0; i < n; ++i, ++j) acc[j] += f(i);
+  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<double>(x[i]);
   return add_lanes(acc);
 }
-// The sums of f(i) and h(i) over i in [0, n), in one pass.
-template <typename F, typename H>
-void row_sums2(std::int64_t n, const F& f, const H& h, double& a, double& b) {
-  double fa[kLanes] = {}, ha[kLanes] = {};
+
+// out[0] = the sum of x[i], out[1] = of x[i]^2, over i in [0, n); with gy, also out[2] = the sum
+// of gy[i] and out[3] = of gy[i] * x[i]. One pass, in double.
+template <typename T>
+void row_moments(std::int64_t n, const T* x, const T* gy, double* out) {
+  double sx[kLanes] = {}, sxx[kLanes] = {}, sg[kLanes] = {}, sgx[kLanes] = {};
   std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      fa[j] += f(i + j);
-      ha[j] += h(i + j);
+  if (gy == nullptr) {
+    for (; i + kLanes <= n; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        const auto v = static_cast<double>(x[i + j]);
+        sx[j] += v;
+        sxx[j] += v * v;
+      }
+    }
+    for (int j = 0; i < n; ++i, ++j) {
+      const auto v = static_cast<double>(x[i]);
+      sx[j] += v;
+      sxx[j] += v * v;
+    }
+  } else {
+    for (; i + kLanes <= n; i += kLanes) {
+      for (int j = 0; j < kLanes; ++j) {
+        const auto v = static_cast<double>(x[i + j]), gv = static_cast<double>(gy[i + j]);
+        sx[j] += v;
+        sxx[j] += v * v;
+        sg[j] += gv;
+        sgx[j] += gv * v;
+      }
+    }
+    for (int j = 0; i < n; ++i, ++j) {
+      const auto v = static_cast<double>(x[i]), gv = static_cast<double>(gy[i]);
+      sx[j] += v;
+      sxx[j] += v * v;
+      sg[j] += gv;
+      sgx[j] += gv * v;
     }
   }
-  for (int j = 0; i < n; ++i, ++j) {
-    fa[j] += f(i);
-    ha[j] += h(i);
-  }
-  a = add_lanes(fa);
-  b = add_lanes(ha);
+  out[0] = add_lanes(sx);
+  out[1] = add_lanes(sxx);
+  out[2] = add_lanes(sg);
+  out[3] = add_lanes(sgx);
 }
 
-// Note [Batch statistics]: out1[c] (and out2[c]) = the sum over the channel's rows, in example
-// order, of row_sums(r) (each a row's sum in row_sum's fixed order). The rows are summed in parallel,
+// Note [Batch statistics]: sc.sums[k * C + c] = the sum over the channel's rows, in example
+// order, of the rows' row_moments (each in its fixed order). The rows are summed in parallel,
 // each into its own slot; the slots are added serially: the same bits for any thread count.
-template <typename RowSums>
-void channel_sums(const Geometry& g, double* p1, double* p2, double* out1, double* out2,
-                  const RowSums& row_sums) {
+template <typename T>
+void channel_moments(const Geometry& g, const T* x, const T* gy, Scratch& sc) {
   parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t r = lo; r < hi; ++r) row_sums(r, p1[r], p2[r]);
+    for (std::int64_t r = lo; r < hi; ++r) {
+      row_moments(g.s, x + r * g.s, gy ? gy + r * g.s : nullptr, sc.p + 4 * r);
+    }
   });
-  std::fill(out1, out1 + g.c, 0.0);
-  std::fill(out2, out2 + g.c, 0.0);
+  std::fill(sc.sums, sc.sums + 4 * g.c, 0.0);
   for (std::int64_t n = 0; n < g.n; ++n) {
     for (std::int64_t c = 0; c < g.c; ++c) {
-      out1[c] += p1[n * g.c + c];
-      out2[c] += p2[n * g.c + c];
+      const double* p = sc.p + 4 * (n * g.c + c);
+      for (int k = 0; k < 4; ++k) sc.sums[k * g.c + c] += p[k];
     }
   }
 }
 
-// The batch's mean and 1 / sqrt(biased variance + eps) per channel into sc.mean and sc.invstd,
-// two passes over x (the variance from the deviations, not from the mean of squares); returns
-// nothing, leaves the biased variance in sc.sum1.
-template <typename T>
-void batch_stats(const Geometry& g, const T* x, double eps, Scratch& sc) {
+// The batch's mean, biased variance and 1 / sqrt(variance + eps) per channel from the moments
+// channel_moments left in sc.sums: the variance as E[x^2] - mean^2, in double, one pass over x
+// (its rounding error relative to the variance is about 1e-16 * (mean / stddev)^2: negligible
+// for the float values it normalises unless a channel's mean is 10^4 of its spread or more).
+void batch_stats(const Geometry& g, double eps, Scratch& sc) {
   const auto m = static_cast<double>(g.m());
-  channel_sums(g, sc.p1, sc.p2, sc.mean, sc.sum2, [&](std::int64_t r, double& a, double& b) {
-    const T* xr = x + r * g.s;
-    a = row_sum(g.s, [&](std::int64_t i) { return static_cast<double>(xr[i]); });
-    b = 0;
-  });
-  for (std::int64_t c = 0; c < g.c; ++c) sc.mean[c] /= m;
-  channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
-    const T* xr = x + r * g.s;
-    const double mu = sc.mean[r % g.c];
-    a = row_sum(g.s, [&](std::int64_t i) {
-      const double d = static_cast<double>(xr[i]) - mu;
-      return d * d;
-    });
-    b = 0;
-  });
   for (std::int64_t c = 0; c < g.c; ++c) {
-    sc.sum1[c] /= m;
-    sc.invstd[c] = 1.0 / std::sqrt(sc.sum1[c] + eps);
+    const double mean = sc.sums[c] / m;
+    sc.mean[c] = mean;
+    sc.var[c] = std::max(0.0, sc.sums[g.c + c] / m - mean * mean);
+    sc.invstd[c] = 1.0 / std::sqrt(sc.var[c] + eps);
   }
 }
 
@@ -155,7 +172,7 @@ class BatchNormOp final : public Op {
   static constexpr OpTraits kKinds[] = {{.name = "batch_norm", .batch_wide = true}};
   const OpTraits& traits() const override { return kKinds[0]; }
   OpCost cost(std::span<const Shape> in, const Shape&) const override {
-    return pass_cost(in, 6, "6 numel(x): mean, variance, scale and shift");
+    return pass_cost(in, 6, "6 numel(x): the sums of x and x^2, scale and shift");
   }
   std::size_t workspace_bytes(std::span<const Value> in, Value) const override {
     return Scratch::bytes(in[0].shape());
@@ -174,14 +191,15 @@ class BatchNormOp final : public Op {
       T* y = ctx.output.data<T>();
       Scratch sc(ctx.workspace, g);
       if (training) {
-        batch_stats(g, x, o_.eps, sc);
+        channel_moments(g, x, static_cast<const T*>(nullptr), sc);
+        batch_stats(g, o_.eps, sc);
         const double m = static_cast<double>(g.m());
         const double unbias = m / (m - 1);
         for (std::int64_t c = 0; c < g.c; ++c) {
           rm[c] = static_cast<T>((1 - o_.momentum) * static_cast<double>(rm[c]) +
                                  o_.momentum * sc.mean[c]);
           rv[c] = static_cast<T>((1 - o_.momentum) * static_cast<double>(rv[c]) +
-                                 o_.momentum * sc.sum1[c] * unbias);
+                                 o_.momentum * sc.var[c] * unbias);
         }
       } else {
         running_stats(g, rm, rv, o_.eps, sc);
@@ -189,13 +207,13 @@ class BatchNormOp final : public Op {
       // y = x * a + b per channel: a = gamma * invstd, b = beta - mean * a.
       for (std::int64_t c = 0; c < g.c; ++c) {
         const double a = static_cast<double>(gamma[c]) * sc.invstd[c];
-        sc.sum1[c] = a;
-        sc.sum2[c] = static_cast<double>(beta[c]) - sc.mean[c] * a;
+        sc.t1[c] = a;
+        sc.t2[c] = static_cast<double>(beta[c]) - sc.mean[c] * a;
       }
       parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t r = lo; r < hi; ++r) {
-          const T a = static_cast<T>(sc.sum1[r % g.c]);
-          const T b = static_cast<T>(sc.sum2[r % g.c]);
+          const T a = static_cast<T>(sc.t1[r % g.c]);
+          const T b = static_cast<T>(sc.t2[r % g.c]);
           const T* xr = x + r * g.s;
           T* yr = y + r * g.s;
           for (std::int64_t i = 0; i < g.s; ++i) yr[i] = xr[i] * a + b;
@@ -229,9 +247,9 @@ class BatchNormBackwardOp final : public Op {
   OpCost cost(std::span<const Shape> in, const Shape&) const override {
     switch (kind_) {
       case BackwardKind::kInput:
-        return pass_cost(in, 12, "12 numel(x): statistics, two sums and the gradient");
+        return pass_cost(in, 12, "12 numel(x): the sums of x, x^2, g, g*x and the gradient");
       case BackwardKind::kWeight:
-        return pass_cost(in, 7, "7 numel(x): statistics and a sum of products");
+        return pass_cost(in, 7, "7 numel(x): the sums of x, x^2, g and g*x");
       case BackwardKind::kBias:
         return pass_cost(in, 1, "numel(grad): a sum");
     }
@@ -249,12 +267,15 @@ class BatchNormBackwardOp final : public Op {
       Scratch sc(ctx.workspace, g);
       const T* gy = grad.data<T>();
       if (kind_ == BackwardKind::kBias) {
-        channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
-          const T* gr = gy + r * g.s;
-          a = row_sum(g.s, [&](std::int64_t i) { return static_cast<double>(gr[i]); });
-          b = 0;
+        // The rows' sums in parallel, each into its slot, added in example order.
+        parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
+          for (std::int64_t r = lo; r < hi; ++r) sc.p[r] = row_sum(g.s, gy + r * g.s);
         });
-        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum1[c]);
+        std::fill(sc.sums, sc.sums + g.c, 0.0);
+        for (std::int64_t n = 0; n < g.n; ++n) {
+          for (std::int64_t c = 0; c < g.c; ++c) sc.sums[c] += sc.p[n * g.c + c];
+        }
+        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sums[c]);
         return;
       }
       if (g.rows() == 0) {
@@ -263,27 +284,23 @@ class BatchNormBackwardOp final : public Op {
       }
       const T* x = ctx.inputs[0].data<T>();
       const std::size_t stats = kind_ == BackwardKind::kInput ? 2 : 1;  // rm's slot
+      // One pass: the moments of x (the batch's statistics in training) and sums[2][c] = the
+      // sum of g, sums[3][c] = of g * x, over the channel.
+      if (training) require_values_to_train(g, grad.shape(), kKinds[static_cast<int>(kind_)].name);
+      channel_moments(g, x, gy, sc);
       if (training) {
-        require_values_to_train(g, grad.shape(), kKinds[static_cast<int>(kind_)].name);
-        batch_stats(g, x, o_.eps, sc);
+        batch_stats(g, o_.eps, sc);
       } else {
         running_stats(g, ctx.inputs[stats].data<T>(), ctx.inputs[stats + 1].data<T>(), o_.eps,
                       sc);
       }
-      // sum1[c] = sum of g, sum2[c] = sum of g * (x - mean), over the channel.
-      channel_sums(g, sc.p1, sc.p2, sc.sum1, sc.sum2, [&](std::int64_t r, double& a, double& b) {
-        const T* xr = x + r * g.s;
-        const T* gr = gy + r * g.s;
-        const double mu = sc.mean[r % g.c];
-        row_sums2(
-            g.s, [&](std::int64_t i) { return static_cast<double>(gr[i]); },
-            [&](std::int64_t i) {
-              return static_cast<double>(gr[i]) * (static_cast<double>(xr[i]) - mu);
-            },
-            a, b);
-      });
+      // t1[c] = the sum of g, t2[c] = the sum of g * (x - mean).
+      for (std::int64_t c = 0; c < g.c; ++c) {
+        sc.t1[c] = sc.sums[2 * g.c + c];
+        sc.t2[c] = sc.sums[3 * g.c + c] - sc.mean[c] * sc.t1[c];
+      }
       if (kind_ == BackwardKind::kWeight) {
-        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.sum2[c] * sc.invstd[c]);
+        for (std::int64_t c = 0; c < g.c; ++c) out[c] = static_cast<T>(sc.t2[c] * sc.invstd[c]);
         return;
       }
       // dx = gamma * invstd * (g - sum_g / M - (x - mean) * invstd^2 * sum_gx / M) in training;
@@ -292,17 +309,17 @@ class BatchNormBackwardOp final : public Op {
       const auto m = static_cast<double>(g.m());
       for (std::int64_t c = 0; c < g.c; ++c) {
         const double k = static_cast<double>(gamma[c]) * sc.invstd[c];
-        const double mean_g = training ? sc.sum1[c] / m : 0.0;
-        const double slope = training ? sc.invstd[c] * sc.invstd[c] * sc.sum2[c] / m : 0.0;
-        sc.sum1[c] = k;
-        sc.sum2[c] = mean_g;
-        sc.p1[c] = slope;  // the row partials are spent: reused as a per-channel table
+        const double mean_g = training ? sc.t1[c] / m : 0.0;
+        const double slope = training ? sc.invstd[c] * sc.invstd[c] * sc.t2[c] / m : 0.0;
+        sc.t1[c] = k;
+        sc.t2[c] = mean_g;
+        sc.t3[c] = slope;
       }
       parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t r = lo; r < hi; ++r) {
           const std::int64_t c = r % g.c;
-          const T k = static_cast<T>(sc.sum1[c]), mg = static_cast<T>(sc.sum2[c]);
-          const T slope = static_cast<T>(sc.p1[c]), mu = static_cast<T>(sc.mean[c]);
+          const T k = static_cast<T>(sc.t1[c]), mg = static_cast<T>(sc.t2[c]);
+          const T slope = static_cast<T>(sc.t3[c]), mu = static_cast<T>(sc.mean[c]);
           const T* xr = x + r * g.s;
           const T* gr = gy + r * g.s;
           T* dx = out + r * g.s;

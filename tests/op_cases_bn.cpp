@@ -36,6 +36,7 @@ const BnRow kBnRows[] = {
     {{5, 1, 1, 1}, 0.0, 1e-5, -1, 1},      // one channel of 1x1 images; momentum 0
     {{3, 5, 1, 7}, 1.0, 1e-2, -3, 1},      // a size-1 axis; momentum 1
     {{16, 8, 20, 20}, 0.1, 1e-5, -1, 2},   // 51,200 values: the kernels' parallel paths
+    {{6, 4, 5, 3}, 0.1, 1e-5, 10, 12},     // a mean 19x the spread: the one-pass variance
 };
 
 std::string bn_name(const BnRow& r) {

@@ -81,6 +81,14 @@ const ConvRow kConvRows[] = {
     {1, 2, 6, 5, 16, 2, 3, 1, 1, 0, 1, false},    // 16 channels: 8 + 8, or 5 + 5 + 6
     {1, 4, 12, 12, 16, 3, 3, 1, 1, 0, 0, false},  // ... on a larger image
     {1, 2, 3, 40, 6, 1, 5, 1, 1, 0, 0, true},     // wide rows, a single output row
+    // Weight gradients with a task per (channel block, input channel), summed over the whole
+    // batch (Note [Whole-batch weight gradient]): 2 blocks x 16 channels, 1 x 40, and stride 2
+    // (run as stride 1 over 4 x 8 phase channels: Note [Phases]); and 16 x 16 planes, too
+    // large for it.
+    {3, 16, 7, 6, 9, 3, 3, 1, 1, 1, 1, true},
+    {2, 40, 5, 5, 3, 3, 2, 1, 1, 0, 1, false},
+    {3, 8, 9, 8, 5, 3, 3, 2, 2, 1, 1, true},
+    {2, 16, 16, 16, 9, 3, 3, 1, 1, 1, 1, false},
 };
 
 void add_conv_cases(Table& t, const ConvRow& r) {

@@ -26,8 +26,9 @@ struct GroupNormOptions {
 // alone, so the op is not batch-wide (Note [Op traits]) unless the normalized shape is the whole
 // of x (axis 0 included): then the statistics span the batch and the trainer keeps it whole.
 // First-order gradients only: the gradient kernels below have no VJP, so a second-order
-// gradient through layer_norm throws Error naming the kernel. The statistics are computed in
-// double for f32 too (PyTorch's f32 kernel accumulates in f32): results agree to rounding.
+// gradient through layer_norm throws Error naming the kernel. Differences from PyTorch: the
+// rank form is an addition, and the statistics are computed in double for f32 too (torch's f32
+// kernel accumulates in f32): results agree to float rounding.
 Value layer_norm(Value x, int normalized_rank, Value weight = {}, Value bias = {},
                  LayerNormOptions options = {});
 Value layer_norm(Value x, const Shape& normalized_shape, Value weight = {}, Value bias = {},
@@ -41,7 +42,8 @@ Value layer_norm(Value x, std::initializer_list<std::int64_t> normalized_shape, 
 // and *, then y = normalised * weight[c] + bias[c] per channel; weight and bias are [C] or
 // invalid Values (None). C must be divisible by groups. Statistics as layer_norm's (a fixed
 // order, double precision); never batch-wide: each example alone. First-order gradients only,
-// as layer_norm's.
+// as layer_norm's. Differences from PyTorch 1.13: a bias without a weight is accepted (torch's
+// kernel fails on it; the weight is then 1), and the statistics are double precision for f32.
 Value group_norm(Value x, std::int64_t groups, Value weight = {}, Value bias = {},
                  GroupNormOptions options = {});
 

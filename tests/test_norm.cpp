@@ -114,6 +114,26 @@ TEST(NormValues, LayerNormOfOneToFour) {
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(ex.get(y).at(i), (i + 1 - 2.5) / std::sqrt(1.25), 1e-15);
 }
 
+// No examples: empty outputs, and gradients of the weight and bias of zeros (sums of nothing).
+TEST(NormValues, EmptyBatch) {
+  for (bool group : {false, true}) {
+    Graph g(DType::kF64);
+    Value x = g.input("x", {0, 4, 3});
+    const Shape ws = group ? Shape{4} : Shape{4, 3};
+    Value w = g.input("w", ws), b = g.input("b", ws);
+    Value y = group ? group_norm(x, 2, w, b) : layer_norm(x, 2, w, b);
+    Value loss = sum(y);
+    Value gw = grad(loss, w), gb = grad(loss, b);
+    Executor ex(g, {y, gw, gb});
+    Tensor wv(ws, DType::kF64), bv(ws, DType::kF64);
+    wv.fill(1.0);
+    ex.bind(x, Tensor({0, 4, 3}, DType::kF64)).bind(w, wv).bind(b, bv).run();
+    EXPECT_EQ(ex.get(y).numel(), 0);
+    EXPECT_EQ(values(ex.get(gw)), std::vector<double>(static_cast<std::size_t>(ws.numel()), 0.0));
+    EXPECT_EQ(values(ex.get(gb)), std::vector<double>(static_cast<std::size_t>(ws.numel()), 0.0));
+  }
+}
+
 TEST(NormSecondOrder, GradientOfTheGradientThrowsNamingTheKernel) {
   for (bool group : {false, true}) {
     Graph g(DType::kF64);

@@ -37,6 +37,7 @@
 #include "tbgrad/ops/loss.hpp"
 #include "tbgrad/ops/math.hpp"
 #include "tbgrad/ops/matmul.hpp"
+#include "tbgrad/ops/norm.hpp"
 #include "tbgrad/ops/pool2d.hpp"
 #include "tbgrad/ops/reduce.hpp"
 #include "tbgrad/ops/shape.hpp"

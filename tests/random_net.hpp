@@ -8,6 +8,7 @@
 // either operand transposed, a detour through a [features, B] layout that is not batch-major,
 // reshapes that give an example several rows, convolutions and pooling of random geometry,
 // activations, softmaxes, dropout, batch norm (its parameters and buffers in the store),
+// layer norm and group norm (with or without a weight and a bias),
 // broadcasting adds and products with parameters or with another value
 // of the pool (skip connections, a value added to itself), scaling, broadcast_to; then a
 // linear head (or the value itself as the scores, the input included), softmax cross-entropy,

@@ -1044,4 +1044,37 @@ TEST(ApiLoss, SumsAreBitIdenticalForAnyThreadCount) {
   }
 }
 
+// ---------------------------------------------------------------- layer_norm, group_norm (ops/norm.hpp)
+
+// A braced list is a normalized shape ({3} is shape [3], not rank 3); weight and bias default to
+// none; options last.
+TEST(ApiNorm, CallingFormsAndDefaults) {
+  Graph g(DType::kF64);
+  auto x = g.input("x", {2, 3});
+  Tensor xv({2, 3}, DType::kF64);
+  for (int i = 0; i < 6; ++i) xv.set(i, i * i * 0.5);
+  auto w = g.param("w", {3});
+  auto b = g.param("b", {3});
+  const auto eval = [&](Value y) {
+    Executor ex(g, {y});
+    ex.bind(x, xv).run();
+    return ex[y].clone();
+  };
+  const Tensor by_rank = eval(layer_norm(x, 1));
+  const Tensor by_list = eval(layer_norm(x, {3}));
+  const Tensor whole = eval(layer_norm(x, {2, 3}));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(by_rank.at(i), by_list.at(i));
+  EXPECT_NE(by_rank.at(0), whole.at(0));
+  EXPECT_THROW(layer_norm(x, {2}), ShapeError);  // shape [2] is not x's last dimension
+  EXPECT_EQ(layer_norm(x, Shape{3}, w, b, {.eps = 1e-3}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(layer_norm(x, 1, w).shape(), (Shape{2, 3}));
+  EXPECT_EQ(layer_norm(x, 1, Value(), b, LayerNormOptions{.eps = 0.1}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(group_norm(x, 3).shape(), (Shape{2, 3}));
+  EXPECT_EQ(group_norm(x, 1, w, b, {.eps = 1e-3}).shape(), (Shape{2, 3}));
+  nn::ParamStore store;
+  EXPECT_EQ(nn::layer_norm_layer(g, store, "ln", x, 1).shape(), (Shape{2, 3}));
+  EXPECT_EQ(nn::group_norm_layer(g, store, "gn", x, 3, {.eps = 1e-3}).shape(), (Shape{2, 3}));
+  EXPECT_EQ(store.names().size(), 4u);
+}
+
 }  // namespace

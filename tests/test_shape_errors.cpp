@@ -1293,4 +1293,86 @@ TEST(DropoutShapeErrors, InputMustBeFloatingPoint) {
                                {"dropout", "floating point", "labels ([4]"}));
 }
 
+// ---------------------------------------------------------------------------------------------
+// layer_norm and group_norm
+// ---------------------------------------------------------------------------------------------
+
+TEST(LayerNormShapeErrors, NormalizedShapeMustBeTheLastDimensions) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 0); },
+                               {"layer_norm", "normalized rank 0", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 4); },
+                               {"layer_norm", "normalized rank 4", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, {3}); },
+                               {"layer_norm", "normalized_shape [3]", "last dimensions", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, Shape{}); },
+                               {"layer_norm", "normalized_shape []"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, {1, 2, 3, 4}); },
+                               {"layer_norm", "normalized_shape [1,2,3,4]"}));
+  EXPECT_NO_THROW(tbgrad::layer_norm(x, {3, 4}));
+}
+
+TEST(LayerNormShapeErrors, WeightAndBiasMustHaveTheNormalizedShape) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  Value w4 = g.param("w4", {4}), w34 = g.param("w34", {3, 4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 2, w4); },
+                               {"layer_norm", "weight w4 ([4])", "must be [3,4]", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 1, w4, w34); },
+                               {"layer_norm", "bias w34 ([3,4])", "must be [4]"}));
+  Value f64 = param_of(g, "w64", {4}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 1, f64); },
+                               {"layer_norm", "same dtype", "f64"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm(x, 1, w4, Value(), {.eps = -1.0}); },
+                               {"layer_norm", "eps"}));
+}
+
+TEST(LayerNormShapeErrors, GradientKernelsCheckTheirInputs) {
+  Graph g;
+  Value x = g.input("x", {2, 3, 4});
+  Value gy = g.input("gy", {2, 3, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm_backward_input(x, 1, Value(), gy); },
+                               {"layer_norm_backward_input", "gy ([2,3,5])", "x ([2,3,4])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm_backward_weight(x, 1, gy); },
+                               {"layer_norm_backward_weight", "gy ([2,3,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::layer_norm_backward_bias(gy, 5); },
+                               {"layer_norm_backward_bias", "normalized rank 5"}));
+}
+
+TEST(GroupNormShapeErrors, ChannelsMustDivideIntoGroups) {
+  Graph g;
+  Value x = g.input("x", {4, 6, 5, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(x, 4); },
+                               {"group_norm", "C = 6", "divisible by groups = 4", "x ([4,6,5,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(x, 0); },
+                               {"group_norm", "groups must be positive", "x ([4,6,5,5])"}));
+  EXPECT_NO_THROW(tbgrad::group_norm(x, 3));
+}
+
+TEST(GroupNormShapeErrors, InputMustHaveRank2OrMore) {
+  Graph g;
+  Value x = g.input("x", {8});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(x, 1); },
+                               {"group_norm", "rank 2 or more", "x ([8])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm_backward_bias(x); },
+                               {"group_norm_backward_bias", "rank 2 or more", "x ([8])"}));
+  Value labels = g.input_labels("labels", {4, 2});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(labels, 1); },
+                               {"group_norm", "floating point"}));
+}
+
+TEST(GroupNormShapeErrors, WeightAndBiasMustBeOnePerChannel) {
+  Graph g;
+  Value x = g.input("x", {4, 6, 5});
+  Value w3 = g.param("w3", {3}), w6 = g.param("w6", {6});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(x, 3, w3, w6); },
+                               {"group_norm", "weight w3 ([3])", "must be [6]", "x ([4,6,5])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm(x, 3, w6, w3); },
+                               {"group_norm", "bias w3 ([3])", "must be [6]"}));
+  Value gy = g.input("gy", {4, 6});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::group_norm_backward_weight(x, 3, gy); },
+                               {"group_norm_backward_weight", "gy ([4,6])", "x ([4,6,5])"}));
+}
+
 }  // namespace

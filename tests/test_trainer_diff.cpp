@@ -167,7 +167,8 @@ TEST(TrainerDiff, RandomNetworksTrainAsTheWholeBatchStep) {
   const std::vector<std::string> features = {
       "linear(x,",  "matmul(x,",   "x^T)",         "conv2d(x,",   "max_pool2d(x,",
       "avg_pool2d(x,", "add(x, x)", "reuses",       "split_rows(", "merge_rows(",
-      "softmax(",   "broadcast_to(", "mean(",      " = x\n",     "reshape(x, [B*C"};
+      "softmax(",   "broadcast_to(", "mean(",      " = x\n",     "reshape(x, [B*C",
+      "layer_norm(", "group_norm("};
   std::map<std::string, int> seen;
   int failed = 0;
   for (std::int64_t seed = first; seed < first + nets; ++seed) {

@@ -194,8 +194,7 @@ Value matmul(Value a, Value b, MatmulOptions o) {
   for (const Value* v : {&a, &b}) {
     if (v->shape().rank() < 2) {
       shape_error("matmul", std::string(v == &a ? "a" : "b") + " must have rank 2 or more, " +
-                                v->describe() + " has rank " +
-                                std::to_string(v->shape().rank()) +
+                                v->describe() + " has rank " + std::to_string(v->shape().rank()) +
                                 " (reshape a vector [K] to a matrix [1, K] or [K, 1])");
     }
   }
@@ -244,8 +243,8 @@ Value matmul(Value a, Value b, MatmulOptions o) {
     return reshape(flat, out_shape);
   }
   Value ins[] = {a, b};
-  return a.graph().add_op(std::make_shared<BatchedMatmulOp>(sa, sb, out_shape, o), ins,
-                          out_shape, a.dtype());
+  return a.graph().add_op(std::make_shared<BatchedMatmulOp>(sa, sb, out_shape, o), ins, out_shape,
+                          a.dtype());
 }
 
 Value linear(Value x, Value weight) {

@@ -229,7 +229,9 @@ Tensor reference_batched_matmul(const Tensor& a, const Tensor& b, bool ta, bool 
     const int j = i - (br - (s.rank() - 2));
     return j >= 0 ? s[j] : std::int64_t{1};
   };
-  for (int i = 0; i < br; ++i) batch[static_cast<std::size_t>(i)] = std::max(dim(sa, i), dim(sb, i));
+  for (int i = 0; i < br; ++i) {
+    batch[static_cast<std::size_t>(i)] = std::max(dim(sa, i), dim(sb, i));
+  }
   const std::int64_t a_mat = sa[sa.rank() - 2] * sa[sa.rank() - 1];
   const std::int64_t b_mat = sb[sb.rank() - 2] * sb[sb.rank() - 1];
   const Shape am{sa[sa.rank() - 2], sa[sa.rank() - 1]}, bm{sb[sb.rank() - 2], sb[sb.rank() - 1]};

@@ -670,7 +670,8 @@ TEST(SecondOrderGradcheck, GradientsOfBroadcastBatchedMatmulGradientsMatchFinite
       Value b = uniform_param(g, "b", tb ? Shape{5, 2, 4} : Shape{5, 4, 2}, rng);
       Value c = tbgrad::matmul(a, b, {.transpose_a = ta, .transpose_b = tb});
       ASSERT_EQ(c.shape(), (Shape{2, 5, 3, 2}));
-      Value inner = tbgrad::sum(tbgrad::mul(tbgrad::mul(c, c), uniform_constant(g, c.shape(), rng)));
+      Value inner =
+          tbgrad::sum(tbgrad::mul(tbgrad::mul(c, c), uniform_constant(g, c.shape(), rng)));
       const std::vector<Value> gs = tbgrad::grad(inner, {a, b});
       Value out = tbgrad::add(tbgrad::sum(tbgrad::mul(gs[0], uniform_constant(g, a.shape(), rng))),
                               tbgrad::sum(tbgrad::mul(gs[1], uniform_constant(g, b.shape(), rng))));
@@ -687,7 +688,7 @@ TEST(BatchedMatmulThreads, EachMatrixIsThe2dProductBitForBitAtAnyThreadCount) {
     bool ta, tb;
   };
   const Shapes kShapes[] = {
-      {{70, 9, 33}, {1, 33, 17}, false, false},     // b broadcast; more matrices than slots
+      {{70, 9, 33}, {1, 33, 17}, false, false},       // b broadcast; more matrices than slots
       {{2, 3, 40, 20}, {2, 3, 40, 20}, false, true},  // attention's scores
       {{12, 33}, {6, 12, 40}, true, false},           // a 2-D a for every matrix of b
       {{3, 64, 100}, {100, 70}, false, false},        // a stack times a 2-D b: one 2-D product
@@ -724,8 +725,8 @@ TEST(BatchedMatmulThreads, EachMatrixIsThe2dProductBitForBitAtAnyThreadCount) {
         continue;
       }
       for (std::int64_t i = 0; i < first.numel(); ++i) {
-        ASSERT_EQ(ex[c].at(i), first.at(i)) << c.describe() << " element " << i << " at "
-                                            << threads << " threads";
+        ASSERT_EQ(ex[c].at(i), first.at(i))
+            << c.describe() << " element " << i << " at " << threads << " threads";
       }
     }
     // The first and the last matrix against the 2-D op on their operands' matrices.
@@ -744,8 +745,8 @@ TEST(BatchedMatmulThreads, EachMatrixIsThe2dProductBitForBitAtAnyThreadCount) {
       Executor ex(g2, {c2});
       ex.bind(a2, am).bind(b2, bm).run();
       for (std::int64_t e = 0; e < mn; ++e) {
-        ASSERT_EQ(ex[c2].at(e), first.at(i * mn + e)) << c.describe() << " matrix " << i
-                                                      << " element " << e;
+        ASSERT_EQ(ex[c2].at(e), first.at(i * mn + e))
+            << c.describe() << " matrix " << i << " element " << e;
       }
     }
   }

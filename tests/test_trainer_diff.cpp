@@ -173,8 +173,8 @@ TEST(TrainerInputs, AnAttentionBlockOfBatchedMatmuls) {
         const Value k = matmul(x, p.param(g, "wk", {6, 5}));
         const Value v = matmul(x, p.param(g, "wv", {6, 5}));
         const Value scores = matmul(q, k, {.transpose_b = true});  // [B, 4, 4]
-        const Value h = matmul(softmax(scores), v);                  // [B, 4, 5]
-        const Value outer = matmul(q, h, {.transpose_a = true});     // [B, 5, 5]
+        const Value h = matmul(softmax(scores), v);                // [B, 4, 5]
+        const Value outer = matmul(q, h, {.transpose_a = true});   // [B, 5, 5]
         const Value shifted = add(outer, p.param(g, "bias", {5, 5}));
         const Value mixed = tanh(matmul(p.param(g, "mix", {3, 5}), shifted));  // [B, 3, 5]
         return classify(g, p, b, x, flatten(mixed), 3);
@@ -190,10 +190,10 @@ TEST(TrainerInputs, BatchedMatmulsWithHeadsBroadcastAgainstTheBatch) {
       [](Graph& g, nn::ParamStore& p, std::int64_t b) {
         const Value in = g.input("x", {b, 4, 6});
         const Value x = reshape(in, Shape{b, 1, 4, 6});
-        const Value q = matmul(x, p.param(g, "wq", {2, 6, 5}));      // [B, 2, 4, 5]
+        const Value q = matmul(x, p.param(g, "wq", {2, 6, 5}));  // [B, 2, 4, 5]
         const Value k = matmul(x, p.param(g, "wk", {2, 6, 5}));
-        const Value scores = matmul(q, k, {.transpose_b = true});    // [B, 2, 4, 4]
-        const Value h = matmul(softmax(scores), q);                  // [B, 2, 4, 5]
+        const Value scores = matmul(q, k, {.transpose_b = true});  // [B, 2, 4, 4]
+        const Value h = matmul(softmax(scores), q);                // [B, 2, 4, 5]
         return classify(g, p, b, in, flatten(h), 3);
       },
       7, 4, 6, 3);

@@ -76,5 +76,6 @@ void add_bn_cases(Table& t);    // tests/op_cases_bn.cpp: batch_norm, its gradie
 void add_math_cases(Table& t);  // tests/op_cases_math.cpp: exp, log, sqrt, rsqrt, neg, abs
 void add_shape_cases(Table& t);  // tests/op_cases_shape.cpp: reductions over axes, layout ops
 void add_norm_cases(Table& t);  // tests/op_cases_norm.cpp: layer_norm, group_norm, their gradients
+void add_bmm_cases(Table& t);    // tests/op_cases_bmm.cpp: batched matmul (rank >= 3)
 
 }  // namespace tbgrad::testing::cases

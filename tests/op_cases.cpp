@@ -523,6 +523,7 @@ Table make_table() {
   cases::add_math_cases(t);
   cases::add_shape_cases(t);
   cases::add_norm_cases(t);
+  cases::add_bmm_cases(t);
   // Grouped by op, in the order the ops first appear.
   std::vector<std::string> order;
   for (const OpCase& c : t) {

@@ -167,6 +167,13 @@ TEST(ApiOps, MatmulAndLinear) {
   EXPECT_EQ(matmul(x, g.input("bt", {5, 4}), both).shape(), (Shape{3, 5}));
   EXPECT_EQ(linear(x, w, c).shape(), (Shape{4, 2}));  // with a bias
   EXPECT_EQ(linear(x, w).shape(), (Shape{4, 2}));     // without
+  // Batched (torch.matmul): the batch axes broadcast, the flags swap the last two axes.
+  Value q = g.input("q", {2, 3, 5, 4});
+  EXPECT_EQ(matmul(q, q, {.transpose_b = true}).shape(), (Shape{2, 3, 5, 5}));
+  EXPECT_EQ(matmul(g.input("s", {2, 1, 3, 4}), g.input("t", {5, 4, 2})).shape(),
+            (Shape{2, 5, 3, 2}));
+  EXPECT_EQ(matmul(q, g.input("m", {4, 6})).shape(), (Shape{2, 3, 5, 6}));
+  EXPECT_EQ(matmul(x, g.input("r", {2, 4, 6}), {.transpose_a = true}).shape(), (Shape{2, 3, 6}));
 }
 
 TEST(ApiOps, ReductionsOverAxes) {

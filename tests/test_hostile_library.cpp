@@ -231,6 +231,30 @@ TEST(Matmul, AnEmptyInnerDimensionGivesZeros) {
   }
 }
 
+TEST(Matmul, BatchedWithAnEmptyInnerDimensionGivesZerosAndWithAnEmptyBatchNothing) {
+  for (bool ta : {false, true}) {
+    for (bool tb : {false, true}) {
+      SCOPED_TRACE(std::to_string(ta) + std::to_string(tb));
+      Graph g;
+      Value a = g.input("a", ta ? Shape{2, 1, 0, 2} : Shape{2, 1, 2, 0});
+      Value b = g.input("b", tb ? Shape{4, 3, 0} : Shape{4, 0, 3});
+      Value c = matmul(a, b, {.transpose_a = ta, .transpose_b = tb});
+      Value e = matmul(g.input("e", {0, 2, 5}), g.input("f", {5, 3}));  // one 2-D product
+      Value e2 = matmul(g.input("e2", {3, 0, 5, 2}), g.input("f2", {1, 2, 3}));
+      Executor ex(g, {c, e, e2});
+      for (const char* name : {"a", "b", "e", "f", "e2", "f2"}) {
+        const Value v = g.find(name);
+        ex.bind(v, Tensor(v.shape(), DType::kF32));
+      }
+      ex.run();
+      ASSERT_EQ(ex[c].shape(), (Shape{2, 4, 2, 3}));
+      for (std::int64_t i = 0; i < ex[c].numel(); ++i) EXPECT_EQ(ex[c].at(i), 0.0);
+      EXPECT_EQ(ex[e].shape(), (Shape{0, 2, 3}));
+      EXPECT_EQ(ex[e2].shape(), (Shape{3, 0, 5, 3}));
+    }
+  }
+}
+
 // ---------------------------------------------------------------- tensors (items 9, 12)
 
 TEST(Tensors, ADefaultTensorIsRefusedAsInputParameterOrConstantStorage) {

@@ -217,6 +217,51 @@ Tensor reference_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
   return c;
 }
 
+// Batched: out[i..., :, :] = reference_matmul of the operands' matrices at batch index i...,
+// an operand's batch axis of size 1 (or missing: aligned at the right) read at index 0.
+Tensor reference_batched_matmul(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  const Shape& sa = a.shape();
+  const Shape& sb = b.shape();
+  if (sa.rank() == 2 && sb.rank() == 2) return reference_matmul(a, b, ta, tb);
+  const int br = std::max(sa.rank(), sb.rank()) - 2;
+  std::vector<std::int64_t> batch(static_cast<std::size_t>(br));
+  auto dim = [br](const Shape& s, int i) {  // batch axis i of s, aligned at the right
+    const int j = i - (br - (s.rank() - 2));
+    return j >= 0 ? s[j] : std::int64_t{1};
+  };
+  for (int i = 0; i < br; ++i) {
+    batch[static_cast<std::size_t>(i)] = std::max(dim(sa, i), dim(sb, i));
+  }
+  const std::int64_t a_mat = sa[sa.rank() - 2] * sa[sa.rank() - 1];
+  const std::int64_t b_mat = sb[sb.rank() - 2] * sb[sb.rank() - 1];
+  const Shape am{sa[sa.rank() - 2], sa[sa.rank() - 1]}, bm{sb[sb.rank() - 2], sb[sb.rank() - 1]};
+  std::int64_t count = 1;
+  for (const std::int64_t d : batch) count *= d;
+  std::vector<std::int64_t> out_dims = batch;
+  Tensor first = reference_matmul(Tensor(am, DType::kF64), Tensor(bm, DType::kF64), ta, tb);
+  out_dims.push_back(first.shape()[0]);
+  out_dims.push_back(first.shape()[1]);
+  Tensor out(Shape(std::span<const std::int64_t>(out_dims)), DType::kF64);
+  const std::int64_t c_mat = first.numel();
+  for (std::int64_t i = 0; i < count; ++i) {
+    std::int64_t ia = 0, ib = 0, rest = i, sa_stride = 1, sb_stride = 1;
+    for (int d = br - 1; d >= 0; --d) {
+      const std::int64_t idx = rest % batch[static_cast<std::size_t>(d)];
+      rest /= batch[static_cast<std::size_t>(d)];
+      if (dim(sa, d) > 1) ia += idx * sa_stride;
+      if (dim(sb, d) > 1) ib += idx * sb_stride;
+      sa_stride *= dim(sa, d);
+      sb_stride *= dim(sb, d);
+    }
+    Tensor ma(am, DType::kF64), mb(bm, DType::kF64);
+    for (std::int64_t e = 0; e < a_mat; ++e) ma.set(e, a.at(ia * a_mat + e));
+    for (std::int64_t e = 0; e < b_mat; ++e) mb.set(e, b.at(ib * b_mat + e));
+    const Tensor c = reference_matmul(ma, mb, ta, tb);
+    for (std::int64_t e = 0; e < c_mat; ++e) out.set(i * c_mat + e, c.at(e));
+  }
+  return out;
+}
+
 // softmax_cross_entropy: the mean over rows of log(sum_j exp(x[i, j])) - x[i, label[i]].
 Tensor reference_cross_entropy(const Tensor& logits, const Tensor& labels) {
   const std::int64_t rows = logits.shape()[0], cols = logits.shape()[1];
@@ -243,7 +288,12 @@ const std::map<std::string, Reference> kReferences = {
     {"matmul",
      [](const OpCase& c, std::span<const Tensor> in) {
        const MatmulOptions& o = std::get<MatmulOptions>(c.options);
-       return reference_matmul(in[0], in[1], o.transpose_a, o.transpose_b);
+       return reference_batched_matmul(in[0], in[1], o.transpose_a, o.transpose_b);
+     }},
+    {"batched_matmul",
+     [](const OpCase& c, std::span<const Tensor> in) {
+       const MatmulOptions& o = std::get<MatmulOptions>(c.options);
+       return reference_batched_matmul(in[0], in[1], o.transpose_a, o.transpose_b);
      }},
     {"softmax_cross_entropy",
      [](const OpCase&, std::span<const Tensor> in) {

@@ -658,6 +658,100 @@ TEST(MaxAxesBackward, SplitsTiesEvenly) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(ex[gx].at(i), expected[i]) << "element " << i;
 }
 
+TEST(SecondOrderGradcheck, GradientsOfBroadcastBatchedMatmulGradientsMatchFiniteDifferences) {
+  // inner = sum(matmul(a, b)^2 * R): quadratic, so both gradients depend on a and b; a's batch
+  // axis of 1 and b's missing one are broadcast, so the gradients are summed over them (sum_to)
+  // and their gradients broadcast back.
+  tbgrad::nn::Rng rng(17);
+  for (const bool ta : {false, true}) {
+    for (const bool tb : {false, true}) {
+      Graph g(DType::kF64);
+      Value a = uniform_param(g, "a", ta ? Shape{2, 1, 4, 3} : Shape{2, 1, 3, 4}, rng);
+      Value b = uniform_param(g, "b", tb ? Shape{5, 2, 4} : Shape{5, 4, 2}, rng);
+      Value c = tbgrad::matmul(a, b, {.transpose_a = ta, .transpose_b = tb});
+      ASSERT_EQ(c.shape(), (Shape{2, 5, 3, 2}));
+      Value inner =
+          tbgrad::sum(tbgrad::mul(tbgrad::mul(c, c), uniform_constant(g, c.shape(), rng)));
+      const std::vector<Value> gs = tbgrad::grad(inner, {a, b});
+      Value out = tbgrad::add(tbgrad::sum(tbgrad::mul(gs[0], uniform_constant(g, a.shape(), rng))),
+                              tbgrad::sum(tbgrad::mul(gs[1], uniform_constant(g, b.shape(), rng))));
+      EXPECT_TRUE(PassesGradcheck(out, {a, b})) << "ta " << ta << " tb " << tb;
+    }
+  }
+}
+
+// Note [Batched matmul] (ops/matmul.cpp): every matrix of a batched product is the 2-D kernel's
+// product of its operands' matrices, bit for bit, at any thread count.
+TEST(BatchedMatmulThreads, EachMatrixIsThe2dProductBitForBitAtAnyThreadCount) {
+  struct Shapes {
+    Shape a, b;
+    bool ta, tb;
+  };
+  const Shapes kShapes[] = {
+      {{70, 9, 33}, {1, 33, 17}, false, false},       // b broadcast; more matrices than slots
+      {{2, 3, 40, 20}, {2, 3, 40, 20}, false, true},  // attention's scores
+      {{12, 33}, {6, 12, 40}, true, false},           // a 2-D a for every matrix of b
+      {{3, 64, 100}, {100, 70}, false, false},        // a stack times a 2-D b: one 2-D product
+  };
+  tbgrad::nn::Rng rng(5);
+  auto f32 = [&rng](const Shape& s) {
+    const Tensor d = uniform_tensor(s, rng);
+    Tensor t(s, DType::kF32);
+    for (std::int64_t i = 0; i < t.numel(); ++i) t.set(i, d.at(i));
+    return t;
+  };
+  // The matrix of t at batch index i of its own batch axes.
+  auto matrix = [](const Tensor& t, std::int64_t i) {
+    const Shape& s = t.shape();
+    const Shape ms{s[s.rank() - 2], s[s.rank() - 1]};
+    Tensor m(ms, DType::kF32);
+    for (std::int64_t e = 0; e < m.numel(); ++e) m.set(e, t.at(i * m.numel() + e));
+    return m;
+  };
+  for (const Shapes& sh : kShapes) {
+    const tbgrad::MatmulOptions o{.transpose_a = sh.ta, .transpose_b = sh.tb};
+    Graph g(DType::kF32);
+    Value a = g.input("a", sh.a);
+    Value b = g.input("b", sh.b);
+    Value c = tbgrad::matmul(a, b, o);
+    const Tensor av = f32(sh.a), bv = f32(sh.b);
+    Tensor first;
+    for (const int threads : {1, 2, 4}) {
+      tbgrad::ThreadScope scope(threads);
+      Executor ex(g, {c});
+      ex.bind(a, av).bind(b, bv).run();
+      if (threads == 1) {
+        first = ex[c].clone();
+        continue;
+      }
+      for (std::int64_t i = 0; i < first.numel(); ++i) {
+        ASSERT_EQ(ex[c].at(i), first.at(i))
+            << c.describe() << " element " << i << " at " << threads << " threads";
+      }
+    }
+    // The first and the last matrix against the 2-D op on their operands' matrices.
+    const Shape& cs = first.shape();
+    const std::int64_t mn = cs[cs.rank() - 2] * cs[cs.rank() - 1];
+    const std::int64_t count = first.numel() / mn;
+    for (const std::int64_t i : {std::int64_t{0}, count - 1}) {
+      const std::int64_t na = av.numel() / (sh.a[sh.a.rank() - 2] * sh.a[sh.a.rank() - 1]);
+      const std::int64_t nb = bv.numel() / (sh.b[sh.b.rank() - 2] * sh.b[sh.b.rank() - 1]);
+      // The shapes above broadcast only whole operands (a batch of 1, or none).
+      const Tensor am = matrix(av, na == 1 ? 0 : i), bm = matrix(bv, nb == 1 ? 0 : i);
+      Graph g2(DType::kF32);
+      Value a2 = g2.input("a", am.shape());
+      Value b2 = g2.input("b", bm.shape());
+      Value c2 = tbgrad::matmul(a2, b2, o);
+      Executor ex(g2, {c2});
+      ex.bind(a2, am).bind(b2, bm).run();
+      for (std::int64_t e = 0; e < mn; ++e) {
+        ASSERT_EQ(ex[c2].at(e), first.at(i * mn + e))
+            << c.describe() << " matrix " << i << " element " << e;
+      }
+    }
+  }
+}
+
 TEST(ReduceAxesThreads, ResultsAreBitIdenticalForAnyThreadCount) {
   Graph g(DType::kF32);
   Value x = g.input("x", {64, 33, 40});

@@ -397,6 +397,42 @@ TEST(MatmulShapeErrors, OperandsMustBeMatrices) {
   EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(m, v); }, {"matmul", "v ([3])", "rank 2"}));
 }
 
+TEST(MatmulShapeErrors, BatchedInnerDimensionsMustAgree) {
+  Graph g;
+  Value a = g.input("a", {2, 3, 4});
+  Value b = g.input("b", {2, 5, 6});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::matmul(a, b); },
+      {"matmul", "inner dimensions differ", "a ([2,3,4]) has K=4", "b ([2,5,6]) has K=5"}));
+  Value w = g.input("w", {6, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(w, a, {.transpose_b = true}); },
+                               {"matmul", "w ([6,5]) has K=5", "a ([2,3,4]) transposed has K=4"}));
+}
+
+TEST(MatmulShapeErrors, BatchDimensionsMustBroadcast) {
+  Graph g;
+  Value a = g.input("a", {2, 3, 3, 4});
+  Value b = g.input("b", {4, 4, 5});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(a, b); },
+                               {"matmul", "batch dimensions do not broadcast", "a ([2,3,3,4])",
+                                "b ([4,4,5])", "3 against 4"}));
+  Value c = g.input("c", {5, 1, 4, 5});
+  EXPECT_TRUE(ThrowsShapeError(
+      [&] { tbgrad::matmul(a, c); },
+      {"matmul", "a ([2,3,3,4]) has batch [2,3]", "c ([5,1,4,5]) has batch [5,1]", "2 against 5"}));
+}
+
+TEST(MatmulShapeErrors, VectorsAreRefusedWithAHint) {
+  Graph g;
+  Value v = g.input("v", {4});
+  Value s = g.input("s", {2, 4, 5});
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::matmul(v, s); },
+                       {"matmul", "a must have rank 2 or more", "v ([4]) has rank 1", "[1, K]"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::matmul(s, v); },
+                               {"matmul", "b must have rank 2 or more", "v ([4]) has rank 1"}));
+}
+
 TEST(MatmulShapeErrors, OperandsMustShareADtype) {
   Graph g;
   Value a = g.input("a", {3, 4});

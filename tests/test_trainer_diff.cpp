@@ -159,6 +159,46 @@ TEST(TrainerInputs, AnInputThatIsAlsoTheOutput) {
       10, 2, 2, 4);
 }
 
+// An attention-like block on x [B, T, D] (T = 4, D = 6), the batch axis first: q, k and v are
+// stacks times a weight (one 2-D product each, their weights' gradients contracted over the
+// rows), the scores and their weighted sum batched products ([B, T, T], [B, T, E]), a
+// transposed-a product qᵀ·h [B, E, E], then a weight [3, E] times every example's matrix (a 2-D
+// a broadcast over the batch: its gradient summed over the batch, sum_to): none of the batched
+// products is a contraction over the batch.
+TEST(TrainerInputs, AnAttentionBlockOfBatchedMatmuls) {
+  expect_trains_as_whole_batch(
+      [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+        const Value x = g.input("x", {b, 4, 6});
+        const Value q = matmul(x, p.param(g, "wq", {6, 5}));
+        const Value k = matmul(x, p.param(g, "wk", {6, 5}));
+        const Value v = matmul(x, p.param(g, "wv", {6, 5}));
+        const Value scores = matmul(q, k, {.transpose_b = true});  // [B, 4, 4]
+        const Value h = matmul(softmax(scores), v);                // [B, 4, 5]
+        const Value outer = matmul(q, h, {.transpose_a = true});   // [B, 5, 5]
+        const Value shifted = add(outer, p.param(g, "bias", {5, 5}));
+        const Value mixed = tanh(matmul(p.param(g, "mix", {3, 5}), shifted));  // [B, 3, 5]
+        return classify(g, p, b, x, flatten(mixed), 3);
+      },
+      10, 4, 6, 3);
+}
+
+// The same block with the batched products' batch axes broadcast: a weight per head [H, 6, 5]
+// against x [B, 1, T, D] gives [B, H, T, 5] (BatchedMatmulOp with a broadcast b, whose
+// gradient is summed over the batch).
+TEST(TrainerInputs, BatchedMatmulsWithHeadsBroadcastAgainstTheBatch) {
+  expect_trains_as_whole_batch(
+      [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+        const Value in = g.input("x", {b, 4, 6});
+        const Value x = reshape(in, Shape{b, 1, 4, 6});
+        const Value q = matmul(x, p.param(g, "wq", {2, 6, 5}));  // [B, 2, 4, 5]
+        const Value k = matmul(x, p.param(g, "wk", {2, 6, 5}));
+        const Value scores = matmul(q, k, {.transpose_b = true});  // [B, 2, 4, 4]
+        const Value h = matmul(softmax(scores), q);                // [B, 2, 4, 5]
+        return classify(g, p, b, in, flatten(h), 3);
+      },
+      7, 4, 6, 3);
+}
+
 // The generator must keep exercising what it was written for: each of these appears in some
 // network of the first 300 seeds.
 TEST(TrainerDiff, RandomNetworksTrainAsTheWholeBatchStep) {

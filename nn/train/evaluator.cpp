@@ -1,7 +1,8 @@
-// nn::Evaluator: loss, accuracy and confusion matrix of a model, alone or split over ranks
-// (nn/train.hpp).
+// nn::Evaluator: loss, accuracy and confusion matrix of a model (accuracy where its outputs are
+// class scores), alone or split over ranks (nn/train.hpp).
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -64,7 +65,9 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   }
   const std::int64_t rest = data.count % b;
   if (rest && (!im.tail || im.tail->batch != rest)) im.tail = im.make(rest);
-  r.classes = im.full->m.outputs.shape().rank() == 2 ? im.full->m.outputs.shape()[1] : 0;
+  // Accuracy only where the outputs are class scores and the labels class indices.
+  r.has_accuracy = im.full->classes;
+  r.classes = r.has_accuracy ? im.full->m.outputs.shape()[1] : 0;
   r.confusion.assign(static_cast<std::size_t>(r.classes * r.classes), 0);
   std::vector<std::int64_t> order(static_cast<std::size_t>(data.count));
   std::iota(order.begin(), order.end(), 0);
@@ -83,7 +86,9 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
                        static_cast<std::size_t>(start), static_cast<std::size_t>(run.batch)));
     run.ex->run();
     loss_terms.push_back(run.loss() * static_cast<double>(run.batch));
-    correct += detail::count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
+    if (r.has_accuracy) {
+      correct += detail::count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
+    }
   }
   if (ranks > 1) {
     // Rank q's block (Note [Ranks]): its batches' loss terms, its correct count, its confusion
@@ -117,7 +122,8 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   double loss_sum = 0;
   for (double term : loss_terms) loss_sum += term;
   r.loss = loss_sum / static_cast<double>(data.count);
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
+  r.accuracy = r.has_accuracy ? static_cast<double>(correct) / static_cast<double>(data.count)
+                              : std::numeric_limits<double>::quiet_NaN();
   return r;
 }
 

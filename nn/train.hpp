@@ -188,8 +188,11 @@ struct Evaluation {
 };
 
 // Loss, accuracy and confusion matrix of the model with the store's current parameters, in
-// batches of `batch_size` (graphs built on first use). The loss is the batches' losses
-// weighted by their sizes: for a mean over the examples, the mean over the data set.
+// batches of `batch_size` (graphs built on first use). The loss is, for a sum over the examples
+// (Note [Loss split]), the batches' losses added: the sum over the data set; otherwise the
+// batches' losses weighted by their sizes: for a mean over the examples, the mean over the data
+// set (for a loss that is neither, a class-weighted mean say, an approximation of the loss over
+// the data set as one batch).
 //
 // With `comm` (the processes training together, as in TrainerOptions::comm), evaluate() is
 // collective: every rank must call it with the same data; rank q evaluates a contiguous block

@@ -487,6 +487,14 @@ data::Dataset random_data(const RandomNet& net, std::int64_t count, std::uint64_
   nn::Rng rng(seed);
   d.images.resize(static_cast<std::size_t>(count * d.example_size()));
   for (auto& p : d.images) p = static_cast<std::uint8_t>(rng.below(256));
+  if (net.targets > 0) {
+    d.target_shape = {net.targets};
+    for (std::int64_t i = 0; i < count * net.targets; ++i) {
+      d.targets.push_back(net.multi_hot ? static_cast<float>(rng.below(2))
+                                        : static_cast<float>(rng.below(2000)) / 1000.0f - 1.0f);
+    }
+    return d;
+  }
   for (std::int64_t i = 0; i < count; ++i) {
     d.labels.push_back(static_cast<std::uint8_t>(rng.below(static_cast<std::uint64_t>(net.classes))));
   }
@@ -522,7 +530,7 @@ struct Whole {
     grads = grad(m.loss, g.params());
     ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{m.loss, m.outputs, grads});
     images = Tensor(m.inputs.shape(), DType::kF32);
-    labels = Tensor(m.labels.shape(), DType::kI32);
+    labels = Tensor(m.labels.shape(), m.labels.dtype());  // class indices or float targets
     ex->bind(m.inputs, images).bind(m.labels, labels);
   }
   // Note [Run info]: the mode, and the trainer's step and seed (the first example is 0).
@@ -537,6 +545,7 @@ struct Whole {
   double loss() const { return (*ex)[m.loss].at(0); }
   std::int64_t correct() const {
     const Tensor& out = (*ex)[m.outputs];
+    if (labels.dtype() != DType::kI32 || out.shape().rank() != 2) return 0;  // no classes
     const std::int64_t n = out.shape()[0], c = out.shape()[1];
     std::int64_t ok = 0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -791,8 +800,14 @@ class Checker {
     Whole w(net_.model, store, data_.count);
     w.run(data_, order_, false);
     if (!std::isfinite(w.loss())) return;
-    if (std::abs(e.loss - w.loss()) > 1e-5 * std::max(1.0, std::abs(w.loss()))) {
+    if (net_.batched_loss_exact && std::abs(e.loss - w.loss()) > 1e-5 * std::max(1.0, std::abs(w.loss()))) {
       bad.push_back("evaluator: loss " + str(e.loss) + ", one graph " + str(w.loss()));
+    }
+    if (net_.targets > 0) {  // not class scores: no accuracy
+      if (e.has_accuracy || !std::isnan(e.accuracy) || e.classes != 0 || !e.confusion.empty()) {
+        bad.push_back("evaluator: an accuracy for float targets");
+      }
+      return;
     }
     const auto correct = static_cast<std::int64_t>(std::llround(e.accuracy * static_cast<double>(e.count)));
     if (e.count != data_.count || correct != w.correct()) {

@@ -48,12 +48,20 @@ struct RandomNet {
   int classes = 0;          // labels are in [0, classes)
   std::int64_t batch = 0;   // the batch size to train it at
   std::int64_t params = 0;  // number of parameters (tensors)
+  // Float targets per example (data::Dataset::targets, [targets] each) for a model whose labels
+  // are an f32 input; 0: class labels. multi_hot: each 0 or 1, otherwise in [-1, 1).
+  std::int64_t targets = 0;
+  bool multi_hot = false;
+  // Whether the evaluator's loss (in batches) is the loss of one graph over the data set: a
+  // mean or a sum over the examples (Note [Loss split]), not a class-weighted mean, say.
+  bool batched_loss_exact = true;
 };
 
 // Draws a network (its batch size included) from `choices`.
 RandomNet random_net(Choices& choices);
 
-// `count` random examples of the network's size and labels below its class count.
+// `count` random examples of the network's size and labels below its class count (or its
+// float targets).
 data::Dataset random_data(const RandomNet& net, std::int64_t count, std::uint64_t seed);
 
 struct DiffOptions {

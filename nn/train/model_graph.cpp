@@ -58,8 +58,8 @@ void check_model(const ModelGraph& m, const Graph& g, const std::vector<std::str
     const bool input = lab.kind == NodeKind::kInput || lab.kind == NodeKind::kLabels;
     fail("ModelGraph::labels must be the graph's class labels input (Graph::input_labels) of "
          "shape [" + std::to_string(b) + "], or an f32 graph input of targets with the batch "
-         "first, [" + std::to_string(b) + ", ...]" + at + ", got " + m.labels.describe() + " " +
-         dtype_name(lab.dtype) + (input ? "" : " (not a graph input)"));
+         "first, [" + std::to_string(b) + ", ...]" + at + ", got " + m.labels.describe() +
+         (input ? "" : " (not a graph input)"));
   }
   if (m.loss.shape().numel() != 1) {
     fail("ModelGraph::loss must be one number (the batch's mean loss), got " + m.loss.describe());

@@ -1,8 +1,8 @@
-// An in-memory data set of byte images with class labels, and the batcher that feeds it to a
-// model: a seeded order per epoch, batches as tensors, the last batch short when the batch
-// size does not divide the data set, optional per-channel normalisation and seeded
-// augmentation (random crop with zero padding, horizontal flip). Nothing here allocates once
-// constructed.
+// An in-memory data set of byte images with class labels (or float targets: regression,
+// multi-hot labels), and the batcher that feeds it to a model: a seeded order per epoch,
+// batches as tensors, the last batch short when the batch size does not divide the data set,
+// optional per-channel normalisation and seeded augmentation (random crop with zero padding,
+// horizontal flip). Nothing here allocates once constructed.
 #pragma once
 
 #include <cstdint>

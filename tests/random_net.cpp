@@ -99,7 +99,6 @@ class Builder {
     } else {
       m.inputs = g_.input("x", {b_, 1 + s_.pick(3), 1 + s_.pick(8), 1 + s_.pick(8)});
     }
-    m.labels = g_.input_labels("labels", {b_});
     pool_.push_back({m.inputs, 1, "x"});
     say("x", m.inputs, "input");
     const int layers = s_.pick(9);
@@ -131,8 +130,8 @@ class Builder {
       head = "linear(" + h.label + ")";
     }
     *classes = static_cast<int>(m.outputs.shape()[1]);
-    m.loss = softmax_cross_entropy(m.outputs, m.labels);
     say("logits", m.outputs, head);
+    const std::string loss = pick_loss(m);
     if (params_ == 0 || s_.pick(3) == 0) {  // a second loss term: a batch mean too
       const Item& other = pool_[static_cast<std::size_t>(s_.pick(size))];
       Value v = other.v;
@@ -143,14 +142,20 @@ class Builder {
         label = "mul(" + label + ", " + wname(p) + ")";
       }
       m.loss = add(m.loss, scale(mean(v), 0.5));
-      say("loss", m.loss, "cross_entropy(logits) + 0.5 * mean(" + label + ")");
+      say("loss", m.loss, loss + " + 0.5 * mean(" + label + ")");
+      if (sum_) exact_ = false;  // a sum plus a mean: the batch runs whole
     } else {
-      say("loss", m.loss, "cross_entropy(logits)");
+      say("loss", m.loss, loss);
     }
     return m;
   }
 
   std::int64_t params() const { return params_; }
+  // The float targets per example (0: class labels), whether they are 0 or 1, and whether the
+  // evaluator's batches give the loss over the data set (RandomNet).
+  std::int64_t targets() const { return targets_; }
+  bool multi_hot() const { return multi_hot_; }
+  bool exact() const { return exact_; }
 
  private:
   // A new parameter, or at times (a parameter used twice) one made before with this shape.
@@ -169,6 +174,55 @@ class Builder {
     return w;
   }
   std::string wname(const Value& w) { return w.name() + " " + w.shape().str(); }
+
+  // The labels and the loss over the logits m.outputs [B, C]: mostly softmax cross-entropy over
+  // class labels; at times another loss of ops/loss.hpp, over class labels or float targets
+  // [B, C], a mean or a sum, or a class-weighted mean (which the trainer keeps whole: Note
+  // [Loss split]). Returns the loss as the description says it.
+  std::string pick_loss(nn::ModelGraph& m) {
+    const int kind = s_.pick(3) == 0 ? 1 + s_.pick(8) : 0;
+    const std::int64_t c = m.outputs.shape()[1];
+    const Reduction r = s_.pick(3) == 0 ? Reduction::kSum : Reduction::kMean;
+    const std::string red = r == Reduction::kSum ? ", sum)" : ")";
+    if (kind >= 5) {
+      m.labels = g_.input("targets", {b_, c});
+      targets_ = c;
+      sum_ = r == Reduction::kSum;
+      switch (kind) {
+        case 5: m.loss = mse_loss(m.outputs, m.labels, r); return "mse(logits, targets" + red;
+        case 6: m.loss = l1_loss(m.outputs, m.labels, r); return "l1(logits, targets" + red;
+        case 7:
+          m.loss = huber_loss(m.outputs, m.labels, 0.5, r);
+          return "huber(logits, targets, 0.5" + red;
+        default:
+          multi_hot_ = true;
+          m.loss = binary_cross_entropy_with_logits(m.outputs, m.labels, r);
+          return "bce_with_logits(logits, multi_hot" + red;
+      }
+    }
+    m.labels = g_.input_labels("labels", {b_});
+    switch (kind) {
+      case 0: m.loss = softmax_cross_entropy(m.outputs, m.labels); return "cross_entropy(logits)";
+      case 1:
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.label_smoothing = 0.2});
+        return "cross_entropy(logits, smoothing 0.2)";
+      case 2:
+        sum_ = true;
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.reduction = Reduction::kSum});
+        return "cross_entropy(logits, sum)";
+      case 3:
+        sum_ = r == Reduction::kSum;
+        m.loss = nll_loss(log_softmax(m.outputs), m.labels, r);
+        return "nll(log_softmax(logits)" + red;
+      default: {
+        Tensor w(Shape{c}, g_.dtype());
+        for (std::int64_t j = 0; j < c; ++j) w.set(j, 0.5 + 0.25 * static_cast<double>(j % 4));
+        exact_ = false;
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.weights = g_.constant(w, "w")});
+        return "cross_entropy(logits, class weights)";
+      }
+    }
+  }
 
   Value activation(const Value& v, const std::string& label) {
     switch (s_.pick(3)) {
@@ -450,6 +504,8 @@ class Builder {
   std::vector<Value> weights_;
   std::int64_t params_ = 0;
   std::string last_, note_;
+  std::int64_t targets_ = 0;
+  bool multi_hot_ = false, sum_ = false, exact_ = true;
 };
 
 }  // namespace
@@ -464,6 +520,9 @@ RandomNet random_net(Choices& choices) {
     Builder b(g, store, net.batch, first, &net.description);
     b.build(&net.classes);
     net.params = b.params();
+    net.targets = b.targets();
+    net.multi_hot = b.multi_hot();
+    net.batched_loss_exact = b.exact();
     const Shape x = g.inputs()[0].shape();
     net.rows = x.rank() == 4 ? static_cast<int>(x[1] * x[2]) : 1;
     net.cols = static_cast<int>(x.rank() == 4 ? x[3] : x[1]);

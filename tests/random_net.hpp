@@ -10,8 +10,10 @@
 // activations, softmaxes, dropout, batch norm (its parameters and buffers in the store),
 // broadcasting adds and products with parameters or with another value
 // of the pool (skip connections, a value added to itself), scaling, broadcast_to; then a
-// linear head (or the value itself as the scores, the input included), softmax cross-entropy,
-// and at times a second loss term on another value. Every example is computed on its own (but
+// linear head (or the value itself as the scores, the input included), a loss (mostly softmax
+// cross-entropy; at times another of ops/loss.hpp over class labels or float targets, a mean
+// or a sum, or a class-weighted mean, which the trainer keeps whole: Note [Loss split]), and at
+// times a second loss term on another value. Every example is computed on its own (but
 // in a network with batch norm, which the trainer keeps whole), so the trainer's micro-batches
 // must give the whole batch's gradient. A new op that a model can
 // use joins the generator here (a case of matrix_layer or image_layer in random_net.cpp), so

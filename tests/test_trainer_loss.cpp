@@ -208,6 +208,37 @@ TEST(TrainerLoss, ALossOfAnOpThatDoesNotSayRunsTheBatchWhole) {
       << choice_of(net).why;
 }
 
+// Why a batch is whole, when it is for another reason than the loss.
+TEST(TrainerLoss, TheReasonForAWholeBatchIsSaid) {
+  const nn::ModelFn bn = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    nn::ModelGraph m;
+    m.inputs = g.input("x", {b, 2, 1, 5});
+    m.labels = g.input("targets", {b, 2});
+    const Value h = flatten(nn::batch_norm_layer(g, p, "bn", m.inputs));
+    m.outputs = linear(h, p.param(g, "w", {2, 10}));
+    m.loss = mse_loss(m.outputs, m.labels);
+    return m;
+  };
+  nn::ParamStore store;
+  nn::create_parameters(bn, store);
+  nn::SGD sgd(store.tensors(), 0.1);
+  const nn::Trainer t(bn, store, sgd, {.batch_size = 8, .micro_batch = 2});
+  EXPECT_EQ(t.loss_split(), nn::LossSplit::kWhole);
+  EXPECT_EQ(t.micro_batch(), 8);
+  EXPECT_NE(t.loss_split_reason().find("batch_norm"), std::string::npos) << t.loss_split_reason();
+  const RandomNet net = net_of(model_with(2, 2, [](Graph&, nn::ParamStore&, Value y, Value t) {
+                                 return mse_loss(y, t);
+                               }),
+                               8, 0, 2);
+  nn::ParamStore s2;
+  nn::create_parameters(net.model, s2);
+  nn::SGD sgd2(s2.tensors(), 0.1);
+  const nn::Trainer whole(net.model, s2, sgd2, {.batch_size = 8, .micro_batch = 8});
+  EXPECT_EQ(whole.loss_split(), nn::LossSplit::kWhole);
+  EXPECT_NE(whole.loss_split_reason().find("TrainerOptions::micro_batch"), std::string::npos)
+      << whole.loss_split_reason();
+}
+
 // The evaluator and train_epoch on a regression model: the loss (against one graph over the
 // data set, in check_trainer), and no accuracy.
 TEST(TrainerLoss, NoAccuracyWhereTheOutputsAreNotClassScores) {

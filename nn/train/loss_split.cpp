@@ -61,19 +61,18 @@ std::string term_name(const Graph& g, int id) {
   return n.kind == NodeKind::kOp ? std::string(n.op->name()) : "the graph's input " + n.name;
 }
 
-// Rows per example of a term's input 0, the same at both sizes; 0 when it is not so.
-std::int64_t rows_per_example(const Graph& g1, int id1, std::int64_t b1, const Graph& g2, int id2,
-                              std::int64_t b2) {
+// Elements per example of a term's input 0, the same at both sizes; 0 when it is not so. (Its
+// layout does not matter: a [features, B] value holds each example's elements too.)
+std::int64_t per_example(const Graph& g1, int id1, std::int64_t b1, const Graph& g2, int id2,
+                         std::int64_t b2) {
   const Node& n1 = g1.node(id1);
   const Node& n2 = g2.node(id2);
   if (n1.inputs.empty() || n2.inputs.empty()) return 0;
-  const Shape s1 = g1.node(n1.inputs[0]).shape, s2 = g2.node(n2.inputs[0]).shape;
-  if (s1.rank() < 1 || s1.rank() != s2.rank() || s1[0] % b1 != 0) return 0;
-  for (int d = 1; d < s1.rank(); ++d) {
-    if (s1[d] != s2[d]) return 0;
-  }
-  const std::int64_t r = s1[0] / b1;
-  return r > 0 && s2[0] == r * b2 ? r : 0;
+  const std::int64_t e1 = g1.node(n1.inputs[0]).shape.numel();
+  const std::int64_t e2 = g2.node(n2.inputs[0]).shape.numel();
+  if (e1 % b1 != 0) return 0;
+  const std::int64_t r = e1 / b1;
+  return r > 0 && e2 == r * b2 ? r : 0;
 }
 
 bool close(double a, double b) {
@@ -115,9 +114,9 @@ LossSplitChoice classify_loss(const Graph& g1, const ModelGraph& m1, std::int64_
       ++constants;
       continue;
     }
-    if (rows_per_example(g1, a.node, b1, g2, b.node, b2) == 0) {
-      return whole("the loss's term " + name + " reads a value without the same rows per "
-                   "example at every batch size");
+    if (per_example(g1, a.node, b1, g2, b.node, b2) == 0) {
+      return whole("the loss's term " + name + " reads a value without the same number of "
+                   "elements per example at every batch size");
     }
     if (a.kind == Term::kMean && close(a.factor, b.factor)) {
       ++means;

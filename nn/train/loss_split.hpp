@@ -24,7 +24,8 @@ namespace tbgrad::nn::detail {
 //               scale(sum(x), 1 / numel));
 //   a sum:      a kSum op whose factor is the same at both sizes;
 //   a constant: a value that depends on no graph input, its factor the same at both sizes;
-// a mean's or sum's input must hold the same whole number of rows per example at both sizes.
+// a mean's or sum's input must hold the same whole number of elements per example at both
+// sizes.
 // A loss whose terms are all means (and constants) splits as today, each micro-batch weighted
 // by its share of the batch (weights that add up to 1, so a constant stays itself); one whose
 // terms are all sums splits with every micro-batch weighted 1 (the sum of the parts). Anything

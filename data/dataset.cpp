@@ -82,6 +82,25 @@ void copy_augmented(const Dataset& data, const std::uint8_t* src, float* dst,
   }
 }
 
+// Dataset::targets, when not empty, against count and target_shape.
+void check_targets(const Dataset& data, const char* who) {
+  if (data.targets.empty()) return;
+  for (const std::int64_t d : data.target_shape) {
+    if (d < 1) {
+      throw DataError(std::string(who) + ": Dataset::target_shape has a dimension of " +
+                      std::to_string(d) + "; each must be positive");
+    }
+  }
+  const std::int64_t t = data.target_size();
+  if (data.count < 0 || data.targets.size() != static_cast<std::size_t>(data.count * t)) {
+    throw DataError(std::string(who) + ": the data set's " + std::to_string(data.count) +
+                    " examples of " + std::to_string(t) +
+                    " target values each (Dataset::target_shape) need " +
+                    std::to_string(data.count * t) + " targets, but Dataset::targets holds " +
+                    std::to_string(data.targets.size()));
+  }
+}
+
 }  // namespace
 
 AugmentDraw augment_draw(const Augment& augment, std::uint64_t epoch, std::int64_t index) {
@@ -181,12 +200,43 @@ void load_examples(const Dataset& data, std::span<const std::int64_t> indices, c
                    const Tensor& labels, const Augment& augment, std::uint64_t epoch) {
   const auto n = static_cast<std::int64_t>(indices.size());
   const std::int64_t size = data.example_size();
+  if (labels.dtype() == DType::kF32) {
+    // Float targets (Dataset::targets).
+    if (data.targets.empty()) {
+      throw DataError("load_examples: f32 labels need the data set's float targets, but "
+                      "Dataset::targets is empty");
+    }
+    check_targets(data, "load_examples");
+    const std::int64_t t = data.target_size();
+    if (images.dtype() != DType::kF32 || images.numel() != n * size || labels.numel() != n * t) {
+      throw DataError("load_examples: " + std::to_string(n) + " examples of " +
+                      std::to_string(size) + " pixels and " + std::to_string(t) +
+                      " targets need f32 images of " + std::to_string(n * size) +
+                      " elements and f32 labels of " + std::to_string(n * t) + ", got " +
+                      images.shape().str() + " and " + labels.shape().str());
+    }
+    load_images(data, indices, images, augment, epoch);
+    float* out = labels.data<float>();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t k = indices[static_cast<std::size_t>(i)];
+      const float* src = data.targets.data() + k * t;
+      std::copy(src, src + t, out + i * t);
+    }
+    return;
+  }
   if (images.dtype() != DType::kF32 || images.numel() != n * size ||
       labels.dtype() != DType::kI32 || labels.numel() != n) {
     throw DataError("load_examples: " + std::to_string(n) + " examples of " + std::to_string(size) +
                     " pixels need f32 images of " + std::to_string(n * size) +
                     " elements and i32 labels of " + std::to_string(n) + ", got " +
                     images.shape().str() + " and " + labels.shape().str());
+  }
+  if (data.labels.size() < static_cast<std::size_t>(data.count)) {
+    throw DataError("load_examples: i32 labels need the data set's class labels, one per "
+                    "example (" + std::to_string(data.count) + "), but Dataset::labels holds " +
+                    std::to_string(data.labels.size()) +
+                    (data.targets.empty() ? "" : " (it has float targets: give the model an f32 "
+                                                 "labels input)"));
   }
   load_images(data, indices, images, augment, epoch);
   std::int32_t* lab = labels.data<std::int32_t>();
@@ -204,7 +254,11 @@ void prefetch_examples(const Dataset& data, std::span<const std::int64_t> indice
     const std::uint8_t* p = data.images.data() + k * size;
     for (std::int64_t b = 0; b < size; b += kLine) __builtin_prefetch(p + b);
     __builtin_prefetch(p + size - 1);  // the last line, when the image does not start one
-    __builtin_prefetch(data.labels.data() + k);
+    if (!data.targets.empty()) {
+      __builtin_prefetch(data.targets.data() + k * data.target_size());
+    } else {
+      __builtin_prefetch(data.labels.data() + k);
+    }
   }
 }
 
@@ -216,14 +270,22 @@ Batcher::Batcher(const Dataset& data, std::int64_t batch_size, std::int64_t limi
   if (batch_size <= 0)
     throw DataError("batch size must be positive, got " + std::to_string(batch_size));
   check_augment(augment);
+  check_targets(data, "Batcher");
   batch_ = std::min(batch_size, n);
   order_.resize(static_cast<std::size_t>(n));
   in_order();
   images_ = Tensor(Shape{batch_, data.channels, data.rows, data.cols}, DType::kF32);
-  labels_ = Tensor(Shape{batch_}, DType::kI32);
+  // [b] i32 class indices, or [b, target_shape...] f32 targets.
+  const auto labels_for = [&](std::int64_t b) {
+    if (data.targets.empty()) return Tensor(Shape{b}, DType::kI32);
+    std::vector<std::int64_t> dims = {b};
+    dims.insert(dims.end(), data.target_shape.begin(), data.target_shape.end());
+    return Tensor(Shape{std::span<const std::int64_t>(dims)}, DType::kF32);
+  };
+  labels_ = labels_for(batch_);
   if (const std::int64_t rest = n % batch_) {
     tail_images_ = Tensor(Shape{rest, data.channels, data.rows, data.cols}, DType::kF32);
-    tail_labels_ = Tensor(Shape{rest}, DType::kI32);
+    tail_labels_ = labels_for(rest);
   }
 }
 

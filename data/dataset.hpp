@@ -1,8 +1,8 @@
-// An in-memory data set of byte images with class labels, and the batcher that feeds it to a
-// model: a seeded order per epoch, batches as tensors, the last batch short when the batch
-// size does not divide the data set, optional per-channel normalisation and seeded
-// augmentation (random crop with zero padding, horizontal flip). Nothing here allocates once
-// constructed.
+// An in-memory data set of byte images with class labels (or float targets: regression,
+// multi-hot labels), and the batcher that feeds it to a model: a seeded order per epoch,
+// batches as tensors, the last batch short when the batch size does not divide the data set,
+// optional per-channel normalisation and seeded augmentation (random crop with zero padding,
+// horizontal flip). Nothing here allocates once constructed.
 #pragma once
 
 #include <cstdint>
@@ -34,8 +34,19 @@ struct Dataset {
   // Otherwise both hold `channels` values and every stddev is positive and finite
   // (load_examples throws DataError when not).
   std::vector<float> mean, stddev;
+  // Float targets, for models whose labels are an f32 input (regression targets, multi-hot
+  // labels): [count, target_shape...], row-major. When not empty, load_examples fills an f32
+  // labels tensor from them (the byte labels may then be empty); it throws DataError unless
+  // targets holds count * target_size() values. An empty target_shape: one value per example.
+  std::vector<float> targets;
+  std::vector<std::int64_t> target_shape;
 
   std::int64_t example_size() const { return std::int64_t{channels} * rows * cols; }
+  std::int64_t target_size() const {
+    std::int64_t n = 1;
+    for (const std::int64_t d : target_shape) n *= d;
+    return n;
+  }
 };
 
 // Each channel's mean and (population) standard deviation of pixel / 255 over the data set's
@@ -79,8 +90,11 @@ void load_images(const Dataset& data, std::span<const std::int64_t> indices, con
                  const Augment& augment = {}, std::uint64_t epoch = 0);
 
 // Copies examples indices[0..n) of `data` into images (f32, n * example_size() elements, each
-// pixel / 255, so in [0, 1]) and labels ([n] i32). Throws DataError when the tensors do not hold
-// n examples or an index is outside the data set. Does not allocate.
+// pixel / 255, so in [0, 1]) and labels: [n] i32 class indices from Dataset::labels, or, for
+// an f32 labels tensor, n * target_size() values from Dataset::targets. Throws DataError when
+// the tensors do not hold n examples, an index is outside the data set, or the data set lacks
+// the labels asked for (targets not count * target_size() values, fewer byte labels than
+// examples). Does not allocate.
 void load_examples(const Dataset& data, std::span<const std::int64_t> indices, const Tensor& images,
                    const Tensor& labels);
 // The same, the images augmented (load_images).
@@ -95,8 +109,8 @@ void prefetch_examples(const Dataset& data, std::span<const std::int64_t> indice
 
 // Batches of a data set's first `size` examples: shuffle() (or in_order()) sets the epoch's order,
 // then batch(b) gives batch b's example indices, or images(b) / labels(b) after fill(b) its
-// tensors ([batch, channels, rows, cols] and [batch]; the last batch's are its own shorter
-// tensors), augmented by `augment` with the draws of set_epoch()'s epoch. nn::train_epoch does
+// tensors ([batch, channels, rows, cols] and [batch] i32, or [batch, target_shape...] f32 for a
+// data set with targets; the last batch's are its own shorter tensors), augmented by `augment` with the draws of set_epoch()'s epoch. nn::train_epoch does
 // not fill batches: the trainer loads them (TrainerOptions::augment).
 class Batcher {
  public:

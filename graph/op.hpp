@@ -77,9 +77,10 @@ struct KernelContext {
 };
 
 // Note [Batch means]: the trainer splits a batch into micro-batches and forms the batch's loss as
-// the micro-batches' losses, each weighted by its share of the batch (Note [Micro-batches] in
-// nn/train/partition.hpp). That is right for a loss that is a mean over the examples, and wrong
-// for a sum over them or a mean weighted by anything but the count. An op says which it is:
+// the micro-batches' losses, each weighted by its share of the batch for a loss that is a mean
+// over the examples, by 1 for a sum, and keeps the batch whole for anything else, such as a mean
+// weighted by anything but the count (Note [Micro-batches] in nn/train/partition.hpp, Note
+// [Loss split] in nn/train/loss_split.hpp). An op says which it is:
 //   kMean:   its value (one number) is the mean over the examples of a term of each example's
 //            rows of its inputs: every row the same weight (a loss with Reduction::kMean and no
 //            class weights; softmax_cross_entropy).

@@ -32,11 +32,19 @@
 namespace tbgrad::nn {
 
 // What a model builder returns for a graph of one batch size B.
+//
+// The labels are either class indices, [B] i32 (Graph::input_labels), filled from
+// data::Dataset::labels, or float targets, an f32 graph input [B, ...] (regression targets,
+// multi-hot labels), filled from data::Dataset::targets. The loss may be any one number; how it
+// follows from the examples decides whether the trainer can split the batch (Note [Loss split]:
+// a mean or a sum over the examples splits, anything else runs the batch whole; see
+// Trainer::loss_split()). Accuracy is counted only where the outputs are class scores, [B, C],
+// and the labels class indices (Evaluation::has_accuracy).
 struct ModelGraph {
   Value inputs;   // [B, ...] f32: the batch's examples (data::load_examples fills them)
-  Value labels;   // [B] i32 class indices
-  Value loss;     // [] the mean loss over the batch
-  Value outputs;  // [B, classes] scores: the largest is the prediction
+  Value labels;   // [B] i32 class indices, or [B, ...] f32 targets
+  Value loss;     // [] the batch's loss (a mean over the examples, typically)
+  Value outputs;  // [B, classes] scores (the largest is the prediction), or [B, ...] predictions
 };
 
 // Builds the model into g for a batch of `batch` examples, taking its parameters from `store`
@@ -67,6 +75,16 @@ struct TrainerOptions {
   // it would have drawn.
   std::uint64_t seed = 0;
 };
+
+// Note [Loss split] (nn/train/loss_split.hpp): how the trainer combines its micro-batches,
+// read from the loss's graph. kMean: the loss is a mean over the examples (of means, and terms
+// that do not depend on the batch, added and scaled); each micro-batch's loss and gradient are
+// weighted by its share of the batch. kSum: a sum over the examples (Reduction::kSum losses,
+// sum); each micro-batch weighted 1. kWhole: the batch runs as one graph (micro-batch = batch):
+// the loss is neither (a class-weighted mean, a mean plus a sum), or the graph holds a
+// batch-wide op, or the micro-batch is the batch anyway.
+enum class LossSplit { kMean, kSum, kWhole };
+const char* loss_split_name(LossSplit split);  // "mean", "sum", "whole"
 
 // A loss that is not finite (train_epoch throws it before the update).
 class DivergedError : public std::runtime_error {
@@ -118,11 +136,15 @@ class Trainer {
   // do not depend on it, and indices outside the data set are left to compute() to report.
   void prefetch(const data::Dataset& data, std::span<const std::int64_t> next);
 
-  // Of the last compute(): the batch's mean loss, its number of examples whose largest output is
-  // the label, and its size.
+  // Of the last compute(): the batch's loss, its number of examples whose largest output is
+  // the label (0 where the outputs are not class scores: Evaluation::has_accuracy), and its
+  // size.
   double loss() const;
   std::int64_t correct() const;
   std::int64_t batch() const;
+  // Whether the model's outputs are class scores [B, C] and its labels class indices [B] i32,
+  // so that correct() counts something (Evaluation::has_accuracy).
+  bool has_accuracy() const;
   // The batch's gradient, one tensor per parameter in the store's order; valid after update().
   std::span<const Tensor> gradients() const;
 
@@ -132,6 +154,10 @@ class Trainer {
 
   std::int64_t batch_size() const;
   std::int64_t micro_batch() const;  // as chosen
+  // How the micro-batches combine (Note [Loss split]), and why, in words: for kWhole, what kept
+  // the batch whole ("the loss's term softmax_cross_entropy is neither a mean nor a sum ...").
+  LossSplit loss_split() const;
+  const std::string& loss_split_reason() const;
 
   // What the exchange between ranks has cost (Note [Ranks]): the steps that exchanged, the
   // bytes of the last one's buffer (every rank's block: what each rank ends up holding), and the
@@ -155,10 +181,18 @@ struct Evaluation {
   double loss = 0, accuracy = 0;
   std::int64_t classes = 0;
   std::vector<std::int64_t> confusion;  // [classes, classes]: [true label][prediction]
+  // Whether accuracy, classes and confusion mean anything: the outputs are class scores
+  // [B, C] and the labels class indices [B] i32. Otherwise (a regression, multi-hot targets)
+  // accuracy is NaN, classes 0 and confusion empty.
+  bool has_accuracy = true;
 };
 
 // Loss, accuracy and confusion matrix of the model with the store's current parameters, in
-// batches of `batch_size` (graphs built on first use).
+// batches of `batch_size` (graphs built on first use). The loss is, for a sum over the examples
+// (Note [Loss split]), the batches' losses added: the sum over the data set; otherwise the
+// batches' losses weighted by their sizes: for a mean over the examples, the mean over the data
+// set (for a loss that is neither, a class-weighted mean say, an approximation of the loss over
+// the data set as one batch).
 //
 // With `comm` (the processes training together, as in TrainerOptions::comm), evaluate() is
 // collective: every rank must call it with the same data; rank q evaluates a contiguous block
@@ -183,9 +217,13 @@ class Evaluator {
 };
 
 struct EpochResult {
-  double loss = 0, accuracy = 0;  // means over the epoch's examples, as trained on
+  // Over the epoch's examples, as trained on: the batches' losses weighted by their sizes (for
+  // a mean loss, the mean per example) and the fraction whose largest output is the label.
+  double loss = 0, accuracy = 0;
   std::int64_t examples = 0, steps = 0;
   double seconds = 0;  // the training loop only: batches, steps, bookkeeping
+  // As Evaluation::has_accuracy: false (and accuracy NaN) where the outputs are not class scores.
+  bool has_accuracy = true;
 };
 
 struct EpochOptions {

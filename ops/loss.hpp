@@ -6,10 +6,10 @@
 // losses with class weights, the weighted mean: divided by the sum of the rows' label weights).
 // Where tbgrad differs from PyTorch, the function says so.
 //
-// A loss with Reduction::kMean and no class weights is a mean over the batch's examples, which
-// the trainer can split into micro-batches (Note [Micro-batches] in nn/train/partition.hpp,
-// Note [Batch means] in graph/op.hpp); a kSum loss or a class-weighted mean runs as one graph
-// per batch there.
+// A loss with Reduction::kMean and no class weights is a mean over the batch's examples, and
+// one with kSum a sum, which the trainer can split into micro-batches (Note [Micro-batches] in
+// nn/train/partition.hpp, Note [Batch means] in graph/op.hpp, Note [Loss split] in
+// nn/train/loss_split.hpp); a class-weighted mean runs as one graph per batch there.
 #pragma once
 
 #include "tbgrad/graph/graph.hpp"

@@ -99,7 +99,6 @@ class Builder {
     } else {
       m.inputs = g_.input("x", {b_, 1 + s_.pick(3), 1 + s_.pick(8), 1 + s_.pick(8)});
     }
-    m.labels = g_.input_labels("labels", {b_});
     pool_.push_back({m.inputs, 1, "x"});
     say("x", m.inputs, "input");
     const int layers = s_.pick(9);
@@ -131,8 +130,8 @@ class Builder {
       head = "linear(" + h.label + ")";
     }
     *classes = static_cast<int>(m.outputs.shape()[1]);
-    m.loss = softmax_cross_entropy(m.outputs, m.labels);
     say("logits", m.outputs, head);
+    const std::string loss = pick_loss(m);
     if (params_ == 0 || s_.pick(3) == 0) {  // a second loss term: a batch mean too
       const Item& other = pool_[static_cast<std::size_t>(s_.pick(size))];
       Value v = other.v;
@@ -143,14 +142,20 @@ class Builder {
         label = "mul(" + label + ", " + wname(p) + ")";
       }
       m.loss = add(m.loss, scale(mean(v), 0.5));
-      say("loss", m.loss, "cross_entropy(logits) + 0.5 * mean(" + label + ")");
+      say("loss", m.loss, loss + " + 0.5 * mean(" + label + ")");
+      if (sum_) exact_ = false;  // a sum plus a mean: the batch runs whole
     } else {
-      say("loss", m.loss, "cross_entropy(logits)");
+      say("loss", m.loss, loss);
     }
     return m;
   }
 
   std::int64_t params() const { return params_; }
+  // The float targets per example (0: class labels), whether they are 0 or 1, and whether the
+  // evaluator's batches give the loss over the data set (RandomNet).
+  std::int64_t targets() const { return targets_; }
+  bool multi_hot() const { return multi_hot_; }
+  bool exact() const { return exact_; }
 
  private:
   // A new parameter, or at times (a parameter used twice) one made before with this shape.
@@ -169,6 +174,55 @@ class Builder {
     return w;
   }
   std::string wname(const Value& w) { return w.name() + " " + w.shape().str(); }
+
+  // The labels and the loss over the logits m.outputs [B, C]: mostly softmax cross-entropy over
+  // class labels; at times another loss of ops/loss.hpp, over class labels or float targets
+  // [B, C], a mean or a sum, or a class-weighted mean (which the trainer keeps whole: Note
+  // [Loss split]). Returns the loss as the description says it.
+  std::string pick_loss(nn::ModelGraph& m) {
+    const int kind = s_.pick(3) == 0 ? 1 + s_.pick(8) : 0;
+    const std::int64_t c = m.outputs.shape()[1];
+    const Reduction r = s_.pick(3) == 0 ? Reduction::kSum : Reduction::kMean;
+    const std::string red = r == Reduction::kSum ? ", sum)" : ")";
+    if (kind >= 5) {
+      m.labels = g_.input("targets", {b_, c});
+      targets_ = c;
+      sum_ = r == Reduction::kSum;
+      switch (kind) {
+        case 5: m.loss = mse_loss(m.outputs, m.labels, r); return "mse(logits, targets" + red;
+        case 6: m.loss = l1_loss(m.outputs, m.labels, r); return "l1(logits, targets" + red;
+        case 7:
+          m.loss = huber_loss(m.outputs, m.labels, 0.5, r);
+          return "huber(logits, targets, 0.5" + red;
+        default:
+          multi_hot_ = true;
+          m.loss = binary_cross_entropy_with_logits(m.outputs, m.labels, r);
+          return "bce_with_logits(logits, multi_hot" + red;
+      }
+    }
+    m.labels = g_.input_labels("labels", {b_});
+    switch (kind) {
+      case 0: m.loss = softmax_cross_entropy(m.outputs, m.labels); return "cross_entropy(logits)";
+      case 1:
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.label_smoothing = 0.2});
+        return "cross_entropy(logits, smoothing 0.2)";
+      case 2:
+        sum_ = true;
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.reduction = Reduction::kSum});
+        return "cross_entropy(logits, sum)";
+      case 3:
+        sum_ = r == Reduction::kSum;
+        m.loss = nll_loss(log_softmax(m.outputs), m.labels, r);
+        return "nll(log_softmax(logits)" + red;
+      default: {
+        Tensor w(Shape{c}, g_.dtype());
+        for (std::int64_t j = 0; j < c; ++j) w.set(j, 0.5 + 0.25 * static_cast<double>(j % 4));
+        exact_ = false;
+        m.loss = softmax_cross_entropy(m.outputs, m.labels, {.weights = g_.constant(w, "w")});
+        return "cross_entropy(logits, class weights)";
+      }
+    }
+  }
 
   Value activation(const Value& v, const std::string& label) {
     switch (s_.pick(3)) {
@@ -496,6 +550,8 @@ class Builder {
   std::vector<Value> weights_;
   std::int64_t params_ = 0;
   std::string last_, note_;
+  std::int64_t targets_ = 0;
+  bool multi_hot_ = false, sum_ = false, exact_ = true;
 };
 
 }  // namespace
@@ -510,6 +566,9 @@ RandomNet random_net(Choices& choices) {
     Builder b(g, store, net.batch, first, &net.description);
     b.build(&net.classes);
     net.params = b.params();
+    net.targets = b.targets();
+    net.multi_hot = b.multi_hot();
+    net.batched_loss_exact = b.exact();
     const Shape x = g.inputs()[0].shape();
     net.rows = x.rank() == 4 ? static_cast<int>(x[1] * x[2]) : 1;
     net.cols = static_cast<int>(x.rank() == 4 ? x[3] : x[1]);
@@ -533,6 +592,14 @@ data::Dataset random_data(const RandomNet& net, std::int64_t count, std::uint64_
   nn::Rng rng(seed);
   d.images.resize(static_cast<std::size_t>(count * d.example_size()));
   for (auto& p : d.images) p = static_cast<std::uint8_t>(rng.below(256));
+  if (net.targets > 0) {
+    d.target_shape = {net.targets};
+    for (std::int64_t i = 0; i < count * net.targets; ++i) {
+      d.targets.push_back(net.multi_hot ? static_cast<float>(rng.below(2))
+                                        : static_cast<float>(rng.below(2000)) / 1000.0f - 1.0f);
+    }
+    return d;
+  }
   for (std::int64_t i = 0; i < count; ++i) {
     d.labels.push_back(static_cast<std::uint8_t>(rng.below(static_cast<std::uint64_t>(net.classes))));
   }
@@ -568,7 +635,7 @@ struct Whole {
     grads = grad(m.loss, g.params());
     ex = std::make_unique<Executor>(g, std::initializer_list<ValueList>{m.loss, m.outputs, grads});
     images = Tensor(m.inputs.shape(), DType::kF32);
-    labels = Tensor(m.labels.shape(), DType::kI32);
+    labels = Tensor(m.labels.shape(), m.labels.dtype());  // class indices or float targets
     ex->bind(m.inputs, images).bind(m.labels, labels);
   }
   // Note [Run info]: the mode, and the trainer's step and seed (the first example is 0).
@@ -583,6 +650,7 @@ struct Whole {
   double loss() const { return (*ex)[m.loss].at(0); }
   std::int64_t correct() const {
     const Tensor& out = (*ex)[m.outputs];
+    if (labels.dtype() != DType::kI32 || out.shape().rank() != 2) return 0;  // no classes
     const std::int64_t n = out.shape()[0], c = out.shape()[1];
     std::int64_t ok = 0;
     for (std::int64_t i = 0; i < n; ++i) {
@@ -837,8 +905,14 @@ class Checker {
     Whole w(net_.model, store, data_.count);
     w.run(data_, order_, false);
     if (!std::isfinite(w.loss())) return;
-    if (std::abs(e.loss - w.loss()) > 1e-5 * std::max(1.0, std::abs(w.loss()))) {
+    if (net_.batched_loss_exact && std::abs(e.loss - w.loss()) > 1e-5 * std::max(1.0, std::abs(w.loss()))) {
       bad.push_back("evaluator: loss " + str(e.loss) + ", one graph " + str(w.loss()));
+    }
+    if (net_.targets > 0) {  // not class scores: no accuracy
+      if (e.has_accuracy || !std::isnan(e.accuracy) || e.classes != 0 || !e.confusion.empty()) {
+        bad.push_back("evaluator: an accuracy for float targets");
+      }
+      return;
     }
     const auto correct = static_cast<std::int64_t>(std::llround(e.accuracy * static_cast<double>(e.count)));
     if (e.count != data_.count || correct != w.correct()) {

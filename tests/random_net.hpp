@@ -11,8 +11,10 @@
 // layer norm and group norm (with or without a weight and a bias),
 // broadcasting adds and products with parameters or with another value
 // of the pool (skip connections, a value added to itself), scaling, broadcast_to; then a
-// linear head (or the value itself as the scores, the input included), softmax cross-entropy,
-// and at times a second loss term on another value. Every example is computed on its own (but
+// linear head (or the value itself as the scores, the input included), a loss (mostly softmax
+// cross-entropy; at times another of ops/loss.hpp over class labels or float targets, a mean
+// or a sum, or a class-weighted mean, which the trainer keeps whole: Note [Loss split]), and at
+// times a second loss term on another value. Every example is computed on its own (but
 // in a network with batch norm, which the trainer keeps whole), so the trainer's micro-batches
 // must give the whole batch's gradient. A new op that a model can
 // use joins the generator here (a case of matrix_layer or image_layer in random_net.cpp), so
@@ -49,12 +51,20 @@ struct RandomNet {
   int classes = 0;          // labels are in [0, classes)
   std::int64_t batch = 0;   // the batch size to train it at
   std::int64_t params = 0;  // number of parameters (tensors)
+  // Float targets per example (data::Dataset::targets, [targets] each) for a model whose labels
+  // are an f32 input; 0: class labels. multi_hot: each 0 or 1, otherwise in [-1, 1).
+  std::int64_t targets = 0;
+  bool multi_hot = false;
+  // Whether the evaluator's loss (in batches) is the loss of one graph over the data set: a
+  // mean or a sum over the examples (Note [Loss split]), not a class-weighted mean, say.
+  bool batched_loss_exact = true;
 };
 
 // Draws a network (its batch size included) from `choices`.
 RandomNet random_net(Choices& choices);
 
-// `count` random examples of the network's size and labels below its class count.
+// `count` random examples of the network's size and labels below its class count (or its
+// float targets).
 data::Dataset random_data(const RandomNet& net, std::int64_t count, std::uint64_t seed);
 
 struct DiffOptions {

@@ -742,6 +742,38 @@ TEST(ApiTraining, TheReadmeLoop) {
   std::filesystem::remove(file);
 }
 
+// The README's regression model: float targets from Dataset::targets, a mean loss that splits
+// (Note [Loss split]), no accuracy.
+TEST(ApiTraining, ARegressionModelWithFloatTargets) {
+  data::Dataset d = tiny_dataset(10);
+  d.labels.clear();  // no class labels: targets instead
+  d.target_shape = {2};
+  for (std::int64_t i = 0; i < d.count * 2; ++i) d.targets.push_back(0.1f * static_cast<float>(i % 7));
+  const nn::ModelFn regress = [](Graph& g, nn::ParamStore& p, std::int64_t b) {
+    nn::ModelGraph m;
+    m.inputs = g.input("x", {b, 1, kRows, kCols});
+    m.labels = g.input("targets", {b, 2});  // f32 targets
+    m.outputs = linear(flatten(m.inputs), p.param(g, "w", {2, kRows * kCols}), p.param(g, "b", {2}));
+    m.loss = mse_loss(m.outputs, m.labels);
+    return m;
+  };
+  nn::ParamStore store;
+  nn::create_parameters(regress, store);
+  nn::SGD sgd(store.tensors(), 0.1);
+  nn::Trainer trainer(regress, store, sgd, {.batch_size = 4, .micro_batch = 2});
+  EXPECT_EQ(trainer.loss_split(), nn::LossSplit::kMean);
+  EXPECT_STREQ(nn::loss_split_name(trainer.loss_split()), "mean");
+  EXPECT_EQ(trainer.micro_batch(), 2);
+  data::Batcher batches(d, 4);
+  nn::Rng rng(1);
+  const nn::EpochResult r = nn::train_epoch(trainer, batches, rng);
+  EXPECT_FALSE(r.has_accuracy);
+  const nn::Evaluation e = nn::Evaluator(regress, store).evaluate(d);
+  EXPECT_FALSE(e.has_accuracy);
+  EXPECT_TRUE(std::isnan(e.accuracy));
+  EXPECT_GT(e.loss, 0);
+}
+
 TEST(ApiTraining, ModelsAsLambdasAndTrainerOptions) {
   const data::Dataset train = tiny_dataset(8);
   nn::ModelFn model = [](Graph& g, nn::ParamStore& store, std::int64_t batch) {

@@ -208,7 +208,10 @@ TEST(TrainerDiff, RandomNetworksTrainAsTheWholeBatchStep) {
       "linear(x,",  "matmul(x,",   "x^T)",         "conv2d(x,",   "max_pool2d(x,",
       "avg_pool2d(x,", "add(x, x)", "reuses",       "split_rows(", "merge_rows(",
       "softmax(",   "broadcast_to(", "mean(",      " = x\n",     "reshape(x, [B*C",
-      "layer_norm(", "group_norm("};
+      "layer_norm(", "group_norm(",
+      // Note [Loss split]: losses that split as means, as sums, and that keep the batch whole.
+      "mse(logits, targets",  "l1(logits",  "huber(logits",  "bce_with_logits(",
+      "smoothing",  "nll(log_softmax(",  "cross_entropy(logits, sum)",  "class weights"};
   std::map<std::string, int> seen;
   int failed = 0;
   for (std::int64_t seed = first; seed < first + nets; ++seed) {

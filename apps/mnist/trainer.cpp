@@ -68,6 +68,12 @@ std::string model_of(const nn::Checkpoint& ckpt, const std::filesystem::path& fi
 }
 
 EvalResult to_eval_result(const nn::Evaluation& e) {
+  // The app reports accuracy: its models are classifiers (nn::model_fn), whose outputs are
+  // class scores; a model that is not would have no accuracy to print (nn::Evaluation).
+  if (!e.has_accuracy) {
+    throw ModelError("the model's outputs are not class scores: the app reports accuracy and "
+                     "trains classifiers only");
+  }
   EvalResult r;
   r.count = e.count;
   r.loss = e.loss;
@@ -253,6 +259,10 @@ TrainResult train(const TrainConfig& config, const Dataset& train_set, const Dat
   if (config.augment) to.augment = data::Augment{.pad = 2, .flip = true, .seed = config.seed};
   to.seed = config.seed;  // dropout's masks
   nn::Trainer trainer(net, store, *opt, to);
+  if (!trainer.has_accuracy()) {  // as to_eval_result: no epoch accuracy to report
+    throw ModelError("model '" + model + "': its outputs are not class scores; the app reports "
+                     "accuracy and trains classifiers only");
+  }
   // Collective under ranks: each evaluates its share of the test set (nn::Evaluator).
   nn::Evaluator evaluator(net, store, nn::Evaluator::kDefaultBatchSize, &comm);
 

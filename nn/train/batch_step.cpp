@@ -95,12 +95,16 @@ void BatchStep::compute(const data::Dataset& data, std::span<const std::int64_t>
     exchange();
     copy_in_other_ranks_rows();
   }
-  // The batch's loss: the micro-batches' in order, each weighted by its share.
+  // The batch's loss: the micro-batches' in order, each weighted by its share (a mean) or
+  // added (a sum: Note [Loss split]).
   loss = 0;
   correct_ = 0;
+  const bool sum = plan_->split.split == LossSplit::kSum;
   for (std::size_t k = 0; k + 1 < offsets_.size(); ++k) {
     const auto [l, c] = result_of(k);
-    loss += l * static_cast<double>(offsets_[k + 1] - offsets_[k]) / static_cast<double>(batch);
+    loss += sum ? l
+                : l * static_cast<double>(offsets_[k + 1] - offsets_[k]) /
+                      static_cast<double>(batch);
     correct_ += c;
   }
 }
@@ -208,7 +212,7 @@ void BatchStep::prefetch_others_rows(std::size_t t) const {
 void BatchStep::gather_own_rows(std::size_t k) {
   const std::vector<Tensor>& mats = batch_matrices();
   const Part& part = *parts_[k - mine_];
-  const float w = share(k);
+  const float w = weight(k);
   for (std::size_t v = 0; v < mats.size(); ++v) {
     const Tensor& src = part.gathered[v];
     const std::int64_t row = src.numel() / part.batch;  // elements per example
@@ -232,7 +236,7 @@ void BatchStep::gradient(std::size_t t) {
     float* dst = task.grads[i].data<float>();
     const std::int64_t n = task.grads[i].numel();
     for (std::size_t k = 0; k + 1 < offsets_.size(); ++k) {
-      const float w = share(k);
+      const float w = weight(k);
       const float* src = summed_of(k, i);
       if (k == 0) {
         for (std::int64_t j = 0; j < n; ++j) dst[j] = w * src[j];

@@ -110,21 +110,19 @@ class BatchStep {
   // alternated). A hint only.
   void prefetch_others_rows(std::size_t t) const;
 
-  // Micro-batch k's share of the batch: the weight of its mean loss and gradients in the batch's.
-  float share(std::size_t k) const {
-    return static_cast<float>(offsets_[k + 1] - offsets_[k]) / static_cast<float>(batch);
-  }
+  // Micro-batch k's weight in the batch's loss and gradients (Note [Loss split]): its share of
+  // the batch for a mean, 1 for a sum.
+  float weight(std::size_t k) const { return plan_->weight(offsets_[k + 1] - offsets_[k], batch); }
 
-  // Copies micro-batch k's rows of each gathered value (weighted by k's share of the batch where
-  // the plan says so) into the tasks' shared batch matrices. Run by the task that ran k, right
+  // Copies micro-batch k's rows of each gathered value (weighted by k's weight where the plan
+  // says so) into the tasks' shared batch matrices. Run by the task that ran k, right
   // after it, while they are in its cache.
   void gather_own_rows(std::size_t k);
 
   // task.grads = the batch's gradient (the same arithmetic in every task and on every rank):
   // the contracting parameters' gradients over the batch, from the batch matrices every task
   // wrote its rows into (and compute() the other ranks' rows), and the other parameters'
-  // gradients summed in micro-batch order, each weighted by its micro-batch's share of the
-  // batch.
+  // gradients summed in micro-batch order, each weighted by its micro-batch's weight.
   void gradient(std::size_t t);
 
   // batch_step_ranks.cpp: the step's exchange between ranks (Note [Ranks]).

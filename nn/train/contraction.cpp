@@ -17,6 +17,8 @@ Plan::Plan(const ModelFn& model, const ParamStore& like, std::int64_t micro, con
   }
   check_model(m1, g1, like.names(), micro, why(micro));
   check_model(m2, g2, like.names(), micro + 1, why(micro + 1));
+  split = classify_loss(g1, m1, micro, g2, m2, micro + 1);
+  if (split.split == LossSplit::kWhole) return;
   const std::vector<Value> grads1 = grad(m1.loss, g1.params());
   const std::vector<Value> grads2 = grad(m2.loss, g2.params());
   params.resize(grads1.size());

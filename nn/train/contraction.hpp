@@ -10,6 +10,7 @@
 
 #include "graph/executor.hpp"
 #include "graph/op.hpp"
+#include "nn/train/loss_split.hpp"
 #include "nn/train/model_graph.hpp"
 
 namespace tbgrad::nn::detail {
@@ -18,7 +19,8 @@ namespace tbgrad::nn::detail {
 struct GradPlan {
   enum Kind { kSummed, kContracted } kind = kSummed;
   // kContracted: the op forming the gradient, applied to its inputs gathered over the batch
-  // (indices into Plan::gathered; input 0's rows scaled by each micro-batch's share).
+  // (indices into Plan::gathered; input 0's rows scaled by each micro-batch's weight, Note
+  // [Loss split]).
   std::shared_ptr<const Op> op;
   std::vector<std::size_t> inputs;
 };
@@ -27,7 +29,7 @@ struct GradPlan {
 // [batch * rows, ...] matrix: node `node`'s rows of every micro-batch, in order.
 struct Gathered {
   int node;
-  bool scaled;          // by the micro-batch's share of the batch
+  bool scaled;          // by the micro-batch's weight (Note [Loss split])
   std::int64_t rows;    // rows per example
   Shape example_shape;  // the value's shape with the first dimension 1 example's rows
 };
@@ -44,10 +46,19 @@ struct Plan {
   // The graph's size with its gradients, the same for every batch size; -1 when it is not
   // (graphs of one example, summing every gradient).
   int nodes = 0;
+  // How the micro-batches' losses and gradients combine (Note [Loss split]), read first: for
+  // kWhole the rest is left empty (the trainer then keeps the batch whole).
+  LossSplitChoice split;
 
   // `why`: how a batch splits into micro-batches, for errors (micro_batch_context).
   Plan(const ModelFn& model, const ParamStore& like, std::int64_t micro, const Context& why);
   bool contracted(std::size_t i) const { return params[i].kind != GradPlan::kSummed; }
+  // A micro-batch of `part` examples' weight in a batch of `batch` (Note [Loss split]).
+  float weight(std::int64_t part, std::int64_t batch) const {
+    return split.split == LossSplit::kSum
+               ? 1.0f
+               : static_cast<float>(part) / static_cast<float>(batch);
+  }
 };
 
 // One task's batch-level gradients of the contracting parameters (Note [Replicas]): an input

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <string>
 
 #include "graph/format.hpp"
@@ -104,7 +105,9 @@ EpochResult train_epoch(Trainer& trainer, data::Batcher& batches, Rng& rng,
   r.examples = n;
   r.steps = steps;
   r.loss = loss_sum / static_cast<double>(n);
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(n);
+  r.has_accuracy = trainer.has_accuracy();
+  r.accuracy = r.has_accuracy ? static_cast<double>(correct) / static_cast<double>(n)
+                              : std::numeric_limits<double>::quiet_NaN();
   return r;
 }
 

@@ -1,7 +1,8 @@
-// nn::Evaluator: loss, accuracy and confusion matrix of a model, alone or split over ranks
-// (nn/train.hpp).
+// nn::Evaluator: loss, accuracy and confusion matrix of a model (accuracy where its outputs are
+// class scores), alone or split over ranks (nn/train.hpp).
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <span>
@@ -10,8 +11,10 @@
 #include <vector>
 
 #include "distributed/communicator.hpp"
+#include "graph/parallel.hpp"
 #include "nn/train.hpp"
 #include "nn/train/exchange.hpp"
+#include "nn/train/loss_split.hpp"
 #include "nn/train/model_graph.hpp"
 
 namespace tbgrad::nn {
@@ -23,6 +26,25 @@ struct Evaluator::Impl {
   dist::Communicator* comm = nullptr;
   std::unique_ptr<detail::Part> full, tail;
   detail::Exchange exchange;
+  // Note [Loss split]: whether the loss is a sum over the examples (the batches' losses are
+  // then added), read from graphs of b and b + 1 examples for batches of b.
+  bool sum_loss = false;
+
+  void classify(std::int64_t b) {
+    sum_loss = false;
+    Graph g;
+    ParamStore scratch = store;
+    ModelGraph m;
+    try {
+      m = detail::build_model(model, g, scratch, b + 1, {});
+    } catch (const ThreadStartError&) {
+      throw;
+    } catch (const Error&) {
+      return;  // a model of fixed sizes: its batches' losses weighted by their sizes
+    }
+    if (!m.loss.valid() || &m.loss.graph() != &g) return;
+    sum_loss = detail::classify_loss(full->g, full->m, b, g, m, b + 1).split == LossSplit::kSum;
+  }
 
   std::unique_ptr<detail::Part> make(std::int64_t b) {
     auto p = std::make_unique<detail::Part>(model, store, b);
@@ -54,7 +76,10 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   if (data.count == 0) return r;
   Impl& im = *impl_;
   const std::int64_t b = std::min(im.batch_size, data.count);
-  if (!im.full || im.full->batch != b) im.full = im.make(b);
+  if (!im.full || im.full->batch != b) {
+    im.full = im.make(b);
+    im.classify(b);
+  }
   if (im.full->inputs.numel() != b * data.example_size()) {
     throw data::DataError("Evaluator::evaluate: the data set's examples are " +
                           std::to_string(data.rows) + "x" + std::to_string(data.cols) + " = " +
@@ -64,7 +89,9 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   }
   const std::int64_t rest = data.count % b;
   if (rest && (!im.tail || im.tail->batch != rest)) im.tail = im.make(rest);
-  r.classes = im.full->m.outputs.shape().rank() == 2 ? im.full->m.outputs.shape()[1] : 0;
+  // Accuracy only where the outputs are class scores and the labels class indices.
+  r.has_accuracy = im.full->classes;
+  r.classes = r.has_accuracy ? im.full->m.outputs.shape()[1] : 0;
   r.confusion.assign(static_cast<std::size_t>(r.classes * r.classes), 0);
   std::vector<std::int64_t> order(static_cast<std::size_t>(data.count));
   std::iota(order.begin(), order.end(), 0);
@@ -82,8 +109,10 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
     run.load(data, std::span<const std::int64_t>(order).subspan(
                        static_cast<std::size_t>(start), static_cast<std::size_t>(run.batch)));
     run.ex->run();
-    loss_terms.push_back(run.loss() * static_cast<double>(run.batch));
-    correct += detail::count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
+    loss_terms.push_back(im.sum_loss ? run.loss() : run.loss() * static_cast<double>(run.batch));
+    if (r.has_accuracy) {
+      correct += detail::count_correct((*run.ex)[run.m.outputs], run.labels, &r.confusion);
+    }
   }
   if (ranks > 1) {
     // Rank q's block (Note [Ranks]): its batches' loss terms, its correct count, its confusion
@@ -116,8 +145,9 @@ Evaluation Evaluator::evaluate(const data::Dataset& data) {
   }
   double loss_sum = 0;
   for (double term : loss_terms) loss_sum += term;
-  r.loss = loss_sum / static_cast<double>(data.count);
-  r.accuracy = static_cast<double>(correct) / static_cast<double>(data.count);
+  r.loss = im.sum_loss ? loss_sum : loss_sum / static_cast<double>(data.count);
+  r.accuracy = r.has_accuracy ? static_cast<double>(correct) / static_cast<double>(data.count)
+                              : std::numeric_limits<double>::quiet_NaN();
   return r;
 }
 

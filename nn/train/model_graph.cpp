@@ -51,9 +51,15 @@ void check_model(const ModelGraph& m, const Graph& g, const std::vector<std::str
          dtype_name(in.dtype));
   }
   const Node& lab = g.node(m.labels);
-  if (lab.kind != NodeKind::kLabels || !(lab.shape == Shape{b})) {
-    fail("ModelGraph::labels must be the graph's labels input (Graph::input_labels) of shape [" +
-         std::to_string(b) + "]" + at + ", got " + m.labels.describe());
+  const bool classes = lab.kind == NodeKind::kLabels && lab.shape == Shape{b};
+  const bool targets = lab.kind == NodeKind::kInput && lab.dtype == DType::kF32 &&
+                       lab.shape.rank() >= 1 && lab.shape[0] == b;
+  if (!classes && !targets) {
+    const bool input = lab.kind == NodeKind::kInput || lab.kind == NodeKind::kLabels;
+    fail("ModelGraph::labels must be the graph's class labels input (Graph::input_labels) of "
+         "shape [" + std::to_string(b) + "], or an f32 graph input of targets with the batch "
+         "first, [" + std::to_string(b) + ", ...]" + at + ", got " + m.labels.describe() +
+         (input ? "" : " (not a graph input)"));
   }
   if (m.loss.shape().numel() != 1) {
     fail("ModelGraph::loss must be one number (the batch's mean loss), got " + m.loss.describe());
@@ -87,6 +93,11 @@ void check_model(const ModelGraph& m, const Graph& g, const std::vector<std::str
   }
 }
 
+bool has_accuracy(const ModelGraph& m) {
+  return m.labels.dtype() == DType::kI32 && m.labels.shape().rank() == 1 &&
+         m.outputs.shape().rank() == 2;
+}
+
 std::int64_t count_correct(const Tensor& outputs, const Tensor& labels,
                            std::vector<std::int64_t>* confusion) {
   const std::int64_t b = outputs.shape()[0];
@@ -110,7 +121,8 @@ Part::Part(const ModelFn& model, ParamStore& store, std::int64_t b, const Contex
   m = build_model(model, g, store, b, context);
   check_model(m, g, store.names(), b, say(context, b));
   inputs = Tensor(m.inputs.shape(), DType::kF32);
-  labels = Tensor(m.labels.shape(), DType::kI32);
+  labels = Tensor(m.labels.shape(), m.labels.dtype());
+  classes = has_accuracy(m);
 }
 
 }  // namespace tbgrad::nn::detail

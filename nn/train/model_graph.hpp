@@ -30,14 +30,19 @@ ModelGraph build_model(const ModelFn& model, Graph& g, ParamStore& store, std::i
 Context micro_batch_context(std::int64_t batch, std::int64_t micro);
 
 // What the trainer and the evaluator need of a model's graph for b examples: ModelGraph's
-// four values set, of this graph, with inputs [b, ...] f32 and labels [b] i32 the graph's
-// inputs, a loss of one element, outputs [b, ...]; no other graph input that the loss or the
+// four values set, of this graph, with inputs [b, ...] f32 and labels ([b] i32 class indices
+// or [b, ...] f32 targets) the graph's inputs, a loss of one element, outputs [b, ...]; no other graph input that the loss or the
 // outputs read (nothing would feed it); and the store's parameters, in its order. Throws Error
 // naming the values and shapes, `context` first.
 void check_model(const ModelGraph& m, const Graph& g, const std::vector<std::string>& names,
                  std::int64_t b, const std::string& context = {});
 
+// Whether the outputs are class scores [B, C] and the labels class indices [B] i32: what
+// accuracy needs (Evaluation::has_accuracy).
+bool has_accuracy(const ModelGraph& m);
+
 // Number of rows whose largest output is the label; counts into confusion[label * C + pred].
+// Only for has_accuracy's graphs.
 std::int64_t count_correct(const Tensor& outputs, const Tensor& labels,
                            std::vector<std::int64_t>* confusion);
 
@@ -51,6 +56,7 @@ struct Part {
   std::unique_ptr<Executor> ex;
   Tensor inputs, labels;
   std::int64_t batch;
+  bool classes = false;  // has_accuracy(m): correct() counts
 
   // `context`: why a graph of b examples is built (build_model); empty when the user chose b.
   Part(const ModelFn& model, ParamStore& store, std::int64_t b, const Context& context = {});
@@ -64,7 +70,9 @@ struct Part {
     data::load_examples(data, indices, inputs, labels, augment, epoch);
   }
   double loss() const { return (*ex)[m.loss].at(0); }
-  std::int64_t correct() const { return count_correct((*ex)[m.outputs], labels, nullptr); }
+  std::int64_t correct() const {
+    return classes ? count_correct((*ex)[m.outputs], labels, nullptr) : 0;
+  }
 };
 
 }  // namespace tbgrad::nn::detail

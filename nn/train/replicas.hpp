@@ -17,9 +17,10 @@ namespace tbgrad::nn::detail {
 //  - Parameters whose gradient contracts over the batch (Plan: a matmul Aᵀ·B of two batch-major
 //    values, the fully connected weights' dW = dYᵀ·X; a sum_to over the rows, their biases')
 //    compute no gradient per micro-batch. Each micro-batch's A and B are gathered into batch
-//    matrices (A's rows weighted by the micro-batch's share of the batch) and the gradient is
+//    matrices (A's rows weighted by the micro-batch's weight: its share of the batch for a mean
+//    loss, 1 for a sum, Note [Loss split]) and the gradient is
 //    formed once over the batch. The other parameters' gradients (the convolutions', a few
-//    hundred numbers) are added up in micro-batch order, each weighted by its share.
+//    hundred numbers) are added up in micro-batch order, each weighted likewise.
 //  - Each task keeps its own replica of the parameters and the optimizer state. It copies its
 //    micro-batches' rows into the batch matrices, which all tasks share, right after running
 //    them (while in cache); in the update region it computes the whole batch's gradient itself

@@ -20,8 +20,21 @@
 namespace tbgrad::nn {
 
 using detail::BatchStep;
+using detail::LossSplitChoice;
 using detail::Plan;
 using detail::Replicas;
+
+const char* loss_split_name(LossSplit split) {
+  switch (split) {
+    case LossSplit::kMean:
+      return "mean";
+    case LossSplit::kSum:
+      return "sum";
+    case LossSplit::kWhole:
+      break;
+  }
+  return "whole";
+}
 
 void create_parameters(const ModelFn& model, ParamStore& store) {
   Graph g;
@@ -38,6 +51,11 @@ struct Trainer::Impl {
   int threads;               // read once, here (TrainerOptions: "The thread count is read here")
   std::optional<Plan> plan;  // when micro-batched
   std::int64_t example_size = 0;  // the model's input elements per example
+  // The model's labels per example (1 for class indices) and whether they are f32 targets.
+  std::int64_t label_size = 1;
+  bool targets = false;
+  bool has_accuracy = true;
+  LossSplitChoice split;  // Note [Loss split]
   Replicas replicas;
   std::vector<std::unique_ptr<BatchStep>> steps;  // one per batch size seen
   BatchStep* last = nullptr;
@@ -84,17 +102,35 @@ struct Trainer::Impl {
       }
       detail::check_model(m, g, store.names(), o.batch_size);
       example_size = m.inputs.shape().numel() / o.batch_size;
+      label_size = m.labels.shape().numel() / o.batch_size;
+      targets = m.labels.dtype() == DType::kF32;
+      has_accuracy = detail::has_accuracy(m);
+      if (micro >= o.batch_size) {
+        split.why = o.micro_batch > 0 ? "TrainerOptions::micro_batch is at least the batch size"
+                                      : "the library keeps this model's batch whole (Note "
+                                        "[Micro-batches]: more than " +
+                                            std::to_string(detail::kMaxMicroBatchedParams) +
+                                            " parameters, or a batch of one micro-batch)";
+      }
       // Note [Train and eval modes]: a batch-wide op keeps the batch in one graph.
       for (int id = 0; id < g.size(); ++id) {
         const Node& node = g.node(id);
         if (node.kind == NodeKind::kOp && node.op->traits().batch_wide) {
           micro = o.batch_size;
+          split.why = std::string("the graph holds ") + node.op->name() +
+                      ", which computes statistics over the whole batch";
           break;
         }
       }
     }
     if (micro < o.batch_size) {
       plan.emplace(model, store, micro, detail::micro_batch_context(o.batch_size, micro));
+      split = plan->split;
+      // Note [Loss split]: a loss that is neither a mean nor a sum keeps the batch whole.
+      if (split.split == LossSplit::kWhole) {
+        micro = o.batch_size;
+        plan.reset();
+      }
     }
     step_for(o.batch_size);
   }
@@ -125,6 +161,23 @@ void Trainer::compute(const data::Dataset& data, std::span<const std::int64_t> i
                           std::to_string(data.rows) + "x" + std::to_string(data.cols) + " = " +
                           std::to_string(data.example_size()) + " values, the model's inputs " +
                           std::to_string(impl_->example_size) + " per example");
+  }
+  // The labels the model reads, from the data set (data::load_examples checks the rest).
+  if (impl_->targets) {
+    if (data.targets.empty() || data.target_size() != impl_->label_size) {
+      throw data::DataError(
+          "Trainer::compute: the model's labels are f32 targets of " +
+          std::to_string(impl_->label_size) + " values per example, the data set's " +
+          (data.targets.empty() ? std::string("has no targets (data::Dataset::targets)")
+                                : "targets " + std::to_string(data.target_size()) +
+                                      " (data::Dataset::target_shape)"));
+    }
+  } else if (data.labels.empty()) {
+    throw data::DataError(
+        "Trainer::compute: the model's labels are class indices ([B] i32, Graph::input_labels), "
+        "the data set has none (data::Dataset::labels)" +
+        std::string(data.targets.empty() ? "" : "; it has float targets, which need an f32 "
+                                                "labels input"));
   }
   impl_->last = &impl_->step_for(n);
   impl_->last->set_augment(impl_->options.augment, impl_->epoch);
@@ -160,6 +213,15 @@ double Trainer::loss() const {
 }
 std::int64_t Trainer::correct() const {
   return impl_->last ? impl_->last->correct() : 0;
+}
+bool Trainer::has_accuracy() const {
+  return impl_->has_accuracy;
+}
+LossSplit Trainer::loss_split() const {
+  return impl_->split.split;
+}
+const std::string& Trainer::loss_split_reason() const {
+  return impl_->split.why;
 }
 std::int64_t Trainer::batch() const {
   return impl_->last ? impl_->last->batch : 0;

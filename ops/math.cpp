@@ -63,52 +63,74 @@ template <>
 struct Fn<MathKind::kExp> : NoSecond {
   static constexpr bool kSavesOutput = true;
   template <typename T>
-  static T f(T x, P<T>) { return std::exp(x); }
+  static T f(T x, P<T>) {
+    return std::exp(x);
+  }
   template <typename T>
-  static T grad(T y, T g, P<T>) { return g * y; }
+  static T grad(T y, T g, P<T>) {
+    return g * y;
+  }
 };
 
 template <>
 struct Fn<MathKind::kLog> : NoSecond {
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T>) { return std::log(x); }
+  static T f(T x, P<T>) {
+    return std::log(x);
+  }
   template <typename T>
-  static T grad(T x, T g, P<T>) { return g / x; }
+  static T grad(T x, T g, P<T>) {
+    return g / x;
+  }
 };
 
 template <>
 struct Fn<MathKind::kSqrt> : NoSecond {
   static constexpr bool kSavesOutput = true;
   template <typename T>
-  static T f(T x, P<T>) { return std::sqrt(x); }
+  static T f(T x, P<T>) {
+    return std::sqrt(x);
+  }
   template <typename T>
-  static T grad(T y, T g, P<T>) { return g / (T(2) * y); }
+  static T grad(T y, T g, P<T>) {
+    return g / (T(2) * y);
+  }
 };
 
 template <>
 struct Fn<MathKind::kRsqrt> : NoSecond {
   static constexpr bool kSavesOutput = true;
   template <typename T>
-  static T f(T x, P<T>) { return T(1) / std::sqrt(x); }
+  static T f(T x, P<T>) {
+    return T(1) / std::sqrt(x);
+  }
   template <typename T>
-  static T grad(T y, T g, P<T>) { return T(-0.5) * g * (y * y * y); }
+  static T grad(T y, T g, P<T>) {
+    return T(-0.5) * g * (y * y * y);
+  }
 };
 
 template <>
 struct Fn<MathKind::kNeg> : NoSecond {  // no gradient kernel: the VJP is neg(g)
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T>) { return -x; }
+  static T f(T x, P<T>) {
+    return -x;
+  }
   template <typename T>
-  static T grad(T, T g, P<T>) { return -g; }
+  static T grad(T, T g, P<T>) {
+    return -g;
+  }
 };
 
 template <>
 struct Fn<MathKind::kAbs> : NoSecond {
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T>) { return std::abs(x); }
+  static T f(T x, P<T>) {
+    return std::abs(x);
+  }
   template <typename T>
   static T grad(T x, T g, P<T>) {
     const T sign = x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0));
@@ -120,7 +142,9 @@ template <>
 struct Fn<MathKind::kPow> : NoSecond {
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T> p) { return std::pow(x, p.a); }
+  static T f(T x, P<T> p) {
+    return std::pow(x, p.a);
+  }
   template <typename T>
   static T grad(T x, T g, P<T> p) {
     // torch: zero for exponent 0, even where x^-1 is infinite or x is NaN.
@@ -140,22 +164,28 @@ struct Fn<MathKind::kClamp> : NoSecond {
     return v;
   }
   template <typename T>
-  static T grad(T x, T g, P<T> p) { return p.a <= x && x <= p.b ? g : T(0); }
+  static T grad(T x, T g, P<T> p) {
+    return p.a <= x && x <= p.b ? g : T(0);
+  }
 };
 
 template <>
 struct Fn<MathKind::kLeakyRelu> : NoSecond {
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T> p) { return x > T(0) ? x : x * p.a; }
+  static T f(T x, P<T> p) {
+    return x > T(0) ? x : x * p.a;
+  }
   template <typename T>
-  static T grad(T x, T g, P<T> p) { return x > T(0) ? g : g * p.a; }
+  static T grad(T x, T g, P<T> p) {
+    return x > T(0) ? g : g * p.a;
+  }
 };
 
 // torch's constants (aten/src/ATen/native/cpu/Activation.cpp).
-constexpr double kSqrt1_2 = 0.70710678118654752440;       // M_SQRT1_2
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;    // M_2_SQRTPI * M_SQRT1_2 * 0.5
-constexpr double kSqrt2OverPi = 0.79788456080286535588;   // M_SQRT2 * M_2_SQRTPI * 0.5
+constexpr double kSqrt1_2 = 0.70710678118654752440;      // M_SQRT1_2
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;   // M_2_SQRTPI * M_SQRT1_2 * 0.5
+constexpr double kSqrt2OverPi = 0.79788456080286535588;  // M_SQRT2 * M_2_SQRTPI * 0.5
 constexpr double kKappa = 0.044715;
 
 template <>
@@ -207,7 +237,9 @@ template <>
 struct Fn<MathKind::kSilu> {
   static constexpr bool kSavesOutput = false;
   template <typename T>
-  static T f(T x, P<T>) { return x / (T(1) + std::exp(-x)); }
+  static T f(T x, P<T>) {
+    return x / (T(1) + std::exp(-x));
+  }
   template <typename T>
   static T grad(T x, T g, P<T>) {
     const T s = T(1) / (T(1) + std::exp(-x));
@@ -310,18 +342,18 @@ Value math_double_backward(MathKind kind, MathParams p, const char* op, Value x,
 
 // Names by MathKind: the gradient kernels', "" for none.
 constexpr const char* kBackwardNames[] = {
-    "exp_backward",  "log_backward",        "sqrt_backward",        "rsqrt_backward",
-    "",              "abs_backward",        "pow_backward",         "clamp_backward",
-    "leaky_relu_backward", "gelu_backward", "silu_backward",        "softplus_backward"};
+    "exp_backward",  "log_backward",     "sqrt_backward",  "rsqrt_backward",      "",
+    "abs_backward",  "pow_backward",     "clamp_backward", "leaky_relu_backward", "gelu_backward",
+    "silu_backward", "softplus_backward"};
 
 class MathUnaryOp final : public MathOpBase {
  public:
   using MathOpBase::MathOpBase;
   // By MathKind.
   static constexpr OpTraits kKinds[] = {
-      {.name = "exp"},   {.name = "log"},        {.name = "sqrt"},       {.name = "rsqrt"},
-      {.name = "neg"},   {.name = "abs"},        {.name = "pow"},        {.name = "clamp"},
-      {.name = "leaky_relu"}, {.name = "gelu"},  {.name = "silu"},       {.name = "softplus"}};
+      {.name = "exp"},        {.name = "log"},  {.name = "sqrt"}, {.name = "rsqrt"},
+      {.name = "neg"},        {.name = "abs"},  {.name = "pow"},  {.name = "clamp"},
+      {.name = "leaky_relu"}, {.name = "gelu"}, {.name = "silu"}, {.name = "softplus"}};
   const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     run(ctx, []<MathKind K, typename T>(const T* x, const T*, T* y, std::int64_t lo,
@@ -343,10 +375,10 @@ class MathBackwardOp final : public MathOpBase {
   using MathOpBase::MathOpBase;
   // By MathKind; kNeg has no gradient kernel (its VJP is neg).
   static constexpr OpTraits kKinds[] = {
-      {.name = kBackwardNames[0]},  {.name = kBackwardNames[1]},  {.name = kBackwardNames[2]},
-      {.name = kBackwardNames[3]},  {.name = kBackwardNames[4]},  {.name = kBackwardNames[5]},
-      {.name = kBackwardNames[6]},  {.name = kBackwardNames[7]},  {.name = kBackwardNames[8]},
-      {.name = kBackwardNames[9]},  {.name = kBackwardNames[10]}, {.name = kBackwardNames[11]}};
+      {.name = kBackwardNames[0]}, {.name = kBackwardNames[1]},  {.name = kBackwardNames[2]},
+      {.name = kBackwardNames[3]}, {.name = kBackwardNames[4]},  {.name = kBackwardNames[5]},
+      {.name = kBackwardNames[6]}, {.name = kBackwardNames[7]},  {.name = kBackwardNames[8]},
+      {.name = kBackwardNames[9]}, {.name = kBackwardNames[10]}, {.name = kBackwardNames[11]}};
   const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
   void forward(const KernelContext& ctx) const override {
     run(ctx, []<MathKind K, typename T>(const T* s, const T* g, T* y, std::int64_t lo,
@@ -381,9 +413,8 @@ class MathBackwardOp final : public MathOpBase {
         }
         break;
       case MathKind::kGelu:
-        gs = gelu_double_backward(s, mul(g, gg),
-                                  params_.a != 0 ? GeluApproximation::kTanh
-                                                 : GeluApproximation::kNone);
+        gs = gelu_double_backward(
+            s, mul(g, gg), params_.a != 0 ? GeluApproximation::kTanh : GeluApproximation::kNone);
         break;
       case MathKind::kSilu:
         gs = silu_double_backward(s, mul(g, gg));
@@ -488,12 +519,24 @@ MathParams gelu_params(GeluApproximation approximate) {
 
 }  // namespace
 
-Value exp(Value x) { return math_unary(MathKind::kExp, {}, "exp", x); }
-Value log(Value x) { return math_unary(MathKind::kLog, {}, "log", x); }
-Value sqrt(Value x) { return math_unary(MathKind::kSqrt, {}, "sqrt", x); }
-Value rsqrt(Value x) { return math_unary(MathKind::kRsqrt, {}, "rsqrt", x); }
-Value neg(Value x) { return math_unary(MathKind::kNeg, {}, "neg", x); }
-Value abs(Value x) { return math_unary(MathKind::kAbs, {}, "abs", x); }
+Value exp(Value x) {
+  return math_unary(MathKind::kExp, {}, "exp", x);
+}
+Value log(Value x) {
+  return math_unary(MathKind::kLog, {}, "log", x);
+}
+Value sqrt(Value x) {
+  return math_unary(MathKind::kSqrt, {}, "sqrt", x);
+}
+Value rsqrt(Value x) {
+  return math_unary(MathKind::kRsqrt, {}, "rsqrt", x);
+}
+Value neg(Value x) {
+  return math_unary(MathKind::kNeg, {}, "neg", x);
+}
+Value abs(Value x) {
+  return math_unary(MathKind::kAbs, {}, "abs", x);
+}
 
 Value pow(Value x, double exponent) {
   if (x.valid()) require_finite("pow", "exponent", exponent, x);
@@ -509,7 +552,9 @@ Value leaky_relu(Value x, double negative_slope) {
 Value gelu(Value x, GeluApproximation approximate) {
   return math_unary(MathKind::kGelu, gelu_params(approximate), "gelu", x);
 }
-Value silu(Value x) { return math_unary(MathKind::kSilu, {}, "silu", x); }
+Value silu(Value x) {
+  return math_unary(MathKind::kSilu, {}, "silu", x);
+}
 Value softplus(Value x, double beta, double threshold) {
   if (!x.valid()) shape_error("softplus", "input is an invalid (empty) Value");
   return math_unary(MathKind::kSoftplus, softplus_params("softplus", beta, threshold, x),
@@ -540,8 +585,7 @@ Value clamp_backward(Value x, Value grad, double lo, double hi) {
 }
 Value leaky_relu_backward(Value x, Value grad, double negative_slope) {
   if (x.valid()) require_finite("leaky_relu_backward", "negative_slope", negative_slope, x);
-  return math_backward(MathKind::kLeakyRelu, {negative_slope, 0}, "leaky_relu_backward", x,
-                       grad);
+  return math_backward(MathKind::kLeakyRelu, {negative_slope, 0}, "leaky_relu_backward", x, grad);
 }
 Value gelu_backward(Value x, Value grad, GeluApproximation approximate) {
   return math_backward(MathKind::kGelu, gelu_params(approximate), "gelu_backward", x, grad);
@@ -557,8 +601,8 @@ Value softplus_backward(Value x, Value grad, double beta, double threshold) {
 }
 
 Value gelu_double_backward(Value x, Value grad, GeluApproximation approximate) {
-  return math_double_backward(MathKind::kGelu, gelu_params(approximate), "gelu_double_backward",
-                              x, grad);
+  return math_double_backward(MathKind::kGelu, gelu_params(approximate), "gelu_double_backward", x,
+                              grad);
 }
 Value silu_double_backward(Value x, Value grad) {
   return math_double_backward(MathKind::kSilu, {}, "silu_double_backward", x, grad);

@@ -28,10 +28,8 @@ class MathBinaryOp final : public Op {
       : kind_(kind), plan_(a, b, out) {}
 
   // By MathBinaryKind.
-  static constexpr OpTraits kKinds[] = {{.name = "div"},
-                                        {.name = "maximum"},
-                                        {.name = "minimum"},
-                                        {.name = "maximum_grad_share"}};
+  static constexpr OpTraits kKinds[] = {
+      {.name = "div"}, {.name = "maximum"}, {.name = "minimum"}, {.name = "maximum_grad_share"}};
   const OpTraits& traits() const override { return kKinds[static_cast<int>(kind_)]; }
 
   void forward(const KernelContext& ctx) const override {
@@ -46,14 +44,12 @@ class MathBinaryOp final : public Op {
           break;
         case MathBinaryKind::kMaximum:
           // NaN in either gives NaN (torch.maximum); otherwise std::max's choice.
-          broadcast_apply(plan_, a, b, y, n, [](T u, T v) {
-            return u != u ? u : (v != v ? v : (u < v ? v : u));
-          });
+          broadcast_apply(plan_, a, b, y, n,
+                          [](T u, T v) { return u != u ? u : (v != v ? v : (u < v ? v : u)); });
           break;
         case MathBinaryKind::kMinimum:
-          broadcast_apply(plan_, a, b, y, n, [](T u, T v) {
-            return u != u ? u : (v != v ? v : (v < u ? v : u));
-          });
+          broadcast_apply(plan_, a, b, y, n,
+                          [](T u, T v) { return u != u ? u : (v != v ? v : (v < u ? v : u)); });
           break;
         case MathBinaryKind::kMaximumGradShare:
           // torch 1.13: where(a == b, g / 2, g).masked_fill_(a < b, 0), per unit of g.
@@ -96,8 +92,8 @@ Value math_binary(MathBinaryKind kind, const char* op, Value a, Value b) {
   detail::require_same_dtype(op, a, b);
   Shape out = broadcast_shapes(op, a, b);
   Value ins[] = {a, b};
-  return a.graph().add_op(std::make_shared<MathBinaryOp>(kind, a.shape(), b.shape(), out), ins,
-                          out, a.dtype());
+  return a.graph().add_op(std::make_shared<MathBinaryOp>(kind, a.shape(), b.shape(), out), ins, out,
+                          a.dtype());
 }
 
 // where(mask, a, b): the strides of the three operands in the output (0 on stretched dims).
@@ -167,7 +163,8 @@ class WhereOp final : public Op {
         const T* br = b + off[2];
         T* yr = y + r * inner;
         // A NaN mask is nonzero: it picks a, as a NaN converted to bool does in torch.
-        for (std::int64_t i = 0; i < inner; ++i) yr[i] = mr[i * sm] != M(0) ? ar[i * sa] : br[i * sb];
+        for (std::int64_t i = 0; i < inner; ++i)
+          yr[i] = mr[i * sm] != M(0) ? ar[i * sa] : br[i * sb];
       }
     });
   }
@@ -180,9 +177,15 @@ TBGRAD_REGISTER_OPS(WhereOp);
 
 }  // namespace
 
-Value div(Value a, Value b) { return math_binary(MathBinaryKind::kDiv, "div", a, b); }
-Value maximum(Value a, Value b) { return math_binary(MathBinaryKind::kMaximum, "maximum", a, b); }
-Value minimum(Value a, Value b) { return math_binary(MathBinaryKind::kMinimum, "minimum", a, b); }
+Value div(Value a, Value b) {
+  return math_binary(MathBinaryKind::kDiv, "div", a, b);
+}
+Value maximum(Value a, Value b) {
+  return math_binary(MathBinaryKind::kMaximum, "maximum", a, b);
+}
+Value minimum(Value a, Value b) {
+  return math_binary(MathBinaryKind::kMinimum, "minimum", a, b);
+}
 Value maximum_grad_share(Value a, Value b) {
   return math_binary(MathBinaryKind::kMaximumGradShare, "maximum_grad_share", a, b);
 }
@@ -195,8 +198,8 @@ Value where(Value mask, Value a, Value b) {
   detail::require_float(op, b);
   detail::require_same_dtype(op, a, b);
   if (mask.dtype() != DType::kI32 && mask.dtype() != a.dtype()) {
-    shape_error(op, "mask " + mask.describe() + " must be i32 or have the dtype of a " +
-                        a.describe());
+    shape_error(op,
+                "mask " + mask.describe() + " must be i32 or have the dtype of a " + a.describe());
   }
   const Shape ab = broadcast_shapes(op, a, b);
   // The mask against a and b's common shape, named in the user's terms.

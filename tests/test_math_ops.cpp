@@ -39,148 +39,291 @@ struct TorchCase {
   std::vector<std::vector<double>> grads;  // torch's gradients of sum(value), by input
 };
 
-void PrintTo(const TorchCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const TorchCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 // torch's values (tests/test_math_ops.cpp's header says how they were made).
 const TorchCase kCases[] = {
-    {"exp", [](Value mask, Inputs in) { (void)mask; return tbgrad::exp(in[0]); },
+    {"exp",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::exp(in[0]);
+     },
      {{kNaN, -kInf, 0.0, 800.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kNaN, 0.0, 1.0, kInf},
      {{kNaN, 0.0, 1.0, kInf}}},
-    {"log", [](Value mask, Inputs in) { (void)mask; return tbgrad::log(in[0]); },
+    {"log",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::log(in[0]);
+     },
      {{0.0, -1.0, kNaN, 2.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-kInf, kNaN, kNaN, 0.6931471805599453},
      {{kInf, -1.0, kNaN, 0.5}}},
-    {"sqrt", [](Value mask, Inputs in) { (void)mask; return tbgrad::sqrt(in[0]); },
+    {"sqrt",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::sqrt(in[0]);
+     },
      {{0.0, -1.0, kNaN, 4.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {0.0, kNaN, kNaN, 2.0},
      {{kInf, kNaN, kNaN, 0.25}}},
-    {"rsqrt", [](Value mask, Inputs in) { (void)mask; return tbgrad::rsqrt(in[0]); },
+    {"rsqrt",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::rsqrt(in[0]);
+     },
      {{0.0, -1.0, kNaN, 4.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kInf, kNaN, kNaN, 0.5},
      {{-kInf, kNaN, kNaN, -0.0625}}},
-    {"neg", [](Value mask, Inputs in) { (void)mask; return tbgrad::neg(in[0]); },
+    {"neg",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::neg(in[0]);
+     },
      {{kNaN, 0.0, 2.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kNaN, -0.0, -2.0},
      {{-1.0, -1.0, -1.0}}},
-    {"abs", [](Value mask, Inputs in) { (void)mask; return tbgrad::abs(in[0]); },
+    {"abs",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::abs(in[0]);
+     },
      {{0.0, -0.0, kNaN, -2.0, 3.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {0.0, 0.0, kNaN, 2.0, 3.0},
      {{0.0, 0.0, 0.0, -1.0, 1.0}}},
-    {"pow_0", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], 0.0); },
+    {"pow_0",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], 0.0);
+     },
      {{0.0, 1.0, kNaN, -1.0, kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {1.0, 1.0, 1.0, 1.0, 1.0},
      {{0.0, 0.0, 0.0, 0.0, 0.0}}},
-    {"pow_1", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], 1.0); },
+    {"pow_1",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], 1.0);
+     },
      {{0.0, 1.0, kNaN, -1.0, kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {0.0, 1.0, kNaN, -1.0, kInf},
      {{1.0, 1.0, 1.0, 1.0, 1.0}}},
-    {"pow_2", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], 2.0); },
+    {"pow_2",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], 2.0);
+     },
      {{0.0, 1.0, kNaN, -1.5}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {0.0, 1.0, kNaN, 2.25},
      {{0.0, 2.0, kNaN, -3.0}}},
-    {"pow_0_5", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], 0.5); },
+    {"pow_0_5",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], 0.5);
+     },
      {{0.0, 1.0, kNaN, -1.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {0.0, 1.0, kNaN, kNaN},
      {{kInf, 0.5, kNaN, kNaN}}},
-    {"pow_m1", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], -1.0); },
+    {"pow_m1",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], -1.0);
+     },
      {{0.0, 1.0, kNaN, -1.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kInf, 1.0, kNaN, -1.0},
      {{-kInf, -1.0, kNaN, -1.0}}},
-    {"pow_m2_5", [](Value mask, Inputs in) { (void)mask; return tbgrad::pow(in[0], -2.5); },
+    {"pow_m2_5",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::pow(in[0], -2.5);
+     },
      {{0.0, 1.0, kNaN, -1.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kInf, 1.0, kNaN, kNaN},
      {{-kInf, -2.5, kNaN, kNaN}}},
-    {"clamp", [](Value mask, Inputs in) { (void)mask; return tbgrad::clamp(in[0], -1.0, 1.0); },
+    {"clamp",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::clamp(in[0], -1.0, 1.0);
+     },
      {{-2.0, -1.0, 0.0, 1.0, 2.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-1.0, -1.0, 0.0, 1.0, 1.0, kNaN},
      {{0.0, 1.0, 1.0, 1.0, 0.0, 0.0}}},
-    {"clamp_lo_above_hi", [](Value mask, Inputs in) { (void)mask; return tbgrad::clamp(in[0], 1.0, -1.0); },
+    {"clamp_lo_above_hi",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::clamp(in[0], 1.0, -1.0);
+     },
      {{-2.0, -1.0, 0.0, 1.0, 2.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-1.0, -1.0, -1.0, -1.0, -1.0, kNaN},
      {{0.0, 0.0, 0.0, 0.0, 0.0, 0.0}}},
-    {"clamp_nan_lo", [](Value mask, Inputs in) { (void)mask; return tbgrad::clamp(in[0], kNaN, 1.0); },
+    {"clamp_nan_lo",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::clamp(in[0], kNaN, 1.0);
+     },
      {{-2.0, 0.0, 2.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kNaN, kNaN, kNaN, kNaN},
      {{0.0, 0.0, 0.0, 0.0}}},
-    {"clamp_nan_hi", [](Value mask, Inputs in) { (void)mask; return tbgrad::clamp(in[0], -1.0, kNaN); },
+    {"clamp_nan_hi",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::clamp(in[0], -1.0, kNaN);
+     },
      {{-2.0, 0.0, 2.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kNaN, kNaN, kNaN, kNaN},
      {{0.0, 0.0, 0.0, 0.0}}},
-    {"clamp_max_only", [](Value mask, Inputs in) { (void)mask; return tbgrad::clamp(in[0], -kInf, 0.5); },
+    {"clamp_max_only",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::clamp(in[0], -kInf, 0.5);
+     },
      {{-kInf, 0.0, 0.5, 2.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-kInf, 0.0, 0.5, 0.5, kNaN},
      {{1.0, 1.0, 1.0, 0.0, 0.0}}},
-    {"leaky_relu", [](Value mask, Inputs in) { (void)mask; return tbgrad::leaky_relu(in[0], 0.1); },
+    {"leaky_relu",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::leaky_relu(in[0], 0.1);
+     },
      {{-1.0, 0.0, -0.0, 1.0, kNaN}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-0.1, 0.0, -0.0, 1.0, kNaN},
      {{0.1, 0.1, 0.1, 1.0, 0.1}}},
-    {"gelu", [](Value mask, Inputs in) { (void)mask; return tbgrad::gelu(in[0]); },
+    {"gelu",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::gelu(in[0]);
+     },
      {{-1.0, 0.0, 1.0, kNaN, -40.0, 40.0, -kInf, kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-0.15865525393145702, 0.0, 0.841344746068543, kNaN, -0.0, 40.0, kNaN, kInf},
      {{-0.08331547058768635, 0.5, 1.0833154705876864, kNaN, 0.0, 1.0, kNaN, kNaN}}},
-    {"gelu_tanh", [](Value mask, Inputs in) { (void)mask; return tbgrad::gelu(in[0], tbgrad::GeluApproximation::kTanh); },
+    {"gelu_tanh",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::gelu(in[0], tbgrad::GeluApproximation::kTanh);
+     },
      {{-1.0, 0.0, 1.0, kNaN, -40.0, 40.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-0.15880800939172324, 0.0, 0.8411919906082768, kNaN, -0.0, 40.0},
      {{-0.08296408384578252, 0.5, 1.0829640838457826, kNaN, 0.0, 1.0}}},
-    {"silu", [](Value mask, Inputs in) { (void)mask; return tbgrad::silu(in[0]); },
+    {"silu",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::silu(in[0]);
+     },
      {{-1.0, 0.0, 1.0, kNaN, -800.0, 800.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {-0.2689414213699951, 0.0, 0.7310585786300049, kNaN, -0.0, 800.0},
      {{0.07232948812851325, 0.5, 0.9276705118714869, kNaN, -0.0, 1.0}}},
-    {"softplus", [](Value mask, Inputs in) { (void)mask; return tbgrad::softplus(in[0]); },
+    {"softplus",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::softplus(in[0]);
+     },
      {{-1.0, 0.0, 1.0, kNaN, 20.0, 20.5, -800.0, 800.0}},
-     {}, MaskKind::kNone,
-     {0.31326168751822286, 0.6931471805599453, 1.3132616875182228, kNaN, 20.000000002061153, 20.5, 0.0, 800.0},
+     {},
+     MaskKind::kNone,
+     {0.31326168751822286, 0.6931471805599453, 1.3132616875182228, kNaN, 20.000000002061153, 20.5,
+      0.0, 800.0},
      {{0.2689414213699951, 0.5, 0.7310585786300049, kNaN, 0.9999999979388464, 1.0, 0.0, 1.0}}},
-    {"softplus_beta2_threshold3", [](Value mask, Inputs in) { (void)mask; return tbgrad::softplus(in[0], 2.0, 3.0); },
+    {"softplus_beta2_threshold3",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::softplus(in[0], 2.0, 3.0);
+     },
      {{1.5, 1.6, kNaN, -1.0}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {1.524293675786871, 1.6, kNaN, 0.06346400552148625},
      {{0.9525741268224333, 1.0, kNaN, 0.11920292202211755}}},
-    {"div", [](Value mask, Inputs in) { (void)mask; return tbgrad::div(in[0], in[1]); },
+    {"div",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::div(in[0], in[1]);
+     },
      {{1.0, 0.0, kNaN, 1.0, -1.0, 3.0, kInf}, {0.0, 0.0, 1.0, kNaN, 0.0, -2.0, kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {kInf, kNaN, kNaN, kNaN, -kInf, -1.5, kNaN},
      {{kInf, kInf, 1.0, kNaN, kInf, -0.5, 0.0}, {-kInf, kNaN, kNaN, kNaN, kInf, -0.75, kNaN}}},
-    {"maximum", [](Value mask, Inputs in) { (void)mask; return tbgrad::maximum(in[0], in[1]); },
+    {"maximum",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::maximum(in[0], in[1]);
+     },
      {{1.0, 2.0, 3.0, kNaN, kNaN, 1.0, 0.5, -kInf}, {2.0, 2.0, 1.0, 1.0, kNaN, kNaN, 0.5, -kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {2.0, 2.0, 3.0, kNaN, kNaN, kNaN, 0.5, -kInf},
      {{0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5}, {1.0, 0.5, 0.0, 1.0, 1.0, 1.0, 0.5, 0.5}}},
-    {"minimum", [](Value mask, Inputs in) { (void)mask; return tbgrad::minimum(in[0], in[1]); },
+    {"minimum",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::minimum(in[0], in[1]);
+     },
      {{1.0, 2.0, 3.0, kNaN, kNaN, 1.0, 0.5, kInf}, {2.0, 2.0, 1.0, 1.0, kNaN, kNaN, 0.5, kInf}},
-     {}, MaskKind::kNone,
+     {},
+     MaskKind::kNone,
      {1.0, 2.0, 1.0, kNaN, kNaN, kNaN, 0.5, kInf},
      {{1.0, 0.5, 0.0, 1.0, 1.0, 1.0, 0.5, 0.5}, {0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5}}},
-    {"where_i32_mask", [](Value mask, Inputs in) { (void)mask; return tbgrad::where(mask, in[0], in[1]); },
+    {"where_i32_mask",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::where(mask, in[0], in[1]);
+     },
      {{1.0, kNaN, kNaN, 2.0}, {kNaN, 2.0, 3.0, kNaN}},
-     {1.0, 0.0, 1.0, 0.0}, MaskKind::kI32,
+     {1.0, 0.0, 1.0, 0.0},
+     MaskKind::kI32,
      {1.0, 2.0, kNaN, kNaN},
      {{1.0, 0.0, 1.0, 0.0}, {0.0, 1.0, 0.0, 1.0}}},
-    {"where_float_mask", [](Value mask, Inputs in) { (void)mask; return tbgrad::where(mask, in[0], in[1]); },
+    {"where_float_mask",
+     [](Value mask, Inputs in) {
+       (void)mask;
+       return tbgrad::where(mask, in[0], in[1]);
+     },
      {{1.0, kNaN, kNaN, 2.0}, {kNaN, 2.0, 3.0, kNaN}},
-     {kNaN, 0.0, 1.0, -0.0}, MaskKind::kFloat,
+     {kNaN, 0.0, 1.0, -0.0},
+     MaskKind::kFloat,
      {1.0, 2.0, kNaN, kNaN},
      {{1.0, 0.0, 1.0, 0.0}, {0.0, 1.0, 0.0, 1.0}}},
 };

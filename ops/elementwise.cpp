@@ -14,46 +14,8 @@ namespace {
 
 using detail::dispatch_float;
 
-// Elements per task below which splitting costs more than it saves (measured on the reference
-// CNN's shapes; see docs/performance.md).
-constexpr std::int64_t kElementwiseGrain = 16384;
-
-template <typename T, typename F>
-void broadcast_apply(const detail::BroadcastPlan& p, const T* a, const T* b, T* y, std::int64_t numel,
-                     F f) {
-  if (p.same) {
-    parallel_for(numel, kElementwiseGrain, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t i = lo; i < hi; ++i) y[i] = f(a[i], b[i]);
-    });
-    return;
-  }
-  const std::int64_t inner = p.inner();
-  const std::int64_t rows = inner ? numel / inner : 0;
-  const std::int64_t sa = p.rank ? p.a_stride[static_cast<std::size_t>(p.rank - 1)] : 0;
-  const std::int64_t sb = p.rank ? p.b_stride[static_cast<std::size_t>(p.rank - 1)] : 0;
-  const std::int64_t grain = std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(inner, 1));
-  parallel_for(rows, grain, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t r = lo; r < hi; ++r) {
-      std::int64_t oa, ob;
-      p.row_offsets(r, oa, ob);
-      const T* ar = a + oa;
-      const T* br = b + ob;
-      T* yr = y + r * inner;
-      if (sa && sb) {
-        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(ar[i], br[i]);
-      } else if (sa) {
-        const T bv = br[0];
-        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(ar[i], bv);
-      } else if (sb) {
-        const T av = ar[0];
-        for (std::int64_t i = 0; i < inner; ++i) yr[i] = f(av, br[i]);
-      } else {
-        const T v = f(ar[0], br[0]);
-        for (std::int64_t i = 0; i < inner; ++i) yr[i] = v;
-      }
-    }
-  });
-}
+using detail::broadcast_apply;
+using detail::kElementwiseGrain;
 
 enum class BinaryKind { kAdd, kSub, kMul };
 

@@ -136,6 +136,20 @@ TEST(ApiOps, ElementwiseReductionsAndShapes) {
   EXPECT_EQ(rsqrt(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(neg(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(tbgrad::abs(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::pow(a, 2.0).shape(), (Shape{2, 3}));
+  EXPECT_EQ(clamp(a, -1.0, 1.0).shape(), (Shape{2, 3}));
+  EXPECT_EQ(leaky_relu(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(leaky_relu(a, 0.2).shape(), (Shape{2, 3}));
+  EXPECT_EQ(gelu(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(gelu(a, GeluApproximation::kTanh).shape(), (Shape{2, 3}));
+  EXPECT_EQ(silu(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(softplus(a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(softplus(a, 2.0, 10.0).shape(), (Shape{2, 3}));
+  EXPECT_EQ(tbgrad::div(a, b).shape(), (Shape{2, 3}));  // broadcasting
+  EXPECT_EQ(maximum(a, b).shape(), (Shape{2, 3}));
+  EXPECT_EQ(minimum(b, a).shape(), (Shape{2, 3}));
+  EXPECT_EQ(maximum_grad_share(a, b).shape(), (Shape{2, 3}));
+  EXPECT_EQ(where(g.input("mask", {2, 1}, DType::kI32), a, b).shape(), (Shape{2, 3}));
   EXPECT_EQ(softmax(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(log_softmax(a).shape(), (Shape{2, 3}));
   EXPECT_EQ(sum(a).shape(), Shape{});
@@ -249,6 +263,15 @@ TEST(ApiOps, GradientKernels) {
   EXPECT_EQ(sqrt_backward(x, x).shape(), x.shape());
   EXPECT_EQ(rsqrt_backward(x, x).shape(), x.shape());
   EXPECT_EQ(abs_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(pow_backward(x, x, 2.0).shape(), x.shape());
+  EXPECT_EQ(clamp_backward(x, x, -1.0, 1.0).shape(), x.shape());
+  EXPECT_EQ(leaky_relu_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(gelu_backward(x, x, GeluApproximation::kTanh).shape(), x.shape());
+  EXPECT_EQ(silu_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(softplus_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(gelu_double_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(silu_double_backward(x, x).shape(), x.shape());
+  EXPECT_EQ(softplus_double_backward(x, x, 2.0, 10.0).shape(), x.shape());
   Value s = g.input("s", {2, 3});
   Value labels = g.input_labels("labels", {2});
   EXPECT_EQ(softmax_backward(s, s).shape(), (Shape{2, 3}));

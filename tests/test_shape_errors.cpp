@@ -566,10 +566,71 @@ TEST_P(BinaryShapeErrors, OperandsMustBelongToOneGraph) {
 INSTANTIATE_TEST_SUITE_P(Ops, BinaryShapeErrors,
                          ::testing::Values(BinaryFn{"add", &tbgrad::add},
                                            BinaryFn{"sub", &tbgrad::sub},
-                                           BinaryFn{"mul", &tbgrad::mul}),
+                                           BinaryFn{"mul", &tbgrad::mul},
+                                           BinaryFn{"div", &tbgrad::div},
+                                           BinaryFn{"maximum", &tbgrad::maximum},
+                                           BinaryFn{"minimum", &tbgrad::minimum},
+                                           BinaryFn{"maximum_grad_share", &tbgrad::maximum_grad_share}),
                          [](const ::testing::TestParamInfo<BinaryFn>& info) {
                            return std::string(info.param.name);
                          });
+
+TEST(WhereShapeErrors, MaskMustBroadcastWithTheOperands) {
+  Graph g;
+  Value m = g.input("m", {4, 1}, DType::kI32);
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::where(m, a, b); },
+                               {"where", "mask m ([4,1] i32)", "a ([2,3])", "b ([3])",
+                                "dimension 0 is 4 vs 2"}));
+}
+
+TEST(WhereShapeErrors, OperandsMustBroadcast) {
+  Graph g;
+  Value m = g.input("m", {2, 3}, DType::kI32);
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {4});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::where(m, a, b); },
+                               {"where", "cannot broadcast a ([2,3]) with b ([4])"}));
+}
+
+TEST(WhereShapeErrors, MaskMustBeI32OrOfTheOperandsDtype) {
+  Graph g;
+  Value m = g.input("m", {2, 3}, DType::kF64);
+  Value a = g.input("a", {2, 3});
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::where(m, a, a); },
+                               {"where", "mask m ([2,3] f64)", "i32", "a ([2,3])"}));
+}
+
+TEST(WhereShapeErrors, OperandsMustBeFloatingPointOfOneDtype) {
+  Graph g;
+  Value m = g.input("m", {2, 3}, DType::kI32);
+  Value a = g.input("a", {2, 3});
+  Value b = g.input("b", {2, 3}, DType::kF64);
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::where(m, a, b); }, {"where", "same dtype"}));
+  EXPECT_TRUE(
+      ThrowsShapeError([&] { tbgrad::where(m, m, a); }, {"where", "m ([2,3] i32)", "floating point"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::where(Value(), a, a); }, {"where", "invalid"}));
+}
+
+TEST(MathAttributeErrors, ExponentSlopeAndBetaMustBeUsable) {
+  Graph g;
+  Value x = g.input("x", {2, 3});
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::pow(x, std::nan("")); },
+                               {"pow", "exponent must be finite", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::pow_backward(x, x, inf); },
+                               {"pow_backward", "exponent must be finite"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::leaky_relu(x, inf); },
+                               {"leaky_relu", "negative_slope must be finite", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softplus(x, 0.0); },
+                               {"softplus", "beta must be nonzero", "x ([2,3])"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softplus(x, 1.0, std::nan("")); },
+                               {"softplus", "threshold must not be NaN"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softplus_backward(x, x, -inf); },
+                               {"softplus_backward", "beta must be finite"}));
+  EXPECT_TRUE(ThrowsShapeError([&] { tbgrad::softplus(Value()); }, {"softplus", "invalid"}));
+}
 
 // ---------------------------------------------------------------------------------------------
 // scale and the activations
@@ -627,6 +688,12 @@ INSTANTIATE_TEST_SUITE_P(Ops, UnaryShapeErrors,
                                            UnaryFn{"rsqrt", &tbgrad::rsqrt},
                                            UnaryFn{"neg", &tbgrad::neg},
                                            UnaryFn{"abs", &tbgrad::abs},
+                                           UnaryFn{"pow", [](Value x) { return tbgrad::pow(x, 2.0); }},
+                                           UnaryFn{"clamp", [](Value x) { return tbgrad::clamp(x, 0, 1); }},
+                                           UnaryFn{"leaky_relu", [](Value x) { return tbgrad::leaky_relu(x); }},
+                                           UnaryFn{"gelu", [](Value x) { return tbgrad::gelu(x); }},
+                                           UnaryFn{"silu", &tbgrad::silu},
+                                           UnaryFn{"softplus", [](Value x) { return tbgrad::softplus(x); }},
                                            UnaryFn{"softmax", &tbgrad::softmax},
                                            UnaryFn{"log_softmax", &tbgrad::log_softmax},
                                            UnaryFn{"sum", &tbgrad::sum},
@@ -910,6 +977,22 @@ INSTANTIATE_TEST_SUITE_P(
                       ActivationBackwardFn{"sqrt_backward", &tbgrad::sqrt_backward},
                       ActivationBackwardFn{"rsqrt_backward", &tbgrad::rsqrt_backward},
                       ActivationBackwardFn{"abs_backward", &tbgrad::abs_backward},
+                      ActivationBackwardFn{"pow_backward",
+                                           [](Value x, Value g) { return tbgrad::pow_backward(x, g, 3.0); }},
+                      ActivationBackwardFn{"clamp_backward",
+                                           [](Value x, Value g) { return tbgrad::clamp_backward(x, g, 0, 1); }},
+                      ActivationBackwardFn{"leaky_relu_backward",
+                                           [](Value x, Value g) { return tbgrad::leaky_relu_backward(x, g); }},
+                      ActivationBackwardFn{"gelu_backward",
+                                           [](Value x, Value g) { return tbgrad::gelu_backward(x, g); }},
+                      ActivationBackwardFn{"silu_backward", &tbgrad::silu_backward},
+                      ActivationBackwardFn{"softplus_backward",
+                                           [](Value x, Value g) { return tbgrad::softplus_backward(x, g); }},
+                      ActivationBackwardFn{"gelu_double_backward",
+                                           [](Value x, Value g) { return tbgrad::gelu_double_backward(x, g); }},
+                      ActivationBackwardFn{"silu_double_backward", &tbgrad::silu_double_backward},
+                      ActivationBackwardFn{"softplus_double_backward",
+                                           [](Value x, Value g) { return tbgrad::softplus_double_backward(x, g); }},
                       ActivationBackwardFn{"softmax_backward", &tbgrad::softmax_backward},
                       ActivationBackwardFn{"log_softmax_backward", &tbgrad::log_softmax_backward}),
     [](const ::testing::TestParamInfo<ActivationBackwardFn>& info) {

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "graph/parallel.hpp"
+#include "ops/batch_norm_kernels.hpp"
 #include "ops/kernel_util.hpp"
 
 namespace tbgrad {
@@ -25,6 +25,7 @@ struct Geometry {
   std::int64_t rows() const { return n * c; }
   std::int64_t m() const { return n * s; }  // values per channel
   std::int64_t grain() const { return std::max<std::int64_t>(1, kGrain / std::max<std::int64_t>(s, 1)); }
+  detail::BnRows kernel_rows() const { return {rows(), c, s, grain()}; }
 };
 
 // The workspace: four partial sums per row, then the per-channel tables.
@@ -49,79 +50,13 @@ struct Scratch {
   }
 };
 
-// Sums over a row, in a fixed order: kLanes running sums (element i into sum i % kLanes), then
-// added pairwise. A single running sum is a chain of dependent adds (one element per add's
-// latency, four cycles); kLanes of them vectorise, with the same bits on every target.
-constexpr int kLanes = 8;
-inline double add_lanes(const double (&acc)[kLanes]) {
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-// The sum of x[i] over i in [0, n), in double.
-template <typename T>
-double row_sum(std::int64_t n, const T* x) {
-  double acc[kLanes] = {};
-  std::int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) acc[j] += static_cast<double>(x[i + j]);
-  }
-  for (int j = 0; i < n; ++i, ++j) acc[j] += static_cast<double>(x[i]);
-  return add_lanes(acc);
-}
-
-// out[0] = the sum of x[i], out[1] = of x[i]^2, over i in [0, n); with gy, also out[2] = the sum
-// of gy[i] and out[3] = of gy[i] * x[i]. One pass, in double.
-template <typename T>
-void row_moments(std::int64_t n, const T* x, const T* gy, double* out) {
-  double sx[kLanes] = {}, sxx[kLanes] = {}, sg[kLanes] = {}, sgx[kLanes] = {};
-  std::int64_t i = 0;
-  if (gy == nullptr) {
-    for (; i + kLanes <= n; i += kLanes) {
-      for (int j = 0; j < kLanes; ++j) {
-        const auto v = static_cast<double>(x[i + j]);
-        sx[j] += v;
-        sxx[j] += v * v;
-      }
-    }
-    for (int j = 0; i < n; ++i, ++j) {
-      const auto v = static_cast<double>(x[i]);
-      sx[j] += v;
-      sxx[j] += v * v;
-    }
-  } else {
-    for (; i + kLanes <= n; i += kLanes) {
-      for (int j = 0; j < kLanes; ++j) {
-        const auto v = static_cast<double>(x[i + j]), gv = static_cast<double>(gy[i + j]);
-        sx[j] += v;
-        sxx[j] += v * v;
-        sg[j] += gv;
-        sgx[j] += gv * v;
-      }
-    }
-    for (int j = 0; i < n; ++i, ++j) {
-      const auto v = static_cast<double>(x[i]), gv = static_cast<double>(gy[i]);
-      sx[j] += v;
-      sxx[j] += v * v;
-      sg[j] += gv;
-      sgx[j] += gv * v;
-    }
-  }
-  out[0] = add_lanes(sx);
-  out[1] = add_lanes(sxx);
-  out[2] = add_lanes(sg);
-  out[3] = add_lanes(sgx);
-}
-
 // Note [Batch statistics]: sc.sums[k * C + c] = the sum over the channel's rows, in example
-// order, of the rows' row_moments (each in its fixed order). The rows are summed in parallel,
+// order, of the rows' moments (each in the fixed order of Note [Batch norm kernels] in
+// ops/batch_norm_kernels.cpp). The rows are summed in parallel,
 // each into its own slot; the slots are added serially: the same bits for any thread count.
 template <typename T>
 void channel_moments(const Geometry& g, const T* x, const T* gy, Scratch& sc) {
-  parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t r = lo; r < hi; ++r) {
-      row_moments(g.s, x + r * g.s, gy ? gy + r * g.s : nullptr, sc.p + 4 * r);
-    }
-  });
+  detail::batch_norm_row_moments_kernel(g.kernel_rows(), x, gy, sc.p);
   std::fill(sc.sums, sc.sums + 4 * g.c, 0.0);
   for (std::int64_t n = 0; n < g.n; ++n) {
     for (std::int64_t c = 0; c < g.c; ++c) {
@@ -210,15 +145,7 @@ class BatchNormOp final : public Op {
         sc.t1[c] = a;
         sc.t2[c] = static_cast<double>(beta[c]) - sc.mean[c] * a;
       }
-      parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t r = lo; r < hi; ++r) {
-          const T a = static_cast<T>(sc.t1[r % g.c]);
-          const T b = static_cast<T>(sc.t2[r % g.c]);
-          const T* xr = x + r * g.s;
-          T* yr = y + r * g.s;
-          for (std::int64_t i = 0; i < g.s; ++i) yr[i] = xr[i] * a + b;
-        }
-      });
+      detail::batch_norm_scale_shift_kernel(g.kernel_rows(), x, sc.t1, sc.t2, y);
     });
   }
   std::vector<Value> vjp(std::span<const Value> in, Value, Value g) const override {
@@ -268,9 +195,7 @@ class BatchNormBackwardOp final : public Op {
       const T* gy = grad.data<T>();
       if (kind_ == BackwardKind::kBias) {
         // The rows' sums in parallel, each into its slot, added in example order.
-        parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t r = lo; r < hi; ++r) sc.p[r] = row_sum(g.s, gy + r * g.s);
-        });
+        detail::batch_norm_row_sum_kernel(g.kernel_rows(), gy, sc.p);
         std::fill(sc.sums, sc.sums + g.c, 0.0);
         for (std::int64_t n = 0; n < g.n; ++n) {
           for (std::int64_t c = 0; c < g.c; ++c) sc.sums[c] += sc.p[n * g.c + c];
@@ -315,17 +240,8 @@ class BatchNormBackwardOp final : public Op {
         sc.t2[c] = mean_g;
         sc.t3[c] = slope;
       }
-      parallel_for(g.rows(), g.grain(), [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t r = lo; r < hi; ++r) {
-          const std::int64_t c = r % g.c;
-          const T k = static_cast<T>(sc.t1[c]), mg = static_cast<T>(sc.t2[c]);
-          const T slope = static_cast<T>(sc.t3[c]), mu = static_cast<T>(sc.mean[c]);
-          const T* xr = x + r * g.s;
-          const T* gr = gy + r * g.s;
-          T* dx = out + r * g.s;
-          for (std::int64_t i = 0; i < g.s; ++i) dx[i] = k * (gr[i] - mg - (xr[i] - mu) * slope);
-        }
-      });
+      detail::batch_norm_input_grad_kernel(g.kernel_rows(), x, gy, sc.t1, sc.t2, sc.t3, sc.mean,
+                                           out);
     });
   }
 

@@ -6,7 +6,7 @@
 // PyTorch; here: the running statistics' update over two training runs and evaluation mode's
 // values against torch.nn.functional.batch_norm (Python with torch, as tests/test_ops_torch.cpp
 // finds it; skipped without one unless $CI is set), evaluation mode's gradients against finite
-// differences, bits across thread counts, dropout's masks across threads and micro-batch splits.
+// differences, bits across thread counts and SIMD targets, dropout's masks across threads and micro-batch splits.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -266,6 +266,74 @@ TEST(BatchNormThreads, ForwardBackwardAndRunningStatisticsAreBitIdentical) {
     for (std::size_t k = 0; k < runs[0].size(); ++k) {
       EXPECT_TRUE(same_bits(runs[0][k], runs[r][k])) << "tensor " << k << ", run " << r;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bits across SIMD targets (Note [Batch norm kernels] in ops/batch_norm_kernels.cpp)
+// ---------------------------------------------------------------------------------------------
+
+std::vector<std::byte> bytes_of(const Tensor& t) {
+  const auto* p = static_cast<const std::byte*>(t.raw());
+  return std::vector<std::byte>(p, p + t.nbytes());
+}
+
+// batch_norm's output, the gradients of its three backward kernels (x, gamma, beta) and the
+// running statistics after a training run, then the output and gradients in evaluation mode.
+std::vector<std::vector<std::byte>> bn_outputs(const Shape& xs, DType dtype) {
+  Graph g(dtype);
+  const Shape cs{xs[1]};
+  Tensor rm = random_tensor(cs, dtype, 42), rv = random_tensor(cs, dtype, 43, 0.5, 1.5);
+  Value x = g.input("x", xs);
+  Value gamma = g.param("gamma", cs), beta = g.param("beta", cs);
+  Value y = batch_norm(x, gamma, beta, g.constant(rm, "rm"), g.constant(rv, "rv"), {});
+  Value loss = sum(mul(y, g.constant(random_tensor(xs, dtype, 44), "R")));
+  std::vector<Value> outs = grad(loss, {x, gamma, beta});
+  outs.insert(outs.begin(), y);
+  Executor ex(g, outs);
+  g.value(gamma).copy_from(random_tensor(cs, dtype, 45, 0.5, 1.5));
+  g.value(beta).copy_from(random_tensor(cs, dtype, 46));
+  Tensor xv = random_tensor(xs, dtype, 47, -1, 3);
+  std::vector<std::vector<std::byte>> r;
+  ex.bind(x, xv).run();
+  for (Value v : outs) r.push_back(bytes_of(ex.get(v)));
+  r.push_back(bytes_of(rm));
+  r.push_back(bytes_of(rv));
+  ex.set_training(false);
+  ex.run();
+  for (Value v : outs) r.push_back(bytes_of(ex.get(v)));
+  return r;
+}
+
+TEST(BatchNormIsa, EveryTargetAndThreadCountGivesTheSameBits) {
+  struct Case {
+    Shape xs;
+    DType dtype;
+  };
+  // Rows of 63 (7 sums of 8 and a tail of 7), 1 (tails only), 37 and 400 (split over threads).
+  const Case cases[] = {{{6, 3, 9, 7}, DType::kF32}, {{6, 3, 9, 7}, DType::kF64},
+                        {{10, 4}, DType::kF32},      {{3, 5, 37}, DType::kF64},
+                        {{16, 8, 20, 20}, DType::kF32}};
+  for (const Case& c : cases) {
+    std::vector<std::vector<std::byte>> first;
+    for (const std::string& t : supported_isas()) {
+      set_max_isa(t);
+      ASSERT_EQ(isa(), t);
+      for (int threads : {1, 2, 3}) {
+        ThreadScope scope(threads);
+        const auto r = bn_outputs(c.xs, c.dtype);
+        if (first.empty()) {
+          first = r;
+          continue;
+        }
+        ASSERT_EQ(r.size(), first.size());
+        for (std::size_t k = 0; k < r.size(); ++k) {
+          EXPECT_TRUE(r[k] == first[k]) << c.xs.str() << " " << dtype_name(c.dtype) << ": output "
+                                        << k << " on " << t << " with " << threads << " threads";
+        }
+      }
+    }
+    set_max_isa("best");
   }
 }
 

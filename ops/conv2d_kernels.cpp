@@ -134,8 +134,8 @@ constexpr int tile_vectors() {
 // Splits `oc` channels into blocks of at most kMaxTileChannels, as even as possible (5 -> 5,
 // 10 -> 5 + 5, 16 -> 6 + 5 + 5 on 16 registers), calling fn(first, count) for each.
 template <typename Fn>
-void for_each_channel_block(std::int64_t oc, const Fn& fn) {
-  const std::int64_t blocks = (oc + kMaxTileChannels - 1) / kMaxTileChannels;
+void for_each_channel_block(std::int64_t oc, const Fn& fn, std::int64_t max_block = kMaxTileChannels) {
+  const std::int64_t blocks = (oc + max_block - 1) / max_block;
   std::int64_t first = 0;
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t count = (oc - first) / (blocks - b);
@@ -555,6 +555,9 @@ void combine_lane_sums(const T* HWY_RESTRICT vpartial, std::int64_t chunks, std:
 // slower whole-batch). The order of the adds depends on the shapes only.
 inline constexpr std::int64_t kWholeBatchTasks = 32;
 inline constexpr std::int64_t kWholeBatchMaxPlane = 256;  // wide positions (Note [Wide planes])
+// Its tiles: blocks of at most 4 channels x as many taps as the registers hold (6 on 32
+// registers), so that each load of the output gradient feeds more taps.
+inline constexpr int kWholeBatchBlock = 4;
 
 template <typename T, int OCB>
 void weight_grad_whole_batch(const ConvGeometry& g, const PaddedInput& p, const T* gw,
@@ -578,7 +581,9 @@ void weight_grad_whole_batch(const ConvGeometry& g, const PaddedInput& p, const 
   };
   int tap = 0;
   for (; tap + TB <= ks; tap += TB) block.template operator()<TB>(tap);
-  for (; tap < ks; ++tap) block.template operator()<1>(tap);
+  if (tap < ks) {
+    detail::with_tile_size<TB>(ks - tap, [&]<int B>() { block.template operator()<B>(tap); });
+  }
 }
 
 template <typename T>
@@ -609,16 +614,20 @@ void weight_grad(const ConvGeometry& g, const T* x, const T* gy, T* gk, T* ws) {
         pad_wide(g, p.wp, gw_len, gy, gyp, n0, n1);
       }
     });
-    parallel_for(blocks * g.ic, 1, [&](std::int64_t lo, std::int64_t hi) {
+    const std::int64_t wb_blocks = (g.oc + kWholeBatchBlock - 1) / kWholeBatchBlock;
+    parallel_for(wb_blocks * g.ic, 1, [&](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t t = lo; t < hi; ++t) {
         const std::int64_t b = t / g.ic, c = t % g.ic;
         std::int64_t i = 0;
-        for_each_channel_block(g.oc, [&](std::int64_t oc0, int ocb) {
-          if (i++ != b) return;
-          detail::with_tile_size<kMaxTileChannels>(ocb, [&]<int OCB>() {
-            weight_grad_whole_batch<T, OCB>(g, p, gyp, gw_len, xp, oc0, c, gk);
-          });
-        });
+        for_each_channel_block(
+            g.oc,
+            [&](std::int64_t oc0, int ocb) {
+              if (i++ != b) return;
+              detail::with_tile_size<kWholeBatchBlock>(ocb, [&]<int OCB>() {
+                weight_grad_whole_batch<T, OCB>(g, p, gyp, gw_len, xp, oc0, c, gk);
+              });
+            },
+            kWholeBatchBlock);
       }
     });
     return;
